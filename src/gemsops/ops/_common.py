@@ -1,0 +1,53 @@
+"""Small pieces shared by op files: dtype maps and launch-size helpers."""
+from __future__ import annotations
+
+import torch
+import triton.language as tl
+
+from ..runtime import VENDOR
+
+TL_DTYPE = {
+    torch.float32: tl.float32, torch.float16: tl.float16, torch.bfloat16: tl.bfloat16,
+    torch.float64: tl.float64, torch.int64: tl.int64, torch.int32: tl.int32,
+    torch.int16: tl.int16, torch.int8: tl.int8, torch.uint8: tl.uint8, torch.bool: tl.int1,
+}
+
+FLOATING = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
+
+INT32_MAX = 2**31 - 1
+
+
+def kernel_dtype_ok(dtype: torch.dtype) -> bool:
+    """Floating dtypes the vendor supports, plus the integer and bool dtypes Triton has."""
+    if dtype in FLOATING:
+        return dtype in VENDOR.dtypes if VENDOR else False
+    return dtype in TL_DTYPE
+
+
+def needs_int64(*tensors) -> bool:
+    """True when some element offset of these tensors may not fit in int32."""
+    for t in tensors:
+        if isinstance(t, torch.Tensor) and t.numel() > 0:
+            span = sum((s - 1) * abs(st) for s, st in zip(t.shape, t.stride()))
+            if max(span, t.numel()) > INT32_MAX:
+                return True
+    return False
+
+
+def dot_upcast() -> bool:
+    """The interpreter multiplies bf16 dot operands as raw integers; upcast there."""
+    return VENDOR is not None and VENDOR.has_quirk("upcast_bf16_dot")
+
+
+def is_dense(t: torch.Tensor) -> bool:
+    """Non-overlapping and dense: some permutation of the dims is contiguous."""
+    if t.is_contiguous():
+        return True
+    expected = 1
+    for size, stride in sorted(zip(t.shape, t.stride()), key=lambda p: p[1]):
+        if size == 1:
+            continue
+        if stride != expected:
+            return False
+        expected *= size
+    return True

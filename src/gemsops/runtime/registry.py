@@ -1,0 +1,158 @@
+"""Declarations of which aten overloads each op file implements, and the native kernels.
+
+Every op module calls :func:`declare` next to its host functions; importing
+``gemsops.ops`` therefore fills the registry. There is no central table.
+"""
+from __future__ import annotations
+
+import difflib
+import warnings
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from .vendor import VENDOR
+
+
+@dataclass(frozen=True)
+class OpDecl:
+    overload: str  # aten overload name as torch.library spells it: "add.Tensor", "mm"
+    family: str  # user-facing name covering several overloads: "add"
+    impl: Callable
+
+
+_DECLS: dict[str, OpDecl] = {}
+_FAMILIES: dict[str, list[str]] = {}
+
+
+def declare(family: str, impls: dict[str, Callable]) -> None:
+    """Declare that ``impls`` (aten overload name -> host function) implement ``family``.
+
+    Overloads that do not exist in the running torch are skipped, so one op file can
+    name overloads that only newer torch versions have.
+    """
+    for overload, impl in impls.items():
+        if not _aten_has(overload):
+            continue
+        if overload in _DECLS:
+            raise ValueError(f"aten overload {overload!r} declared twice")
+        _DECLS[overload] = OpDecl(overload, family, impl)
+        _FAMILIES.setdefault(family, []).append(overload)
+
+
+def _aten_has(overload: str) -> bool:
+    name, _, over = overload.partition(".")
+    packet = getattr(torch.ops.aten, name, None)
+    return packet is not None and hasattr(packet, over or "default")
+
+
+def declarations() -> dict[str, OpDecl]:
+    return _DECLS
+
+
+def families() -> dict[str, list[str]]:
+    return _FAMILIES
+
+
+def resolve(names) -> set[str]:
+    """Overloads named by ``names`` (families or exact overloads). Unknown names warn."""
+    if names is None:
+        return set()
+    if isinstance(names, str):
+        names = [names]
+    out: set[str] = set()
+    for raw in names:
+        name = raw.removeprefix("aten::")
+        if name in _FAMILIES:
+            out.update(_FAMILIES[name])
+        elif name in _DECLS:
+            out.add(name)
+        elif name.endswith(".default") and name[: -len(".default")] in _DECLS:
+            out.add(name[: -len(".default")])
+        else:
+            known = sorted(set(_FAMILIES) | set(_DECLS))
+            close = difflib.get_close_matches(name, known, n=3, cutoff=0.6)
+            hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
+            warnings.warn(f"gemsops: unknown op name {raw!r} ignored{hint}", stacklevel=3)
+    return out
+
+
+def aten_overload(overload: str) -> torch._ops.OpOverload:
+    name, _, over = overload.partition(".")
+    return getattr(getattr(torch.ops.aten, name), over or "default")
+
+
+_NATIVE: dict[str, Callable] = {}
+
+
+def native(overload: str) -> Callable:
+    """The kernel torch itself runs for ``overload`` on the vendor's dispatch key.
+
+    Captured the first time it is asked for, and always before gems registers its own
+    kernel for that overload, so calling it never re-enters gems for the same op.
+    Host functions use it for every input their kernels do not handle.
+    """
+    fn = _NATIVE.get(overload)
+    if fn is None:
+        fn = _NATIVE[overload] = _capture_native(overload)
+    return fn
+
+
+def _capture_native(overload: str) -> Callable:
+    op = aten_overload(overload)
+    if VENDOR is None:
+        return op
+    kernel = torch.library.get_kernel(op, VENDOR.dispatch_key)
+    keyset = torch._C.DispatchKeySet(VENDOR.dispatch_key)
+    call = kernel.call_boxed
+
+    def native_kernel(*args, **kwargs):
+        return call(keyset, *args, **kwargs)
+
+    native_kernel.__name__ = f"native_{overload.replace('.', '_')}"
+    return native_kernel
+
+
+def fallback(overload: str, *args, **kwargs):
+    """Run torch's own implementation of ``overload`` for inputs gems does not handle.
+
+    Inputs on the vendor's device go to the captured native kernel; inputs elsewhere go
+    through the ordinary dispatcher, where gems is not registered.
+    """
+    if VENDOR is not None and _any_on_vendor_device(args, kwargs):
+        return native(overload)(*args, **kwargs)
+    return aten_overload(overload)(*args, **kwargs)
+
+
+def _any_on_vendor_device(args, kwargs) -> bool:
+    dev = VENDOR.device_type
+    for a in (*args, *kwargs.values()):
+        if isinstance(a, torch.Tensor):
+            return a.device.type == dev
+        if isinstance(a, (list, tuple)):
+            for t in a:
+                if isinstance(t, torch.Tensor):
+                    return t.device.type == dev
+    return False
+
+
+class Unsupported(Exception):
+    """Raised inside a host function for an input its kernel does not handle."""
+
+
+def with_fallback(overload: str):
+    """Decorate a host function so that :class:`Unsupported` runs torch's kernel instead."""
+
+    def wrap(fn):
+        def host(*args, **kwargs):
+            try:
+                return fn(*args, **kwargs)
+            except Unsupported:
+                return fallback(overload, *args, **kwargs)
+
+        host.__name__, host.__qualname__, host.__doc__ = fn.__name__, fn.__qualname__, fn.__doc__
+        host.__wrapped__ = fn
+        return host
+
+    return wrap

@@ -1,0 +1,188 @@
+"""One tuner for every tunable kernel, with a persistent cache on disk.
+
+Candidates come from the vendor YAML (``<kernel>: {default: {...}, candidates: [...]}``).
+The winner for (kernel, kernel source hash, bucketed key, device name, Triton version)
+is kept in memory and in ``$GEMS_CACHE_DIR`` (default ``~/.cache/gemsops``), one JSON
+file per kernel, so later processes start tuned with zero benchmarking. Writers take
+an advisory file lock and replace the file atomically, so concurrent processes never
+corrupt it. A corrupt file is set aside (renamed ``*.corrupt``) with a warning; an
+unwritable directory is a warning and tuning results then live only in memory.
+
+Under the interpreter vendor nothing can be timed, so the YAML ``default`` is used.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import threading
+import warnings
+from pathlib import Path
+from typing import Callable
+
+import triton
+
+from .vendor import VENDOR
+
+try:
+    import fcntl
+except ImportError:  # not on Windows: atomic replace still keeps the file whole
+    fcntl = None
+
+
+def cache_dir() -> Path:
+    """Where tuning results live (``GEMS_CACHE_DIR`` or ``~/.cache/gemsops``)."""
+    env = os.environ.get("GEMS_CACHE_DIR")
+    return Path(env) if env else Path.home() / ".cache" / "gemsops"
+
+
+def bucket(n: int) -> int:
+    """Round a size up to a power of two so nearby shapes share one tuning result."""
+    return 1 if n <= 1 else 1 << (int(n) - 1).bit_length()
+
+
+class Stats:
+    benchmarks_run = 0  # configs timed in this process, over all tuners
+    disk_hits = 0
+
+
+stats = Stats()
+
+
+def can_benchmark() -> bool:
+    return VENDOR is not None and not VENDOR.interpreter
+
+
+def benchmark(fn: Callable[[], None]) -> float:
+    """Median milliseconds of ``fn`` on the device."""
+    return triton.testing.do_bench(fn, warmup=5, rep=25, return_mode="median")
+
+
+class DiskCache:
+    """One JSON object on disk: entry key -> config dict."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.entries: dict | None = None
+        self.writable = True
+
+    def _read(self) -> dict:
+        try:
+            with open(self.path) as f:
+                data = json.load(f)
+            if not isinstance(data, dict):
+                raise ValueError("not a JSON object")
+            return data
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError) as err:
+            aside = self.path.with_suffix(self.path.suffix + ".corrupt")
+            try:
+                os.replace(self.path, aside)
+                where = f"moved to {aside}"
+            except OSError:
+                where = "left in place"
+            warnings.warn(f"gemsops: tuning cache {self.path} is unreadable ({err}); {where}, retuning")
+            return {}
+
+    def get(self, key: str):
+        if self.entries is None:
+            self.entries = self._read()
+        return self.entries.get(key)
+
+    def put(self, key: str, value: dict) -> None:
+        if self.entries is None:
+            self.entries = self._read()
+        self.entries[key] = value
+        if not self.writable:
+            return
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with open(str(self.path) + ".lock", "a") as lock:
+                if fcntl is not None:
+                    fcntl.flock(lock, fcntl.LOCK_EX)
+                merged = self._read()  # keep what other processes wrote meanwhile
+                merged.update(self.entries)
+                fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=self.path.name, suffix=".tmp")
+                with os.fdopen(fd, "w") as f:
+                    json.dump(merged, f, indent=0, sort_keys=True)
+                os.replace(tmp, self.path)
+                self.entries = merged
+        except OSError as err:
+            self.writable = False
+            warnings.warn(f"gemsops: cannot write the tuning cache in {self.path.parent} ({err}); "
+                          "tuning results are kept in memory for this process only")
+
+
+class Tuner:
+    """Chooses and remembers a config for one kernel.
+
+    ``kernels`` are the Triton functions whose source defines what a config means; a
+    change to their source (or to the candidate list) starts a fresh cache entry.
+    """
+
+    def __init__(self, name: str, kernels=()):
+        self.name = name
+        block = VENDOR.config(name) if VENDOR else {}
+        self.default = dict(block.get("default", {}))
+        self.candidates = [dict(c) for c in block.get("candidates", [])] or [self.default]
+        src = "".join(getattr(k, "src", "") or "" for k in kernels) + json.dumps(self.candidates, sort_keys=True)
+        self.source_hash = hashlib.sha256(src.encode()).hexdigest()[:16]
+        self.memory: dict = {}
+        self.lock = threading.Lock()
+        self.disk: DiskCache | None = None
+        _TUNERS.append(self)
+
+    def _disk(self) -> DiskCache:
+        if self.disk is None:
+            self.disk = DiskCache(cache_dir() / f"{self.name}-{self.source_hash}.json")
+        return self.disk
+
+    def _entry_key(self, key) -> str:
+        device = VENDOR.device_name if VENDOR else "none"
+        return f"{key!r}|{device}|triton-{triton.__version__}"
+
+    def choose(self, key, run: Callable[[dict], object]) -> dict:
+        """The config for ``key``; on a miss, time ``run(config)`` for each candidate."""
+        cfg = self.memory.get(key)
+        if cfg is not None:
+            return cfg
+        with self.lock:
+            cfg = self.memory.get(key)
+            if cfg is not None:
+                return cfg
+            if len(self.candidates) == 1 or not can_benchmark():
+                cfg = self.default or self.candidates[0]
+            else:
+                entry = self._entry_key(key)
+                cfg = self._disk().get(entry)
+                if cfg is not None:
+                    stats.disk_hits += 1
+                else:
+                    cfg = self._tune(run)
+                    self._disk().put(entry, cfg)
+            self.memory[key] = cfg
+            return cfg
+
+    def _tune(self, run) -> dict:
+        best, best_ms = None, float("inf")
+        for cfg in self.candidates:
+            try:
+                run(cfg)  # compile outside the timed region
+                ms = benchmark(lambda: run(cfg))
+            except Exception:  # a config the compiler rejects (too much shared memory...)
+                ms = float("inf")
+            stats.benchmarks_run += 1
+            if ms < best_ms:
+                best, best_ms = cfg, ms
+        if best is None:
+            raise RuntimeError(f"gemsops: no candidate config of {self.name} ran")
+        return best
+
+
+_TUNERS: list[Tuner] = []
+
+
+def all_tuners() -> list[Tuner]:
+    return list(_TUNERS)

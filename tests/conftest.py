@@ -1,0 +1,27 @@
+"""Test setup: pick the vendor before gemsops is imported, and reset gems after each test.
+
+CI has no GPU: it runs every test through the interpreter vendor on CPU tensors
+(``GEMS_VENDOR=interpreter``). On a GPU machine ``GEMS_VENDOR=nvidia`` runs the same tests
+on CUDA with larger shapes where a test asks for ``big``.
+"""
+import os
+
+import pytest
+
+if "GEMS_VENDOR" not in os.environ:
+    import torch
+
+    os.environ["GEMS_VENDOR"] = "nvidia" if torch.cuda.is_available() else "interpreter"
+
+import gemsops  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _gems_off_after_test():
+    yield
+    gemsops.disable()
+
+
+@pytest.fixture
+def device():
+    return gemsops.VENDOR.device_type

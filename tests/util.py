@@ -1,0 +1,59 @@
+"""Shared comparison helpers: gems against torch's own kernels, reference in float64."""
+from __future__ import annotations
+
+import torch
+
+import gemsops
+
+DEVICE = gemsops.VENDOR.device_type
+ON_GPU = DEVICE == "cuda"
+INTERPRETER = gemsops.VENDOR.interpreter
+
+# Floating dtypes the tests sweep; bf16 is included on the interpreter too (its casts
+# truncate instead of rounding, hence the 1-ulp-wide bf16 tolerance).
+FLOAT_DTYPES = [torch.float32, torch.float16, torch.bfloat16]
+
+# Tolerances for results computed in fp32 (opmath) and rounded to the output dtype,
+# compared with a float64 reference rounded the same way.
+TOL = {
+    torch.float64: dict(atol=1e-9, rtol=1e-9),
+    torch.float32: dict(atol=1e-5, rtol=1e-5),
+    torch.float16: dict(atol=1e-3, rtol=1e-3),
+    torch.bfloat16: dict(atol=1e-2, rtol=1.6e-2),
+}
+
+
+def tol(dtype, scale: float = 1.0) -> dict:
+    """Tolerance for ``dtype``; ``scale`` widens it for long reductions or matmuls."""
+    t = TOL.get(dtype, dict(atol=0, rtol=0))
+    return dict(atol=t["atol"] * scale, rtol=t["rtol"] * scale)
+
+
+def to_ref(x):
+    """Upcast floating tensors (and tensors inside lists) to float64 for a reference run."""
+    if isinstance(x, torch.Tensor):
+        return x.detach().double() if x.is_floating_point() else x.detach()
+    if isinstance(x, (list, tuple)):
+        return type(x)(to_ref(v) for v in x)
+    return x
+
+
+def reference(fn, *args, out_dtype=None, **kwargs):
+    """``fn`` run natively in float64 on upcast inputs, then cast to ``out_dtype``."""
+    with torch.no_grad():
+        ref = fn(*to_ref(args), **kwargs)
+    if out_dtype is not None and isinstance(ref, torch.Tensor) and ref.is_floating_point():
+        ref = ref.to(out_dtype)
+    return ref
+
+
+def randn(*shape, dtype=torch.float32, device=None, **kw):
+    return torch.randn(*shape, dtype=dtype, device=device or DEVICE, **kw)
+
+
+def assert_close(actual, expected, dtype=None, scale: float = 1.0, **kw):
+    """``torch.testing.assert_close`` with the per-dtype tolerance of ``dtype``."""
+    dtype = dtype or (actual.dtype if isinstance(actual, torch.Tensor) else None)
+    opts = tol(dtype, scale) if dtype in TOL else {}
+    opts.update(kw)
+    torch.testing.assert_close(actual, expected, **opts)
