@@ -1,8 +1,8 @@
 """Vendor selection: which dispatch key gems registers for and which kernel configs it uses.
 
 A vendor is data: ``vendors/<name>/vendor.yaml`` (dispatch key, device type, dtypes,
-quirks) plus ``vendors/<name>/configs/default.yaml`` and optional per-architecture
-overlays such as ``configs/hopper.yaml``. ``GEMS_VENDOR`` picks one; when unset, a visible
+quirks) plus kernel configs in ``vendors/<name>/configs/default/*.yaml`` and optional
+per-architecture overlays such as ``configs/hopper/*.yaml`` (one file per op family). ``GEMS_VENDOR`` picks one; when unset, a visible
 CUDA device selects ``nvidia`` and otherwise no vendor is active (gems stays off).
 
 This module must be imported before any ``@triton.jit`` function is defined: the
@@ -54,6 +54,14 @@ def _load_yaml(path: Path) -> dict:
         return yaml.safe_load(f) or {}
 
 
+def _load_configs(folder: Path) -> dict:
+    """Kernel name -> config block, from every YAML file of one architecture folder."""
+    configs: dict = {}
+    for path in sorted(folder.glob("*.yaml")):
+        configs.update(_load_yaml(path))
+    return configs
+
+
 def _dtype_set(names) -> frozenset:
     import torch
 
@@ -80,11 +88,11 @@ def load_vendor(name: str) -> Vendor:
         device_name = torch.cuda.get_device_name()
     elif desc.get("interpreter"):
         device_name = "cpu-interpreter"
-    configs = _load_yaml(root / "configs" / "default.yaml")
+    configs = _load_configs(root / "configs" / "default")
     if arch != "default":
         # an architecture overlay replaces whole kernel entries, never merges inside one,
         # so a tuned candidate list is never mixed with another chip's defaults
-        configs.update(_load_yaml(root / "configs" / f"{arch}.yaml"))
+        configs.update(_load_configs(root / "configs" / arch))
     return Vendor(
         name=desc["name"],
         device_type=desc["device_type"],
