@@ -27,8 +27,8 @@ import triton.language as tl
 from torch._prims_common import ELEMENTWISE_TYPE_PROMOTION_KIND as Promotion  # noqa: F401
 from torch._prims_common import elementwise_dtypes
 
-from ..runtime import VENDOR, Unsupported, on_vendor_device
-from ._common import TL_DTYPE, is_dense, kernel_dtype_ok, needs_int64
+from ..runtime import VENDOR, Launcher, Unsupported, on_vendor_device
+from ._common import INT32_MAX as _INT32_MAX, TL_DTYPE, is_dense, kernel_dtype_ok, needs_int64
 
 MAX_RANK = 5
 MAX_INPUTS = 3
@@ -137,6 +137,11 @@ def _pointwise_strided_kernel(
     tl.store(out_ptr + _strided_offset(i0, i1, i2, i3, i4, o0, o1, o2, o3, o4, RANK), r, mask=mask)
 
 
+_launch_flat = Launcher(_pointwise_flat_kernel)
+_launch_strided = Launcher(_pointwise_strided_kernel)
+_DEVICE_TYPE = VENDOR.device_type if VENDOR else None
+
+
 def _signature(args) -> tuple:
     sig = []
     for a in args:
@@ -181,6 +186,7 @@ class Pointwise:
         self.out_dtype = out_dtype
         self.compute_dtype = compute_dtype
         self._dtype_cache: dict = {}
+        self._plans: dict = {}
 
     def dtypes(self, args) -> tuple[torch.dtype, torch.dtype]:
         """(compute dtype, result dtype) for these inputs, as PyTorch would choose."""
@@ -198,6 +204,58 @@ class Pointwise:
 
     def __call__(self, *args, out: torch.Tensor | None = None):
         """Compute ``fn`` elementwise over ``args`` (tensors or Python numbers)."""
+        if out is None:
+            result = self._fast(args)
+            if result is not None:
+                return result
+        return self._general(args, out)
+
+    def _fast(self, args):
+        """Contiguous tensors of one shape (plus Python numbers): the common case, kept lean."""
+        first = None
+        for a in args:
+            if isinstance(a, torch.Tensor):
+                if first is None:
+                    first = a
+                    if first.device.type != _DEVICE_TYPE or not first.is_contiguous():
+                        return None
+                elif a.shape != first.shape or not a.is_contiguous() or a.device != first.device:
+                    return None
+            elif isinstance(a, float) and first is not None and first.dtype == torch.float64:
+                return None  # fp64 scalars need the general path (Triton passes floats as fp32)
+        if first is None or first.dim() == 0:
+            return None
+        plan = self._plans.get(_signature(args))
+        if plan is None:
+            plan = self._plans[_signature(args)] = self._make_plan(args)
+        if plan is False:
+            return None
+        result_dtype, kinds, casts = plan
+        n = first.numel()
+        out = torch.empty(first.shape, dtype=result_dtype, device=first.device)
+        if n == 0 or n > _INT32_MAX:
+            return out if n == 0 else None
+        x = args + (0,) * (MAX_INPUTS - len(args))
+        _launch_flat(
+            ((n + BLOCK - 1) // BLOCK,), out, x[0], x[1], x[2], n,
+            FN=self.fn, NIN=len(args), K0=kinds[0], K1=kinds[1], K2=kinds[2],
+            C0=casts[0], C1=casts[1], C2=casts[2], INT64=False, BLOCK=BLOCK,
+        )
+        return out
+
+    def _make_plan(self, args):
+        """(result dtype, operand kinds, casts) for the fast path, or False if it does not apply."""
+        compute, result_dtype = self.dtypes(args)
+        if not (kernel_dtype_ok(compute) and kernel_dtype_ok(result_dtype)):
+            return False
+        if any(isinstance(a, torch.Tensor) and not kernel_dtype_ok(a.dtype) for a in args):
+            return False
+        compute_tl = TL_DTYPE[compute]
+        kinds = [TENSOR if isinstance(a, torch.Tensor) else SCALAR for a in args] + [SCALAR] * MAX_INPUTS
+        casts = [compute_tl if self.promote is None or i in self.promote else None for i in range(len(args))]
+        return result_dtype, kinds[:MAX_INPUTS], casts + [None] * (MAX_INPUTS - len(args))
+
+    def _general(self, args, out):
         compute, result_dtype = self.dtypes(args)
         tensors = [a for a in args if isinstance(a, torch.Tensor)]
         # a CPU 0-d tensor next to device tensors is a scalar (torch allows that mix)
@@ -211,7 +269,7 @@ class Pointwise:
             raise Unsupported
         if any(not kernel_dtype_ok(t.dtype) for t in tensors):
             raise Unsupported
-        shape = torch.broadcast_shapes(*(t.shape for t in tensors))
+        shape = _broadcast_shape(tensors)
         if out is None:
             out = _new_output(tensors, shape, result_dtype)
         else:
@@ -261,8 +319,8 @@ class Pointwise:
             st == out_strides for k, st in zip(kinds, strides) if k == TENSOR
         ) and all(p.shape == shape for p, k in zip(ptrs, kinds) if k == TENSOR):
             # identical dense layouts: walk storage linearly
-            _pointwise_flat_kernel[grid](
-                out, ptrs[0], ptrs[1], ptrs[2], n,
+            _launch_flat(
+                grid, out, ptrs[0], ptrs[1], ptrs[2], n,
                 FN=self.fn, NIN=nin, K0=kinds[0], K1=kinds[1], K2=kinds[2],
                 C0=casts[0], C1=casts[1], C2=casts[2], INT64=int64, BLOCK=BLOCK,
             )
@@ -274,13 +332,20 @@ class Pointwise:
         pad = MAX_RANK - rank
         sizes_p = sizes + [1] * pad
         all_st = [st + [0] * pad for st in [o_st, *in_st]]
-        _pointwise_strided_kernel[grid](
-            out, ptrs[0], ptrs[1], ptrs[2], n,
+        _launch_strided(
+            grid, out, ptrs[0], ptrs[1], ptrs[2], n,
             sizes_p[1], sizes_p[2], sizes_p[3], sizes_p[4],
             *all_st[0], *all_st[1], *all_st[2], *all_st[3],
             FN=self.fn, NIN=nin, K0=kinds[0], K1=kinds[1], K2=kinds[2],
             C0=casts[0], C1=casts[1], C2=casts[2], RANK=rank, INT64=int64, BLOCK=BLOCK,
         )
+
+
+def _broadcast_shape(tensors):
+    shape = tensors[0].shape
+    if all(t.shape == shape for t in tensors):
+        return shape
+    return torch.broadcast_shapes(*(t.shape for t in tensors))
 
 
 def _new_output(tensors, shape, dtype):
