@@ -1,0 +1,294 @@
+"""The tiled GEMM shared by mm, addmm, bmm, baddbmm, mv and addmv.
+
+    out[b] = alpha * (A[b] @ B[b]) + beta * bias[b]        (bias optional, broadcast by strides)
+
+One kernel family, every operand passed as (pointer, batch stride, row stride, column
+stride), so transposed and non-contiguous operands (``mm(x, W.t())`` from nn.Linear) need
+no copies, and broadcast bias rows/columns are 0 strides. The batch is grid axis 2.
+
+Numerics: products accumulate in fp32 and the result is rounded once to the output
+dtype after the epilogue (alpha, beta, bias), as cuBLAS does. fp32 operands use
+``input_precision="ieee"`` unless ``torch.backends.cuda.matmul.allow_tf32`` is set, read
+on every call so the flag behaves as it does for torch's own matmul.
+
+Configs. Three tuners, keyed by (bucketed M, N, K, dtype, operand layout, batched):
+- ``mm``: 16-bit operands, M > SMALL_M: grouped tile ordering (GROUP_M) for L2 reuse.
+- ``mm_small_m``: 16-bit operands, M <= SMALL_M (decode, mv): reading B dominates, so the
+  candidates use thin M tiles and split K over grid axis 1 to put enough CTAs on the
+  weight. Partial tiles go to an fp32 workspace; the last CTA of a tile (counted with
+  an atomic, reset by that CTA so the counters stay zero between calls) sums them in
+  a fixed order (deterministic) and runs the epilogue. One launch, no extra kernels.
+- ``mm_fp32``: fp32 operands (tiles sized for 4-byte elements).
+The chosen config and launch grid are cached per exact (shape, dtype, layout) so the
+per-call host work after the first call is one dict lookup.
+"""
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from ..runtime import VENDOR, Tuner, Unsupported, bucket
+from ._common import INT32_MAX, dot_upcast
+
+SMALL_M = 64
+GEMM_DTYPES = frozenset(d for d in (torch.float32, torch.float16, torch.bfloat16)
+                        if VENDOR is not None and d in VENDOR.dtypes)
+_MAX_GRID_YZ = 65535
+
+
+@triton.jit
+def _gemm_kernel(
+    a_ptr, b_ptr, c_ptr, x_ptr, ws_ptr, lock_ptr,
+    M, N, K,
+    s_ab, s_am, s_ak,
+    s_bb, s_bk, s_bn,
+    s_cb, s_cm, s_cn,
+    s_xb, s_xm, s_xn,
+    alpha, beta,
+    HAS_BIAS: tl.constexpr, SCALE_ACC: tl.constexpr, SCALE_BIAS: tl.constexpr,
+    PRECISION: tl.constexpr, UPCAST: tl.constexpr, INT64: tl.constexpr, EVEN_K: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+    GROUP_M: tl.constexpr, SPLIT_K: tl.constexpr,
+):
+    pid = tl.program_id(0)
+    pid_k = tl.program_id(1)
+    bid = tl.program_id(2).to(tl.int64)
+    grid_m = tl.cdiv(M, BLOCK_M)
+    grid_n = tl.cdiv(N, BLOCK_N)
+    # grouped ordering: GROUP_M row-tiles sweep the columns together, so the B tiles
+    # they share stay in L2
+    width = GROUP_M * grid_n
+    group = pid // width
+    first_m = group * GROUP_M
+    group_m = tl.minimum(grid_m - first_m, GROUP_M)
+    pid_m = first_m + (pid % width) % group_m
+    pid_n = (pid % width) // group_m
+
+    rm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    rk = tl.arange(0, BLOCK_K)
+    # rows/columns past the edge read row 0 / column 0 instead of being masked: the loads
+    # stay unmasked (vectorized) and the store masks them out
+    ram = rm % M
+    rbn = rn % N
+    if INT64:
+        ram = ram.to(tl.int64)
+        rbn = rbn.to(tl.int64)
+        rk = rk.to(tl.int64)
+
+    k_tiles = tl.cdiv(K, BLOCK_K)
+    k_per = tl.cdiv(k_tiles, SPLIT_K)
+    k_lo = pid_k * k_per
+    k_hi = tl.minimum(k_lo + k_per, k_tiles)
+    a_ptrs = a_ptr + bid * s_ab + ram[:, None] * s_am + (k_lo * BLOCK_K + rk)[None, :] * s_ak
+    b_ptrs = b_ptr + bid * s_bb + (k_lo * BLOCK_K + rk)[:, None] * s_bk + rbn[None, :] * s_bn
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    for kt in range(k_lo, k_hi):
+        if EVEN_K:
+            a = tl.load(a_ptrs)
+            b = tl.load(b_ptrs)
+        else:
+            k_left = K - kt * BLOCK_K
+            a = tl.load(a_ptrs, mask=rk[None, :] < k_left, other=0.0)
+            b = tl.load(b_ptrs, mask=rk[:, None] < k_left, other=0.0)
+        if UPCAST:
+            a = a.to(tl.float32)
+            b = b.to(tl.float32)
+        acc = tl.dot(a, b, acc, input_precision=PRECISION)
+        a_ptrs += BLOCK_K * s_ak
+        b_ptrs += BLOCK_K * s_bk
+
+    if SPLIT_K == 1:
+        _epilogue(acc, c_ptr, x_ptr, bid, rm, rn, M, N, s_cb, s_cm, s_cn, s_xb, s_xm, s_xn,
+                  alpha, beta, HAS_BIAS, SCALE_ACC, SCALE_BIAS, INT64)
+    else:
+        tile = bid * grid_m * grid_n + pid
+        tm = tl.arange(0, BLOCK_M)[:, None] * BLOCK_N + tl.arange(0, BLOCK_N)[None, :]
+        ws_tile = ws_ptr + tile * (SPLIT_K * BLOCK_M * BLOCK_N)
+        tl.store(ws_tile + pid_k * (BLOCK_M * BLOCK_N) + tm, acc)
+        # every thread's partial store must precede the (single-thread) release below
+        tl.debug_barrier()
+        arrived = tl.atomic_add(lock_ptr + tile, 1, sem="acq_rel")
+        if arrived == SPLIT_K - 1:
+            acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+            for s in range(SPLIT_K):  # fixed order: the sum is deterministic
+                acc += tl.load(ws_tile + s * (BLOCK_M * BLOCK_N) + tm, cache_modifier=".cg")
+            tl.atomic_xchg(lock_ptr + tile, 0)
+            _epilogue(acc, c_ptr, x_ptr, bid, rm, rn, M, N, s_cb, s_cm, s_cn, s_xb, s_xm, s_xn,
+                      alpha, beta, HAS_BIAS, SCALE_ACC, SCALE_BIAS, INT64)
+
+
+@triton.jit
+def _epilogue(acc, c_ptr, x_ptr, bid, rm, rn, M, N, s_cb, s_cm, s_cn, s_xb, s_xm, s_xn,
+              alpha, beta, HAS_BIAS: tl.constexpr, SCALE_ACC: tl.constexpr,
+              SCALE_BIAS: tl.constexpr, INT64: tl.constexpr):
+    if INT64:
+        rm = rm.to(tl.int64)
+        rn = rn.to(tl.int64)
+    mask = (rm < M)[:, None] & (rn < N)[None, :]
+    if SCALE_ACC:
+        acc = acc * alpha
+    if HAS_BIAS:
+        x = tl.load(x_ptr + bid * s_xb + rm[:, None] * s_xm + rn[None, :] * s_xn, mask=mask, other=0.0)
+        x = x.to(tl.float32)
+        if SCALE_BIAS:
+            x = x * beta
+        acc = acc + x
+    tl.store(c_ptr + bid * s_cb + rm[:, None] * s_cm + rn[None, :] * s_cn,
+             acc.to(c_ptr.dtype.element_ty), mask=mask)
+
+
+_TUNERS = {
+    "mm": Tuner("mm", kernels=[_gemm_kernel, _epilogue]),
+    "mm_small_m": Tuner("mm_small_m", kernels=[_gemm_kernel, _epilogue]),
+    "mm_fp32": Tuner("mm_fp32", kernels=[_gemm_kernel, _epilogue]),
+}
+_LAUNCH_KEYS = ("BLOCK_M", "BLOCK_N", "BLOCK_K", "GROUP_M", "SPLIT_K")
+
+
+def _tf32_allowed():
+    return False
+
+
+if VENDOR is not None and VENDOR.device_type == "cuda":
+    _tf32_allowed = getattr(torch._C, "_get_cublas_allow_tf32", None) or (
+        lambda: torch.backends.cuda.matmul.allow_tf32)
+
+
+class _Workspace:
+    """Per-device fp32 partial tiles and zeroed arrival counters for split-K.
+
+    Shared by every split-K launch on a device: launches on one stream are ordered, and
+    the counters return to zero at the end of each launch. (Concurrent split-K GEMMs on
+    two streams of one device would race; torch code rarely does that.)
+    """
+
+    def __init__(self):
+        self.bufs: dict = {}
+
+    def get(self, device, ws_elems: int, locks: int):
+        ws, lk = self.bufs.get(device, (None, None))
+        if ws is None or ws.numel() < ws_elems:
+            ws = torch.empty(max(ws_elems, 1 << 16), dtype=torch.float32, device=device)
+        if lk is None or lk.numel() < locks:
+            lk = torch.zeros(max(locks, 1024), dtype=torch.int32, device=device)
+        self.bufs[device] = (ws, lk)
+        return ws, lk
+
+
+_WORKSPACE = _Workspace()
+_PLANS: dict = {}  # exact call key -> (cfg, grid, meta)
+_MAX_PLANS = 8192
+
+
+def _layout(s_row, s_col):
+    """0: rows contiguous along columns (row-major), 1: column-major, 2: neither."""
+    return 0 if s_col == 1 else (1 if s_row == 1 else 2)
+
+
+def _plan(key, dtype, batch, M, N, K, launch_for_tuning):
+    prec_ieee = key[-1]
+    if dtype == torch.float32:
+        tuner = _TUNERS["mm_fp32"]
+    elif M <= SMALL_M:
+        tuner = _TUNERS["mm_small_m"]
+    else:
+        tuner = _TUNERS["mm"]
+    tkey = (bucket(M), bucket(N), bucket(K), str(dtype).removeprefix("torch."), key[4], key[5],
+            batch > 1, prec_ieee)
+    cfg = tuner.choose(tkey, launch_for_tuning)
+    grid = (triton.cdiv(M, cfg["BLOCK_M"]) * triton.cdiv(N, cfg["BLOCK_N"]), cfg.get("SPLIT_K", 1), batch)
+    if grid[0] > INT32_MAX:
+        raise Unsupported
+    return cfg, grid
+
+
+def gemm(a, sa, b, sb, c, sc, x, sx, batch, M, N, K, alpha=1.0, beta=1.0):
+    """c = alpha * a @ b + beta * x over ``batch`` matrices; s* are (batch, row, col) strides.
+
+    ``x`` is None for no bias (or beta == 0: torch then ignores the bias, NaN included).
+    The caller checked dtypes, devices and shapes; M, N, batch > 0 (K may be 0).
+    """
+    dtype = a.dtype
+    if batch > _MAX_GRID_YZ:
+        raise Unsupported
+    ieee = dtype != torch.float32 or not _tf32_allowed()
+    key = (M, N, K, dtype, _layout(sa[1], sa[2]), _layout(sb[1], sb[2]), batch, ieee)
+    hit = _PLANS.get(key)
+    if hit is None:
+        def tune_run(cfg):
+            # time into a scratch output: ``c`` may alias the bias (in-place addmm_)
+            scratch = torch.empty_like(c)
+            grid = (triton.cdiv(M, cfg["BLOCK_M"]) * triton.cdiv(N, cfg["BLOCK_N"]), cfg.get("SPLIT_K", 1), batch)
+            _launch(cfg, grid, a, sa, b, sb, scratch, sc, x, sx, M, N, K, alpha, beta, ieee)
+
+        if len(_PLANS) >= _MAX_PLANS:
+            _PLANS.clear()
+        hit = _PLANS[key] = _plan(key, dtype, batch, M, N, K, tune_run)
+    cfg, grid = hit
+    _launch(cfg, grid, a, sa, b, sb, c, sc, x, sx, M, N, K, alpha, beta, ieee)
+    return c
+
+
+def _launch(cfg, grid, a, sa, b, sb, c, sc, x, sx, M, N, K, alpha, beta, ieee):
+    split = cfg.get("SPLIT_K", 1)
+    bm, bn, bk = cfg["BLOCK_M"], cfg["BLOCK_N"], cfg["BLOCK_K"]
+    if split > 1:
+        ws, locks = _WORKSPACE.get(c.device, grid[0] * grid[2] * split * bm * bn, grid[0] * grid[2])
+    else:
+        ws = locks = c  # never read
+    fp32 = a.dtype == torch.float32
+    int64 = _needs_int64(a, sa, M, K) or _needs_int64(b, sb, K, N) or _needs_int64(c, sc, M, N) or (
+        x is not None and _needs_int64(x, sx, M, N))
+    _gemm_kernel[grid](
+        a, b, c, x if x is not None else c, ws, locks,
+        M, N, K, *sa, *sb, *sc, *sx,
+        float(alpha), float(beta),
+        HAS_BIAS=x is not None, SCALE_ACC=alpha != 1, SCALE_BIAS=beta != 1,
+        PRECISION=("ieee" if ieee else "tf32") if fp32 else None,
+        UPCAST=a.dtype == torch.bfloat16 and dot_upcast(),
+        INT64=int64, EVEN_K=K % bk == 0,
+        BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, GROUP_M=cfg.get("GROUP_M", 8), SPLIT_K=split,
+        num_warps=cfg.get("num_warps", 4), num_stages=cfg.get("num_stages", 3),
+    )
+
+
+def _needs_int64(t, strides, rows, cols):
+    span = (rows + 64) * abs(strides[1]) + (cols + 64) * abs(strides[2])  # + padding reads
+    return span > INT32_MAX
+
+
+def check_out(out, shape, dtype, *inputs, bias=None):
+    """``out=`` cases gems leaves to torch: resizing, dtype errors, self-overlap, aliasing."""
+    if out.dtype != dtype or out.shape != shape:
+        raise Unsupported
+    for size, stride in zip(out.shape, out.stride()):
+        if stride == 0 and size > 1:
+            raise Unsupported
+    if out.numel() == 0:
+        return
+    ptr = out.untyped_storage().data_ptr()
+    for t in inputs:
+        if t.untyped_storage().data_ptr() == ptr:
+            raise Unsupported
+    if bias is not None and bias.untyped_storage().data_ptr() == ptr and not (
+        bias.data_ptr() == out.data_ptr() and bias.shape == out.shape and bias.stride() == out.stride()
+    ):
+        raise Unsupported  # elementwise in-place (addmm_) is safe; any other overlap is not
+
+
+def bias_strides(x, shape):
+    """Strides that read ``x`` broadcast to ``shape`` (torch's rules); Unsupported if it does not broadcast."""
+    nd, xd = len(shape), x.dim()
+    if xd > nd:
+        raise Unsupported
+    st = [0] * nd
+    xs, xst = x.shape, x.stride()
+    for i in range(1, xd + 1):
+        size = xs[-i]
+        if size == shape[-i] and size != 1:
+            st[-i] = xst[-i]
+        elif size != 1:
+            raise Unsupported
+    return st
