@@ -188,3 +188,42 @@ if ON_GPU:
         for rows in (slice(0, 8), slice(16376, 16384)):
             check(out[rows, -300:], torch.mm, x[rows], w[-300:].t(), k=32)
         del out
+
+
+TMA_CFG = dict(TMA=1, BLOCK_M=16, BLOCK_N=32, BLOCK_K=16, GROUP_M=2, num_warps=4, num_stages=3)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("layout", ["nn", "nt", "tn", "tt"])
+def test_gemm_tma_persistent(dtype, layout):
+    # the persistent tensor-descriptor variant the tuner may choose for 16-bit 2-D GEMMs
+    torch.manual_seed(9)
+    cfg = dict(TMA_CFG, BLOCK_M=64, BLOCK_N=128, BLOCK_K=64, num_warps=8) if ON_GPU else TMA_CFG
+    M, N, K = (300, 520, 200) if ON_GPU else (40, 56, 40)
+    a, b = operand(M, K, dtype, layout[0]), operand(K, N, dtype, layout[1])
+    bias = torch.randn(N, dtype=dtype, device=DEVICE)
+    out = torch.empty(M, N, dtype=dtype, device=DEVICE)
+    _gemm._launch(cfg, _gemm._grid(cfg, M, N, 1, out), a, (0, *a.stride()), b, (0, *b.stride()),
+                  out, (0, *out.stride()), bias, (0, 0, 1), M, N, K, 2.0, 0.5, True)
+    check(out, lambda x, a, b: torch.addmm(x, a, b, beta=0.5, alpha=2.0), bias, a, b, k=K)
+
+
+def test_gemm_tma_not_applicable():
+    # misaligned strides (odd K): the TMA launcher refuses, and gemm falls back to the default
+    a = operand(20, 15, torch.float16)
+    b = operand(15, 24, torch.float16)
+    out = torch.empty(20, 24, dtype=torch.float16, device=DEVICE)
+    with pytest.raises(_gemm._NotApplicable):
+        _gemm._launch(TMA_CFG, (1,), a, (0, *a.stride()), b, (0, *b.stride()), out, (0, *out.stride()),
+                      None, (0, 0, 0), 20, 24, 15, 1, 1, True)
+
+
+def test_gemm_tma_plan_and_fallback(monkeypatch):
+    # a tuner that picks the TMA kernel: aligned calls run it, misaligned ones the fallback
+    monkeypatch.setattr(_gemm, "_PLANS", {})
+    monkeypatch.setattr(_gemm._TUNERS["mm"], "choose", lambda key, run: TMA_CFG)
+    torch.manual_seed(10)
+    for K in (32, 33):  # 33: rows of x are not 16-byte aligned
+        x, w = operand(70, K, torch.float16), operand(24, K, torch.float16)
+        check(ops.mm(x, w.t()), torch.mm, x, w.t(), k=K)
+    assert all(plan[2] is not None for plan in _gemm._PLANS.values())

@@ -13,6 +13,9 @@ on every call so the flag behaves as it does for torch's own matmul.
 
 Configs. Three tuners, keyed by (bucketed M, N, K, dtype, operand layout, batched):
 - ``mm``: 16-bit operands, M > SMALL_M: grouped tile ordering (GROUP_M) for L2 reuse.
+  Configs with ``TMA: 1`` select the persistent tensor-descriptor kernel (one program per
+  SM, TMA loads that zero-fill the edges); it serves 2-D GEMMs whose operands have a
+  unit stride and 16-byte aligned rows, and any other call falls back to a classic config.
 - ``mm_small_m``: 16-bit operands, M <= SMALL_M (decode, mv): reading B dominates, so the
   candidates use thin M tiles and split K over grid axis 1 to put enough CTAs on the
   weight. Partial tiles go to an fp32 workspace; the last CTA of a tile (counted with
@@ -30,6 +33,11 @@ import triton.language as tl
 
 from ..runtime import VENDOR, Tuner, Unsupported, bucket
 from ._common import INT32_MAX, dot_upcast
+
+try:
+    from triton.tools.tensor_descriptor import TensorDescriptor
+except ImportError:  # older Triton: the TMA candidates are never applicable
+    TensorDescriptor = None
 
 SMALL_M = 64
 GEMM_DTYPES = frozenset(d for d in (torch.float32, torch.float16, torch.bfloat16)
@@ -139,12 +147,65 @@ def _epilogue(acc, c_ptr, x_ptr, bid, rm, rn, M, N, s_cb, s_cm, s_cn, s_xb, s_xm
              acc.to(c_ptr.dtype.element_ty), mask=mask)
 
 
+@triton.jit
+def _gemm_tma_kernel(
+    a_desc, b_desc, c_ptr, x_ptr,
+    M, N, K, num_programs,
+    s_cm, s_cn, s_xm, s_xn,
+    alpha, beta,
+    HAS_BIAS: tl.constexpr, SCALE_ACC: tl.constexpr, SCALE_BIAS: tl.constexpr,
+    A_T: tl.constexpr, B_T: tl.constexpr, UPCAST: tl.constexpr, INT64: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
+    FLATTEN: tl.constexpr, WARP_SPECIALIZE: tl.constexpr,
+):
+    """Persistent variant for 16-bit 2-D GEMMs: operands through TMA tensor descriptors.
+
+    One program per SM walks the output tiles (grouped order). TMA zero-fills reads past
+    the edges, so no masks in the K loop. A_T / B_T: the descriptor covers the transposed
+    matrix (column-major operand) and the loaded tile is transposed back.
+    """
+    grid_m = tl.cdiv(M, BLOCK_M)
+    grid_n = tl.cdiv(N, BLOCK_N)
+    k_tiles = tl.cdiv(K, BLOCK_K)
+    width = GROUP_M * grid_n
+    bid = tl.program_id(0).to(tl.int64) * 0
+    for tile in tl.range(tl.program_id(0), grid_m * grid_n, num_programs, flatten=FLATTEN,
+                         warp_specialize=WARP_SPECIALIZE):
+        group = tile // width
+        first_m = group * GROUP_M
+        group_m = tl.minimum(grid_m - first_m, GROUP_M)
+        pid_m = first_m + (tile % width) % group_m
+        pid_n = (tile % width) // group_m
+        off_m = pid_m * BLOCK_M
+        off_n = pid_n * BLOCK_N
+        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+        for kt in range(k_tiles):
+            off_k = kt * BLOCK_K
+            if A_T:
+                a = a_desc.load([off_k, off_m]).T
+            else:
+                a = a_desc.load([off_m, off_k])
+            if B_T:
+                b = b_desc.load([off_n, off_k]).T
+            else:
+                b = b_desc.load([off_k, off_n])
+            if UPCAST:
+                a = a.to(tl.float32)
+                b = b.to(tl.float32)
+            acc = tl.dot(a, b, acc)
+        rm = off_m + tl.arange(0, BLOCK_M)
+        rn = off_n + tl.arange(0, BLOCK_N)
+        _epilogue(acc, c_ptr, x_ptr, bid, rm, rn, M, N, 0, s_cm, s_cn, 0, s_xm, s_xn,
+                  alpha, beta, HAS_BIAS, SCALE_ACC, SCALE_BIAS, INT64)
+
+
 _TUNERS = {
-    "mm": Tuner("mm", kernels=[_gemm_kernel, _epilogue]),
+    "mm": Tuner("mm", kernels=[_gemm_kernel, _epilogue, _gemm_tma_kernel]),
     "mm_small_m": Tuner("mm_small_m", kernels=[_gemm_kernel, _epilogue]),
     "mm_fp32": Tuner("mm_fp32", kernels=[_gemm_kernel, _epilogue]),
 }
-_LAUNCH_KEYS = ("BLOCK_M", "BLOCK_N", "BLOCK_K", "GROUP_M", "SPLIT_K")
+# used when a TMA config meets operands it cannot describe and no classic config is listed
+_CLASSIC = {"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 32, "GROUP_M": 8, "SPLIT_K": 1}
 
 
 def _tf32_allowed():
@@ -187,23 +248,6 @@ def _layout(s_row, s_col):
     return 0 if s_col == 1 else (1 if s_row == 1 else 2)
 
 
-def _plan(key, dtype, batch, M, N, K, launch_for_tuning):
-    prec_ieee = key[-1]
-    if dtype == torch.float32:
-        tuner = _TUNERS["mm_fp32"]
-    elif M <= SMALL_M:
-        tuner = _TUNERS["mm_small_m"]
-    else:
-        tuner = _TUNERS["mm"]
-    tkey = (bucket(M), bucket(N), bucket(K), str(dtype).removeprefix("torch."), key[4], key[5],
-            batch > 1, prec_ieee)
-    cfg = tuner.choose(tkey, launch_for_tuning)
-    grid = (triton.cdiv(M, cfg["BLOCK_M"]) * triton.cdiv(N, cfg["BLOCK_N"]), cfg.get("SPLIT_K", 1), batch)
-    if grid[0] > INT32_MAX:
-        raise Unsupported
-    return cfg, grid
-
-
 def gemm(a, sa, b, sb, c, sc, x, sx, batch, M, N, K, alpha=1.0, beta=1.0):
     """c = alpha * a @ b + beta * x over ``batch`` matrices; s* are (batch, row, col) strides.
 
@@ -215,23 +259,73 @@ def gemm(a, sa, b, sb, c, sc, x, sx, batch, M, N, K, alpha=1.0, beta=1.0):
         raise Unsupported
     ieee = dtype != torch.float32 or not _tf32_allowed()
     key = (M, N, K, dtype, _layout(sa[1], sa[2]), _layout(sb[1], sb[2]), batch, ieee)
-    hit = _PLANS.get(key)
-    if hit is None:
+    plan = _PLANS.get(key)
+    if plan is None:
         def tune_run(cfg):
-            # time into a scratch output: ``c`` may alias the bias (in-place addmm_)
-            scratch = torch.empty_like(c)
-            grid = (triton.cdiv(M, cfg["BLOCK_M"]) * triton.cdiv(N, cfg["BLOCK_N"]), cfg.get("SPLIT_K", 1), batch)
-            _launch(cfg, grid, a, sa, b, sb, scratch, sc, x, sx, M, N, K, alpha, beta, ieee)
+            # time into a scratch output with c's strides: ``c`` may alias the bias (addmm_)
+            scratch = torch.empty_strided(c.shape, c.stride(), dtype=c.dtype, device=c.device)
+            _launch(cfg, _grid(cfg, M, N, batch, c), a, sa, b, sb, scratch, sc, x, sx, M, N, K,
+                    alpha, beta, ieee)
 
         if len(_PLANS) >= _MAX_PLANS:
             _PLANS.clear()
-        hit = _PLANS[key] = _plan(key, dtype, batch, M, N, K, tune_run)
-    cfg, grid = hit
+        plan = _PLANS[key] = _plan(dtype, batch, M, N, K, key, c, tune_run)
+    cfg, grid, fallback = plan
+    if fallback is not None:
+        try:
+            _launch(cfg, grid, a, sa, b, sb, c, sc, x, sx, M, N, K, alpha, beta, ieee)
+            return c
+        except _NotApplicable:  # this call's operands are not TMA-aligned
+            cfg, grid = fallback
     _launch(cfg, grid, a, sa, b, sb, c, sc, x, sx, M, N, K, alpha, beta, ieee)
     return c
 
 
+def _plan(dtype, batch, M, N, K, key, c, tune_run):
+    if dtype == torch.float32:
+        tuner = _TUNERS["mm_fp32"]
+    elif M <= SMALL_M:
+        tuner = _TUNERS["mm_small_m"]
+    else:
+        tuner = _TUNERS["mm"]
+    tkey = (bucket(M), bucket(N), bucket(K), str(dtype).removeprefix("torch."), key[4], key[5],
+            batch > 1, key[7])
+    cfg = tuner.choose(tkey, tune_run)
+    fallback = None
+    if cfg.get("TMA"):
+        base = next((c for c in [tuner.default, *tuner.candidates] if not c.get("TMA")), _CLASSIC)
+        fallback = (base, _grid(base, M, N, batch, c))
+    return cfg, _grid(cfg, M, N, batch, c), fallback
+
+
+def _grid(cfg, M, N, batch, c):
+    tiles = triton.cdiv(M, cfg["BLOCK_M"]) * triton.cdiv(N, cfg["BLOCK_N"])
+    if cfg.get("TMA"):
+        return (min(tiles, _num_sms(c.device)),)
+    if tiles > INT32_MAX:
+        raise Unsupported
+    return (tiles, cfg.get("SPLIT_K", 1), batch)
+
+
+_SMS: dict = {}
+
+
+def _num_sms(device):
+    n = _SMS.get(device)
+    if n is None:
+        n = _SMS[device] = (torch.cuda.get_device_properties(device).multi_processor_count
+                            if device.type == "cuda" else 4)
+    return n
+
+
+class _NotApplicable(Exception):
+    """A TMA config met operands it cannot describe (batched, misaligned, fp32)."""
+
+
 def _launch(cfg, grid, a, sa, b, sb, c, sc, x, sx, M, N, K, alpha, beta, ieee):
+    if cfg.get("TMA"):
+        _launch_tma(cfg, grid, a, sa, b, sb, c, sc, x, sx, M, N, K, alpha, beta)
+        return
     split = cfg.get("SPLIT_K", 1)
     bm, bn, bk = cfg["BLOCK_M"], cfg["BLOCK_N"], cfg["BLOCK_K"]
     if split > 1:
@@ -239,8 +333,8 @@ def _launch(cfg, grid, a, sa, b, sb, c, sc, x, sx, M, N, K, alpha, beta, ieee):
     else:
         ws = locks = c  # never read
     fp32 = a.dtype == torch.float32
-    int64 = _needs_int64(a, sa, M, K) or _needs_int64(b, sb, K, N) or _needs_int64(c, sc, M, N) or (
-        x is not None and _needs_int64(x, sx, M, N))
+    int64 = _needs_int64(sa, M, K) or _needs_int64(sb, K, N) or _needs_int64(sc, M, N) or (
+        x is not None and _needs_int64(sx, M, N))
     _gemm_kernel[grid](
         a, b, c, x if x is not None else c, ws, locks,
         M, N, K, *sa, *sb, *sc, *sx,
@@ -254,9 +348,40 @@ def _launch(cfg, grid, a, sa, b, sb, c, sc, x, sx, M, N, K, alpha, beta, ieee):
     )
 
 
-def _needs_int64(t, strides, rows, cols):
-    span = (rows + 64) * abs(strides[1]) + (cols + 64) * abs(strides[2])  # + padding reads
-    return span > INT32_MAX
+def _descriptor(t, s_row, s_col, rows, cols, b_row, b_col):
+    """(descriptor, transposed) for a (rows, cols) operand with block (b_row, b_col)."""
+    if t.data_ptr() % 16:
+        raise _NotApplicable
+    if s_col == 1 and (s_row * 2) % 16 == 0:
+        return TensorDescriptor(t, [rows, cols], [s_row, 1], [b_row, b_col]), False
+    if s_row == 1 and (s_col * 2) % 16 == 0:
+        return TensorDescriptor(t, [cols, rows], [s_col, 1], [b_col, b_row]), True
+    raise _NotApplicable
+
+
+def _launch_tma(cfg, grid, a, sa, b, sb, c, sc, x, sx, M, N, K, alpha, beta):
+    if TensorDescriptor is None or a.dtype == torch.float32 or sa[0] or sb[0] or K == 0:
+        raise _NotApplicable  # (batch strides are 0 for every 2-D caller)
+    bm, bn, bk = cfg["BLOCK_M"], cfg["BLOCK_N"], cfg["BLOCK_K"]
+    a_desc, a_t = _descriptor(a, sa[1], sa[2], M, K, bm, bk)
+    b_desc, b_t = _descriptor(b, sb[1], sb[2], K, N, bk, bn)
+    int64 = _needs_int64(sc, M, N) or (x is not None and _needs_int64(sx, M, N))
+    _gemm_tma_kernel[grid](
+        a_desc, b_desc, c, x if x is not None else c,
+        M, N, K, grid[0], sc[1], sc[2], sx[1], sx[2],
+        float(alpha), float(beta),
+        HAS_BIAS=x is not None, SCALE_ACC=alpha != 1, SCALE_BIAS=beta != 1,
+        A_T=a_t, B_T=b_t, UPCAST=a.dtype == torch.bfloat16 and dot_upcast(), INT64=int64,
+        BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, GROUP_M=cfg.get("GROUP_M", 8),
+        FLATTEN=bool(cfg.get("FLATTEN", True)), WARP_SPECIALIZE=bool(cfg.get("WARP_SPECIALIZE", False)),
+        num_warps=cfg.get("num_warps", 8), num_stages=cfg.get("num_stages", 3),
+    )
+
+
+def _needs_int64(strides, rows, cols):
+    # element offsets inside one matrix (the batch offset is always 64-bit), with room
+    # for the K-tail pointers that are computed but masked
+    return (rows + 256) * abs(strides[1]) + (cols + 256) * abs(strides[2]) > INT32_MAX
 
 
 def check_out(out, shape, dtype, *inputs, bias=None):
