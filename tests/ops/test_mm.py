@@ -30,6 +30,15 @@ def test_mm_small_m(dtype, M):
     check(ops.mm(a, w.t()), torch.mm, a, w.t(), k=K)
 
 
+def run_config(cfg, a, sa, b, sb, out, x, sx, batch, alpha, beta):
+    """A launcher for one explicit config (what the tuner would build for it)."""
+    M, N, K = out.shape[-2], out.shape[-1], a.shape[-1]
+    sc = out.stride() if out.dim() == 3 else (0, *out.stride())
+    run = _gemm._runner(cfg, tuple(sa), tuple(sb), sc, sx, x is not None, batch, M, N, K, alpha, beta,
+                        a.dtype, True, out.device)
+    return lambda: run(a, b, out, x, alpha, beta)
+
+
 @pytest.mark.parametrize("cfg", [
     dict(BLOCK_M=16, BLOCK_N=16, BLOCK_K=16, GROUP_M=1, SPLIT_K=3),  # uneven splits, one empty
     dict(BLOCK_M=16, BLOCK_N=32, BLOCK_K=16, GROUP_M=4, SPLIT_K=1),  # K % BLOCK_K == 0 path
@@ -43,11 +52,10 @@ def test_gemm_configs(cfg):
     b = torch.randn(B, K, N, device=DEVICE)
     bias = torch.randn(N, device=DEVICE)
     out = torch.empty(B, M, N, device=DEVICE)
-    grid = (-(-M // cfg["BLOCK_M"]) * -(-N // cfg["BLOCK_N"]), cfg["SPLIT_K"], B)
+    run = run_config(cfg, a, a.stride(), b, b.stride(), out, bias, (0, 0, 1), B, 0.5, 2.0)
     for _ in range(2 if cfg["SPLIT_K"] > 1 else 1):  # a second run: the split-K counters were reset
         out.fill_(float("nan"))
-        _gemm._launch(cfg, grid, a, a.stride(), b, b.stride(), out, out.stride(), bias, (0, 0, 1),
-                      M, N, K, 0.5, 2.0, True)
+        run()
         check(out, lambda a, b, x: torch.baddbmm(x, a, b, beta=2.0, alpha=0.5), a, b, bias, k=K)
 
 
@@ -203,8 +211,7 @@ def test_gemm_tma_persistent(dtype, layout):
     a, b = operand(M, K, dtype, layout[0]), operand(K, N, dtype, layout[1])
     bias = torch.randn(N, dtype=dtype, device=DEVICE)
     out = torch.empty(M, N, dtype=dtype, device=DEVICE)
-    _gemm._launch(cfg, _gemm._grid(cfg, M, N, 1, out), a, (0, *a.stride()), b, (0, *b.stride()),
-                  out, (0, *out.stride()), bias, (0, 0, 1), M, N, K, 2.0, 0.5, True)
+    run_config(cfg, a, (0, *a.stride()), b, (0, *b.stride()), out, bias, (0, 0, 1), 1, 2.0, 0.5)()
     check(out, lambda x, a, b: torch.addmm(x, a, b, beta=0.5, alpha=2.0), bias, a, b, k=K)
 
 
@@ -214,8 +221,7 @@ def test_gemm_tma_not_applicable():
     b = operand(15, 24, torch.float16)
     out = torch.empty(20, 24, dtype=torch.float16, device=DEVICE)
     with pytest.raises(_gemm._NotApplicable):
-        _gemm._launch(TMA_CFG, (1,), a, (0, *a.stride()), b, (0, *b.stride()), out, (0, *out.stride()),
-                      None, (0, 0, 0), 20, 24, 15, 1, 1, True)
+        run_config(TMA_CFG, a, (0, *a.stride()), b, (0, *b.stride()), out, None, (0, 0, 0), 1, 1, 1)
 
 
 def test_gemm_tma_plan_and_fallback(monkeypatch):
@@ -226,4 +232,21 @@ def test_gemm_tma_plan_and_fallback(monkeypatch):
     for K in (32, 33):  # 33: rows of x are not 16-byte aligned
         x, w = operand(70, K, torch.float16), operand(24, K, torch.float16)
         check(ops.mm(x, w.t()), torch.mm, x, w.t(), k=K)
-    assert all(plan[2] is not None for plan in _gemm._PLANS.values())
+    # a 16-byte aligned layout whose base pointer is not aligned: the runner's fallback
+    # (same strides as the K=32 call, so its TMA launcher is reused)
+    x = torch.randn(70 * 32 + 1, dtype=torch.float16, device=DEVICE)[1:].view(70, 32)
+    w = operand(24, 32, torch.float16)
+    check(ops.mm(x, w.t()), torch.mm, x, w.t(), k=32)
+    assert len(_gemm._PLANS) == 2
+
+
+def test_gemm_int64_offsets_path(monkeypatch):
+    # the 64-bit offset variant (outputs past 2**31 elements) computes the same result
+    monkeypatch.setattr(_gemm, "_needs_int64", lambda *args: True)
+    monkeypatch.setattr(_gemm, "_PLANS", {})
+    torch.manual_seed(11)
+    x, w = operand(20, 24, torch.float32), operand(18, 24, torch.float32)
+    bias = torch.randn(18, device=DEVICE)
+    check(ops.addmm(bias, x, w.t()), torch.addmm, bias, x, w.t(), k=24)
+    x = operand(3, 24, torch.float16)
+    check(ops.mm(x, w.t().half()), torch.mm, x, w.t().half(), k=24)

@@ -220,9 +220,11 @@ if VENDOR is not None and VENDOR.device_type == "cuda":
 class _Workspace:
     """Per-device fp32 partial tiles and zeroed arrival counters for split-K.
 
-    Shared by every split-K launch on a device: launches on one stream are ordered, and
-    the counters return to zero at the end of each launch. (Concurrent split-K GEMMs on
-    two streams of one device would race; torch code rarely does that.)
+    Launches on one stream are ordered and every launch leaves the counters at zero, so
+    one buffer pair serves all split-K GEMMs of a device. A plan keeps the pair it was
+    built with (a later, larger allocation replaces the shared pair but not that one).
+    Concurrent split-K GEMMs on two streams of one device would race; torch code
+    rarely does that.
     """
 
     def __init__(self):
@@ -239,12 +241,12 @@ class _Workspace:
 
 
 _WORKSPACE = _Workspace()
-_PLANS: dict = {}  # exact call key -> (cfg, grid, meta)
+_PLANS: dict = {}  # exact call signature -> launcher
 _MAX_PLANS = 8192
 
 
 def _layout(s_row, s_col):
-    """0: rows contiguous along columns (row-major), 1: column-major, 2: neither."""
+    """0: row-major (unit column stride), 1: column-major, 2: neither."""
     return 0 if s_col == 1 else (1 if s_row == 1 else 2)
 
 
@@ -255,56 +257,130 @@ def gemm(a, sa, b, sb, c, sc, x, sx, batch, M, N, K, alpha=1.0, beta=1.0):
     The caller checked dtypes, devices and shapes; M, N, batch > 0 (K may be 0).
     """
     dtype = a.dtype
-    if batch > _MAX_GRID_YZ:
-        raise Unsupported
-    ieee = dtype != torch.float32 or not _tf32_allowed()
-    key = (M, N, K, dtype, _layout(sa[1], sa[2]), _layout(sb[1], sb[2]), batch, ieee)
-    plan = _PLANS.get(key)
-    if plan is None:
-        def tune_run(cfg):
-            # time into a scratch output with c's strides: ``c`` may alias the bias (addmm_)
-            scratch = torch.empty_strided(c.shape, c.stride(), dtype=c.dtype, device=c.device)
-            _launch(cfg, _grid(cfg, M, N, batch, c), a, sa, b, sb, scratch, sc, x, sx, M, N, K,
-                    alpha, beta, ieee)
-
+    ieee = dtype is not torch.float32 or not _tf32_allowed()
+    key = (M, N, K, batch, dtype, sa, sb, sc, None if x is None else sx, alpha != 1, beta != 1, ieee,
+           a.get_device())
+    run = _PLANS.get(key)
+    if run is None:
+        if batch > _MAX_GRID_YZ:
+            raise Unsupported
         if len(_PLANS) >= _MAX_PLANS:
             _PLANS.clear()
-        plan = _PLANS[key] = _plan(dtype, batch, M, N, K, key, c, tune_run)
-    cfg, grid, fallback = plan
-    if fallback is not None:
-        try:
-            _launch(cfg, grid, a, sa, b, sb, c, sc, x, sx, M, N, K, alpha, beta, ieee)
-            return c
-        except _NotApplicable:  # this call's operands are not TMA-aligned
-            cfg, grid = fallback
-    _launch(cfg, grid, a, sa, b, sb, c, sc, x, sx, M, N, K, alpha, beta, ieee)
+        run = _PLANS[key] = _make_plan(a, sa, b, sb, c, sc, x, sx, batch, M, N, K, alpha, beta, ieee)
+    run(a, b, c, x, float(alpha), float(beta))
     return c
 
 
-def _plan(dtype, batch, M, N, K, key, c, tune_run):
+def _make_plan(a, sa, b, sb, c, sc, x, sx, batch, M, N, K, alpha, beta, ieee):
+    """The launcher for one exact call signature, with the tuner's config for its bucket."""
+    dtype = a.dtype
     if dtype == torch.float32:
         tuner = _TUNERS["mm_fp32"]
     elif M <= SMALL_M:
         tuner = _TUNERS["mm_small_m"]
     else:
         tuner = _TUNERS["mm"]
-    tkey = (bucket(M), bucket(N), bucket(K), str(dtype).removeprefix("torch."), key[4], key[5],
-            batch > 1, key[7])
+    tkey = (bucket(M), bucket(N), bucket(K), str(dtype).removeprefix("torch."),
+            _layout(sa[1], sa[2]), _layout(sb[1], sb[2]), batch > 1, ieee)
+    args = (sa, sb, sc, sx, x is not None, batch, M, N, K, alpha, beta, dtype, ieee, c.device)
+    runners: dict = {}
+    scratch = []
+
+    def tune_run(cfg):
+        # time into a scratch output with c's strides: ``c`` may alias the bias (addmm_)
+        if not scratch:
+            scratch.append(torch.empty_strided(c.shape, c.stride(), dtype=c.dtype, device=c.device))
+        run = runners.get(id(cfg))
+        if run is None:
+            run = runners[id(cfg)] = _runner(cfg, *args)
+        run(a, b, scratch[0], x, float(alpha), float(beta))
+
     cfg = tuner.choose(tkey, tune_run)
-    fallback = None
-    if cfg.get("TMA"):
-        base = next((c for c in [tuner.default, *tuner.candidates] if not c.get("TMA")), _CLASSIC)
-        fallback = (base, _grid(base, M, N, batch, c))
-    return cfg, _grid(cfg, M, N, batch, c), fallback
+    try:
+        return _runner(cfg, *args)
+    except _NotApplicable:  # a TMA config chosen for this bucket; these strides do not fit
+        return _runner(_classic(tuner), *args)
 
 
-def _grid(cfg, M, N, batch, c):
-    tiles = triton.cdiv(M, cfg["BLOCK_M"]) * triton.cdiv(N, cfg["BLOCK_N"])
+def _classic(tuner):
+    return next((c for c in [tuner.default, *tuner.candidates] if not c.get("TMA")), _CLASSIC)
+
+
+class _NotApplicable(Exception):
+    """A TMA config met operands it cannot describe (batched, misaligned, fp32, K == 0)."""
+
+
+def _runner(cfg, sa, sb, sc, sx, has_bias, batch, M, N, K, alpha, beta, dtype, ieee, device):
+    """A function (a, b, c, x, alpha, beta) launching ``cfg`` for this call signature."""
     if cfg.get("TMA"):
-        return (min(tiles, _num_sms(c.device)),)
+        return _tma_runner(cfg, sa, sb, sc, sx, has_bias, batch, M, N, K, alpha, beta, dtype, ieee, device)
+    bm, bn, bk = cfg["BLOCK_M"], cfg["BLOCK_N"], cfg["BLOCK_K"]
+    split = cfg.get("SPLIT_K", 1)
+    tiles = triton.cdiv(M, bm) * triton.cdiv(N, bn)
     if tiles > INT32_MAX:
         raise Unsupported
-    return (tiles, cfg.get("SPLIT_K", 1), batch)
+    grid = (tiles, split, batch)
+    int64 = _needs_int64(sa, M, K) or _needs_int64(sb, K, N) or _needs_int64(sc, M, N) or (
+        has_bias and _needs_int64(sx, M, N))
+    kw = dict(
+        HAS_BIAS=has_bias, SCALE_ACC=alpha != 1, SCALE_BIAS=beta != 1,
+        PRECISION=("ieee" if ieee else "tf32") if dtype == torch.float32 else None,
+        UPCAST=dtype == torch.bfloat16 and dot_upcast(),
+        INT64=int64, EVEN_K=K % bk == 0,
+        BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, GROUP_M=cfg.get("GROUP_M", 8), SPLIT_K=split,
+        num_warps=cfg.get("num_warps", 4), num_stages=cfg.get("num_stages", 3),
+    )
+    ws = locks = None
+    if split > 1:
+        ws, locks = _WORKSPACE.get(device, tiles * batch * split * bm * bn, tiles * batch)
+    tail = (M, N, K, *sa, *sb, *sc, *sx)
+    kernel = _gemm_kernel[grid]
+
+    def run(a, b, c, x, alpha, beta):
+        kernel(a, b, c, c if x is None else x, c if ws is None else ws, c if locks is None else locks,
+               *tail, alpha, beta, **kw)
+
+    return run
+
+
+def _tma_operand(s_row, s_col, rows, cols, b_row, b_col):
+    """(shape, strides, block, transposed) of a TMA descriptor for a (rows, cols) operand."""
+    if s_col == 1 and (s_row * 2) % 16 == 0:
+        return [rows, cols], [s_row, 1], [b_row, b_col], False
+    if s_row == 1 and (s_col * 2) % 16 == 0:
+        return [cols, rows], [s_col, 1], [b_col, b_row], True
+    raise _NotApplicable
+
+
+def _tma_runner(cfg, sa, sb, sc, sx, has_bias, batch, M, N, K, alpha, beta, dtype, ieee, device):
+    if TensorDescriptor is None or dtype == torch.float32 or batch > 1 or K == 0:
+        raise _NotApplicable
+    bm, bn, bk = cfg["BLOCK_M"], cfg["BLOCK_N"], cfg["BLOCK_K"]
+    a_shape, a_st, a_block, a_t = _tma_operand(sa[1], sa[2], M, K, bm, bk)
+    b_shape, b_st, b_block, b_t = _tma_operand(sb[1], sb[2], K, N, bk, bn)
+    tiles = triton.cdiv(M, bm) * triton.cdiv(N, bn)
+    grid = (min(tiles, _num_sms(device)),)
+    kw = dict(
+        HAS_BIAS=has_bias, SCALE_ACC=alpha != 1, SCALE_BIAS=beta != 1,
+        A_T=a_t, B_T=b_t, UPCAST=dtype == torch.bfloat16 and dot_upcast(),
+        INT64=_needs_int64(sc, M, N) or (has_bias and _needs_int64(sx, M, N)),
+        BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, GROUP_M=cfg.get("GROUP_M", 8),
+        FLATTEN=bool(cfg.get("FLATTEN", True)), WARP_SPECIALIZE=bool(cfg.get("WARP_SPECIALIZE", False)),
+        num_warps=cfg.get("num_warps", 8), num_stages=cfg.get("num_stages", 3),
+    )
+    tail = (M, N, K, grid[0], sc[1], sc[2], sx[1], sx[2])
+    kernel = _gemm_tma_kernel[grid]
+    fallback = _runner(_classic(_TUNERS["mm"]), sa, sb, sc, sx, has_bias, batch, M, N, K, alpha, beta,
+                       dtype, ieee, device)
+
+    def run(a, b, c, x, alpha, beta):
+        if a.data_ptr() % 16 or b.data_ptr() % 16:  # TMA needs 16-byte aligned bases
+            fallback(a, b, c, x, alpha, beta)
+            return
+        kernel(TensorDescriptor(a, a_shape, a_st, a_block), TensorDescriptor(b, b_shape, b_st, b_block),
+               c, c if x is None else x, *tail, alpha, beta, **kw)
+
+    return run
 
 
 _SMS: dict = {}
@@ -316,66 +392,6 @@ def _num_sms(device):
         n = _SMS[device] = (torch.cuda.get_device_properties(device).multi_processor_count
                             if device.type == "cuda" else 4)
     return n
-
-
-class _NotApplicable(Exception):
-    """A TMA config met operands it cannot describe (batched, misaligned, fp32)."""
-
-
-def _launch(cfg, grid, a, sa, b, sb, c, sc, x, sx, M, N, K, alpha, beta, ieee):
-    if cfg.get("TMA"):
-        _launch_tma(cfg, grid, a, sa, b, sb, c, sc, x, sx, M, N, K, alpha, beta)
-        return
-    split = cfg.get("SPLIT_K", 1)
-    bm, bn, bk = cfg["BLOCK_M"], cfg["BLOCK_N"], cfg["BLOCK_K"]
-    if split > 1:
-        ws, locks = _WORKSPACE.get(c.device, grid[0] * grid[2] * split * bm * bn, grid[0] * grid[2])
-    else:
-        ws = locks = c  # never read
-    fp32 = a.dtype == torch.float32
-    int64 = _needs_int64(sa, M, K) or _needs_int64(sb, K, N) or _needs_int64(sc, M, N) or (
-        x is not None and _needs_int64(sx, M, N))
-    _gemm_kernel[grid](
-        a, b, c, x if x is not None else c, ws, locks,
-        M, N, K, *sa, *sb, *sc, *sx,
-        float(alpha), float(beta),
-        HAS_BIAS=x is not None, SCALE_ACC=alpha != 1, SCALE_BIAS=beta != 1,
-        PRECISION=("ieee" if ieee else "tf32") if fp32 else None,
-        UPCAST=a.dtype == torch.bfloat16 and dot_upcast(),
-        INT64=int64, EVEN_K=K % bk == 0,
-        BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, GROUP_M=cfg.get("GROUP_M", 8), SPLIT_K=split,
-        num_warps=cfg.get("num_warps", 4), num_stages=cfg.get("num_stages", 3),
-    )
-
-
-def _descriptor(t, s_row, s_col, rows, cols, b_row, b_col):
-    """(descriptor, transposed) for a (rows, cols) operand with block (b_row, b_col)."""
-    if t.data_ptr() % 16:
-        raise _NotApplicable
-    if s_col == 1 and (s_row * 2) % 16 == 0:
-        return TensorDescriptor(t, [rows, cols], [s_row, 1], [b_row, b_col]), False
-    if s_row == 1 and (s_col * 2) % 16 == 0:
-        return TensorDescriptor(t, [cols, rows], [s_col, 1], [b_col, b_row]), True
-    raise _NotApplicable
-
-
-def _launch_tma(cfg, grid, a, sa, b, sb, c, sc, x, sx, M, N, K, alpha, beta):
-    if TensorDescriptor is None or a.dtype == torch.float32 or sa[0] or sb[0] or K == 0:
-        raise _NotApplicable  # (batch strides are 0 for every 2-D caller)
-    bm, bn, bk = cfg["BLOCK_M"], cfg["BLOCK_N"], cfg["BLOCK_K"]
-    a_desc, a_t = _descriptor(a, sa[1], sa[2], M, K, bm, bk)
-    b_desc, b_t = _descriptor(b, sb[1], sb[2], K, N, bk, bn)
-    int64 = _needs_int64(sc, M, N) or (x is not None and _needs_int64(sx, M, N))
-    _gemm_tma_kernel[grid](
-        a_desc, b_desc, c, x if x is not None else c,
-        M, N, K, grid[0], sc[1], sc[2], sx[1], sx[2],
-        float(alpha), float(beta),
-        HAS_BIAS=x is not None, SCALE_ACC=alpha != 1, SCALE_BIAS=beta != 1,
-        A_T=a_t, B_T=b_t, UPCAST=a.dtype == torch.bfloat16 and dot_upcast(), INT64=int64,
-        BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, GROUP_M=cfg.get("GROUP_M", 8),
-        FLATTEN=bool(cfg.get("FLATTEN", True)), WARP_SPECIALIZE=bool(cfg.get("WARP_SPECIALIZE", False)),
-        num_warps=cfg.get("num_warps", 8), num_stages=cfg.get("num_stages", 3),
-    )
 
 
 def _needs_int64(strides, rows, cols):
