@@ -250,3 +250,38 @@ def test_gemm_int64_offsets_path(monkeypatch):
     check(ops.addmm(bias, x, w.t()), torch.addmm, bias, x, w.t(), k=24)
     x = operand(3, 24, torch.float16)
     check(ops.mm(x, w.t().half()), torch.mm, x, w.t().half(), k=24)
+
+
+def test_tuning_on_a_miss(monkeypatch, tmp_path):
+    # what a GPU does on a cache miss, with fake timings: every candidate runs into a scratch
+    # output (an in-place addmm_ bias is updated once), inapplicable TMA configs are skipped,
+    # and the fastest config serves the call
+    from gemsops.runtime import Tuner
+    from gemsops.runtime import tuner as tuner_mod
+    from gemsops.ops.addmm import addmm_inplace
+
+    monkeypatch.setenv("GEMS_CACHE_DIR", str(tmp_path))
+    fake = Tuner("mm_fp32_tuning_test")
+    fast = dict(BLOCK_M=32, BLOCK_N=16, BLOCK_K=16, GROUP_M=1, SPLIT_K=2)
+    fake.default = dict(BLOCK_M=16, BLOCK_N=32, BLOCK_K=16, GROUP_M=1, SPLIT_K=1)
+    fake.candidates = [dict(TMA_CFG), fake.default, fast]
+    monkeypatch.setitem(_gemm._TUNERS, "mm_fp32", fake)
+    monkeypatch.setattr(_gemm, "_PLANS", {})
+    monkeypatch.setattr(tuner_mod, "can_benchmark", lambda: True)
+    used = []
+    real_runner = _gemm._runner
+
+    def spy(cfg, *args):
+        used.append(cfg)
+        return real_runner(cfg, *args)
+
+    monkeypatch.setattr(_gemm, "_runner", spy)
+    monkeypatch.setattr(tuner_mod, "benchmark", lambda fn: (fn(), 1.0 if used[-1] is fast else 2.0)[1])
+    torch.manual_seed(12)
+    c = torch.randn(20, 18, device=DEVICE)
+    x, y = torch.randn(20, 24, device=DEVICE), torch.randn(24, 18, device=DEVICE)
+    want = torch.addmm(c, x, y, beta=0.5)
+    addmm_inplace(c, x, y, beta=0.5)
+    check(c, lambda: want, k=24)
+    assert used[-1] == fast and sum(cfg is fast for cfg in used) == 2  # tuned once, then planned
+    assert tuner_mod.stats.benchmarks_run >= 3

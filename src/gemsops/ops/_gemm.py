@@ -22,8 +22,10 @@ Configs. Three tuners, keyed by (bucketed M, N, K, dtype, operand layout, batche
   an atomic, reset by that CTA so the counters stay zero between calls) sums them in
   a fixed order (deterministic) and runs the epilogue. One launch, no extra kernels.
 - ``mm_fp32``: fp32 operands (tiles sized for 4-byte elements).
-The chosen config and launch grid are cached per exact (shape, dtype, layout) so the
-per-call host work after the first call is one dict lookup.
+Host path: each exact call signature (shapes, strides, dtype, bias/alpha/beta flags, tf32
+flag, device) gets a launcher closure holding its config, grid, constexprs and split-K
+workspace, so after the first call the host work is a tuple build, one dict lookup and
+the launch.
 """
 from __future__ import annotations
 
