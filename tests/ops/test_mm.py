@@ -285,3 +285,12 @@ def test_tuning_on_a_miss(monkeypatch, tmp_path):
     check(c, lambda: want, k=24)
     assert used[-1] == fast and sum(cfg is fast for cfg in used) == 2  # tuned once, then planned
     assert tuner_mod.stats.benchmarks_run >= 3
+
+
+def test_split_k_workspace_cap_falls_back(monkeypatch):
+    # a split-K config whose workspace would exceed the cap serves through a non-split config
+    monkeypatch.setattr(_gemm, "_MAX_WORKSPACE", 100)
+    monkeypatch.setattr(_gemm, "_PLANS", {})
+    torch.manual_seed(13)
+    a, b = torch.randn(3, 5, 40, device=DEVICE), torch.randn(3, 40, 20, device=DEVICE)
+    check(ops.bmm(a.half(), b.half()), torch.bmm, a.half(), b.half(), k=40)

@@ -297,19 +297,31 @@ def _make_plan(a, sa, b, sb, c, sc, x, sx, batch, M, N, K, alpha, beta, ieee):
             run = runners[id(cfg)] = _runner(cfg, *args)
         run(a, b, scratch[0], x, float(alpha), float(beta))
 
-    cfg = tuner.choose(tkey, tune_run)
-    try:
-        return _runner(cfg, *args)
-    except _NotApplicable:  # a TMA config chosen for this bucket; these strides do not fit
-        return _runner(_classic(tuner), *args)
+    return _first_runner([tuner.choose(tkey, tune_run), _classic(tuner)], args)
+
+
+def _first_runner(cfgs, args):
+    # the bucket's config may not fit this exact call (a TMA config and unaligned strides,
+    # a split-K workspace too large for a big batch): the next one that does
+    for cfg in cfgs:
+        try:
+            return _runner(cfg, *args)
+        except _NotApplicable:
+            pass
+    return _runner(_CLASSIC, *args)
 
 
 def _classic(tuner):
-    return next((c for c in [tuner.default, *tuner.candidates] if not c.get("TMA")), _CLASSIC)
+    return next((c for c in [tuner.default, *tuner.candidates]
+                 if not c.get("TMA") and c.get("SPLIT_K", 1) == 1), _CLASSIC)
 
 
 class _NotApplicable(Exception):
-    """A TMA config met operands it cannot describe (batched, misaligned, fp32, K == 0)."""
+    """A config that cannot serve these operands: TMA with operands it cannot describe
+    (batched, misaligned, fp32, K == 0), or split K needing more than _MAX_WORKSPACE."""
+
+
+_MAX_WORKSPACE = 16 << 20  # fp32 elements (64 MiB) of split-K partial tiles
 
 
 def _runner(cfg, sa, sb, sc, sx, has_bias, batch, M, N, K, alpha, beta, dtype, ieee, device):
@@ -334,6 +346,8 @@ def _runner(cfg, sa, sb, sc, sx, has_bias, batch, M, N, K, alpha, beta, dtype, i
     )
     ws = locks = None
     if split > 1:
+        if tiles * batch * split * bm * bn > _MAX_WORKSPACE:
+            raise _NotApplicable
         ws, locks = _WORKSPACE.get(device, tiles * batch * split * bm * bn, tiles * batch)
     tail = (M, N, K, *sa, *sb, *sc, *sx)
     kernel = _gemm_kernel[grid]
@@ -372,8 +386,8 @@ def _tma_runner(cfg, sa, sb, sc, sx, has_bias, batch, M, N, K, alpha, beta, dtyp
     )
     tail = (M, N, K, grid[0], sc[1], sc[2], sx[1], sx[2])
     kernel = _gemm_tma_kernel[grid]
-    fallback = _runner(_classic(_TUNERS["mm"]), sa, sb, sc, sx, has_bias, batch, M, N, K, alpha, beta,
-                       dtype, ieee, device)
+    fallback = _first_runner([_classic(_TUNERS["mm"])],
+                             (sa, sb, sc, sx, has_bias, batch, M, N, K, alpha, beta, dtype, ieee, device))
 
     def run(a, b, c, x, alpha, beta):
         if a.data_ptr() % 16 or b.data_ptr() % 16:  # TMA needs 16-byte aligned bases
