@@ -214,9 +214,14 @@ def _tf32_allowed():
     return False
 
 
+def _current_device():
+    return -1
+
+
 if VENDOR is not None and VENDOR.device_type == "cuda":
     _tf32_allowed = getattr(torch._C, "_get_cublas_allow_tf32", None) or (
         lambda: torch.backends.cuda.matmul.allow_tf32)
+    _current_device = getattr(torch._C, "_cuda_getDevice", None) or torch.cuda.current_device
 
 
 class _Workspace:
@@ -259,9 +264,12 @@ def gemm(a, sa, b, sb, c, sc, x, sx, batch, M, N, K, alpha=1.0, beta=1.0):
     The caller checked dtypes, devices and shapes; M, N, batch > 0 (K may be 0).
     """
     dtype = a.dtype
+    dev = a.get_device()
+    if b.get_device() != dev or c.get_device() != dev or (x is not None and x.get_device() != dev) or (
+            dev >= 0 and dev != _current_device()):
+        raise Unsupported  # torch's device errors; Triton launches on the current device only
     ieee = dtype is not torch.float32 or not _tf32_allowed()
-    key = (M, N, K, batch, dtype, sa, sb, sc, None if x is None else sx, alpha != 1, beta != 1, ieee,
-           a.get_device())
+    key = (M, N, K, batch, dtype, sa, sb, sc, None if x is None else sx, alpha != 1, beta != 1, ieee, dev)
     run = _PLANS.get(key)
     if run is None:
         if batch > _MAX_GRID_YZ:
