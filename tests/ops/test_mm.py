@@ -294,3 +294,34 @@ def test_split_k_workspace_cap_falls_back(monkeypatch):
     torch.manual_seed(13)
     a, b = torch.randn(3, 5, 40, device=DEVICE), torch.randn(3, 40, 20, device=DEVICE)
     check(ops.bmm(a.half(), b.half()), torch.bmm, a.half(), b.half(), k=40)
+
+
+def test_plan_during_graph_capture(monkeypatch):
+    # under CUDA graph capture: no tuning, no new split-K workspace, no cached plan
+    monkeypatch.setattr(_gemm, "_PLANS", {})
+    monkeypatch.setattr(_gemm, "_capturing", lambda: True)
+    monkeypatch.setattr(_gemm._TUNERS["mm_small_m"], "choose", None)  # must not be asked
+    torch.manual_seed(14)
+    x, w = operand(4, 40, torch.float16), operand(24, 40, torch.float16)
+    check(ops.mm(x, w.t()), torch.mm, x, w.t(), k=40)
+    assert not _gemm._PLANS
+
+
+if ON_GPU:
+    def test_mm_gpu_cuda_graph():
+        # warm up (tunes and plans), then capture and replay: decode-sized split-K GEMMs
+        x = torch.randn(16, 4096, dtype=torch.bfloat16, device=DEVICE)
+        w = torch.randn(4096, 4096, dtype=torch.bfloat16, device=DEVICE) / 64
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):
+            ops.mm(x, w.t())
+        torch.cuda.current_stream().wait_stream(stream)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            y = ops.mm(x, w.t())
+        for _ in range(3):
+            x.copy_(torch.randn_like(x))
+            graph.replay()
+            torch.cuda.synchronize()
+            check(y, torch.mm, x, w.t(), k=4096)

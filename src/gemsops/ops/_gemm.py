@@ -218,10 +218,15 @@ def _current_device():
     return -1
 
 
+def _capturing():
+    return False
+
+
 if VENDOR is not None and VENDOR.device_type == "cuda":
     _tf32_allowed = getattr(torch._C, "_get_cublas_allow_tf32", None) or (
         lambda: torch.backends.cuda.matmul.allow_tf32)
     _current_device = getattr(torch._C, "_cuda_getDevice", None) or torch.cuda.current_device
+    _capturing = torch.cuda.is_current_stream_capturing
 
 
 class _Workspace:
@@ -276,9 +281,18 @@ def gemm(a, sa, b, sb, c, sc, x, sx, batch, M, N, K, alpha=1.0, beta=1.0):
             raise Unsupported
         if len(_PLANS) >= _MAX_PLANS:
             _PLANS.clear()
-        run = _PLANS[key] = _make_plan(a, sa, b, sb, c, sc, x, sx, batch, M, N, K, alpha, beta, ieee)
+        if _capturing():
+            # inside CUDA graph capture nothing can be timed, and a new split-K workspace's
+            # zeroing would only be recorded, not run: a plain config, planned again later
+            run = _first_runner([], _plan_args(sa, sb, sc, sx, x, batch, M, N, K, alpha, beta, dtype, ieee, c))
+        else:
+            run = _PLANS[key] = _make_plan(a, sa, b, sb, c, sc, x, sx, batch, M, N, K, alpha, beta, ieee)
     run(a, b, c, x, float(alpha), float(beta))
     return c
+
+
+def _plan_args(sa, sb, sc, sx, x, batch, M, N, K, alpha, beta, dtype, ieee, c):
+    return (sa, sb, sc, sx, x is not None, batch, M, N, K, alpha, beta, dtype, ieee, c.device)
 
 
 def _make_plan(a, sa, b, sb, c, sc, x, sx, batch, M, N, K, alpha, beta, ieee):
@@ -292,7 +306,7 @@ def _make_plan(a, sa, b, sb, c, sc, x, sx, batch, M, N, K, alpha, beta, ieee):
         tuner = _TUNERS["mm"]
     tkey = (bucket(M), bucket(N), bucket(K), str(dtype).removeprefix("torch."),
             _layout(sa[1], sa[2]), _layout(sb[1], sb[2]), batch > 1, ieee)
-    args = (sa, sb, sc, sx, x is not None, batch, M, N, K, alpha, beta, dtype, ieee, c.device)
+    args = _plan_args(sa, sb, sc, sx, x, batch, M, N, K, alpha, beta, dtype, ieee, c)
     runners: dict = {}
     scratch = []
 
