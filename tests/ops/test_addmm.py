@@ -46,6 +46,9 @@ def test_addmm_k0_and_empty():
     bias = torch.randn(N, device=DEVICE)
     got = ops.addmm(bias, torch.randn(M, 0, device=DEVICE), torch.randn(0, N, device=DEVICE), beta=3)
     torch.testing.assert_close(got, (3 * bias).expand(M, N))
+    nan_bias = torch.full((N,), float("nan"), device=DEVICE)
+    got = ops.addmm(nan_bias, torch.randn(M, 0, device=DEVICE), torch.randn(0, N, device=DEVICE), beta=0)
+    torch.testing.assert_close(got, torch.zeros(M, N, device=DEVICE))
     got = ops.addmm(bias, torch.randn(0, K, device=DEVICE), torch.randn(K, N, device=DEVICE))
     assert got.shape == (0, N)
     got = ops.addmm(torch.randn(M, 0, device=DEVICE), torch.randn(M, K, device=DEVICE),

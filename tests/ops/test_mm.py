@@ -171,8 +171,7 @@ def test_fp32_precision_follows_allow_tf32():
 if ON_GPU:
     @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
     @pytest.mark.parametrize("M,N,K", [(1, 4096, 4096), (16, 4096, 4096), (16, 4096, 14336), (7, 14336, 4096),
-                                       (64, 4096, 4096), (128, 14336, 4096), (4096, 4096, 4096),
-                                       (1000, 1000, 1000), (333, 4097, 515)])
+                                       (128, 14336, 4096), (4096, 4096, 4096), (333, 4097, 515)])
     def test_mm_gpu_model_shapes(dtype, M, N, K):
         torch.manual_seed(7)
         x = torch.randn(M, K, dtype=dtype, device=DEVICE)
