@@ -21,13 +21,13 @@ def check(actual, fn, *args, k=1, **kwargs):
     """``actual`` against ``fn`` on float64 inputs, rounded to the result dtype.
 
     fp32 results carry the fp32 accumulation error of K terms: the tolerance grows with
-    sqrt(K). fp16/bf16 results accumulate in fp32 and round once, so their error is the
+    sqrt(K) (2*sqrt(K): the worst of ~16M elements sits several sigma out). fp16/bf16 results accumulate in fp32 and round once, so their error is the
     final rounding (plus the interpreter's truncating bf16 casts): 2x the dtype tolerance,
     tight enough that a dropped K tile fails.
     """
     expected = reference(fn, *args, out_dtype=actual.dtype, **kwargs)
     assert actual.dtype == expected.dtype and actual.shape == expected.shape
-    scale = max(1.0, math.sqrt(k) / 2) if actual.dtype == torch.float32 else 2.0
+    scale = max(1.0, 2 * math.sqrt(k)) if actual.dtype == torch.float32 else 2.0
     assert_close(actual, expected, scale=scale)
 
 
