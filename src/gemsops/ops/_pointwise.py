@@ -13,8 +13,9 @@ What it handles, once for every pointwise op:
 - Broadcasting, any strides (non-contiguous, expanded, 0-stride), 0-d and empty tensors.
   Dims that are contiguous with respect to each other in every operand are merged
   first; what remains may have up to ``MAX_RANK`` dims, else torch's kernel runs.
-- Contiguous (or identically laid out dense) operands take a flat 1-D fast path.
+- Contiguous same-shape operands take a flat 1-D fast path with little host work.
 - ``out=`` and in-place (``out`` is the first input), int64 offsets past 2**31 elements.
+- Up to ``MAX_INPUTS`` inputs; with ``out`` given, no tensor input is needed (``fill_``).
 
 Anything else raises :class:`Unsupported`, which the host function turns into a call of
 torch's own kernel (see ``runtime.registry.with_fallback``).
@@ -27,15 +28,18 @@ import triton.language as tl
 from torch._prims_common import ELEMENTWISE_TYPE_PROMOTION_KIND as Promotion  # noqa: F401
 from torch._prims_common import elementwise_dtypes
 
-from ..runtime import VENDOR, Unsupported, on_vendor_device
-from ._common import TL_DTYPE, is_dense, kernel_dtype_ok, needs_int64
+from ..runtime import VENDOR, Unsupported, declare, native, with_fallback
+from ._common import INT32_MAX, TL_DTYPE, is_dense, kernel_dtype_ok
 
 MAX_RANK = 5
-MAX_INPUTS = 3
+MAX_INPUTS = 4
 BLOCK = 1024
 
 # operand kinds (constexpr): how the kernel reads an input
 SCALAR, TENSOR, SINGLE = 0, 1, 2  # Python number / full tensor / one element broadcast everywhere
+
+_DEVICE_TYPE = VENDOR.device_type if VENDOR is not None else None
+_Tensor = torch.Tensor
 
 
 @triton.jit
@@ -47,8 +51,41 @@ def _load(ptr, offs, mask, KIND: tl.constexpr, COMPUTE: tl.constexpr):
     else:
         v = tl.load(ptr + offs, mask=mask)
     if COMPUTE is not None:
-        v = v.to(COMPUTE)
+        v = tl.cast(v, COMPUTE)  # tl.cast, not .to: a scalar argument equal to 1 arrives as a constexpr
     return v
+
+
+@triton.jit
+def _apply(FN: tl.constexpr, NIN: tl.constexpr, a, b, c, d):
+    if NIN == 1:
+        r = FN(a)
+    elif NIN == 2:
+        r = FN(a, b)
+    elif NIN == 3:
+        r = FN(a, b, c)
+    else:
+        r = FN(a, b, c, d)
+    return r
+
+
+@triton.jit
+def _pointwise_flat_kernel(
+    out_ptr, x0, x1, x2, x3, n,
+    FN: tl.constexpr, NIN: tl.constexpr,
+    K0: tl.constexpr, K1: tl.constexpr, K2: tl.constexpr, K3: tl.constexpr,
+    C0: tl.constexpr, C1: tl.constexpr, C2: tl.constexpr, C3: tl.constexpr,
+    RES: tl.constexpr, INT64: tl.constexpr, BLOCK: tl.constexpr,
+):
+    pid = tl.program_id(0)
+    if INT64:
+        pid = pid.to(tl.int64)
+    offs = pid * BLOCK + tl.arange(0, BLOCK)
+    mask = offs < n
+    r = _apply(FN, NIN, _load(x0, offs, mask, K0, C0), _load(x1, offs, mask, K1, C1),
+               _load(x2, offs, mask, K2, C2), _load(x3, offs, mask, K3, C3))
+    if RES is not None:  # out= of another dtype: round to the result dtype first, as torch does
+        r = tl.cast(r, RES)
+    tl.store(out_ptr + offs, r, mask=mask)
 
 
 @triton.jit
@@ -66,45 +103,34 @@ def _strided_offset(i0, i1, i2, i3, i4, st0, st1, st2, st3, st4, RANK: tl.conste
 
 
 @triton.jit
-def _pointwise_flat_kernel(
-    out_ptr, x0, x1, x2, n,
-    FN: tl.constexpr, NIN: tl.constexpr, K0: tl.constexpr, K1: tl.constexpr, K2: tl.constexpr,
-    C0: tl.constexpr, C1: tl.constexpr, C2: tl.constexpr,
-    INT64: tl.constexpr, BLOCK: tl.constexpr,
-):
-    pid = tl.program_id(0)
-    if INT64:
-        pid = pid.to(tl.int64)
-    offs = pid * BLOCK + tl.arange(0, BLOCK)
-    mask = offs < n
-    a = _load(x0, offs, mask, K0, C0)
-    if NIN == 1:
-        r = FN(a)
-    elif NIN == 2:
-        r = FN(a, _load(x1, offs, mask, K1, C1))
-    else:
-        r = FN(a, _load(x1, offs, mask, K1, C1), _load(x2, offs, mask, K2, C2))
-    tl.store(out_ptr + offs, r, mask=mask)
+def _load_strided(ptr, i0, i1, i2, i3, i4, s0, s1, s2, s3, s4, mask, KIND: tl.constexpr,
+                  COMPUTE: tl.constexpr, RANK: tl.constexpr):
+    offs = i0  # unused unless KIND is TENSOR
+    if KIND == 1:
+        offs = _strided_offset(i0, i1, i2, i3, i4, s0, s1, s2, s3, s4, RANK)
+    return _load(ptr, offs, mask, KIND, COMPUTE)
 
 
 @triton.jit
 def _pointwise_strided_kernel(
-    out_ptr, x0, x1, x2, n,
+    out_ptr, x0, x1, x2, x3, n,
     d1, d2, d3, d4,  # sizes of dims 1..4 (dim 0's size is implied by n)
     o0, o1, o2, o3, o4,
     a0, a1, a2, a3, a4,
     b0, b1, b2, b3, b4,
     c0, c1, c2, c3, c4,
-    FN: tl.constexpr, NIN: tl.constexpr, K0: tl.constexpr, K1: tl.constexpr, K2: tl.constexpr,
-    C0: tl.constexpr, C1: tl.constexpr, C2: tl.constexpr,
-    RANK: tl.constexpr, INT64: tl.constexpr, BLOCK: tl.constexpr,
+    e0, e1, e2, e3, e4,
+    FN: tl.constexpr, NIN: tl.constexpr,
+    K0: tl.constexpr, K1: tl.constexpr, K2: tl.constexpr, K3: tl.constexpr,
+    C0: tl.constexpr, C1: tl.constexpr, C2: tl.constexpr, C3: tl.constexpr,
+    RES: tl.constexpr, RANK: tl.constexpr, INT64: tl.constexpr, BLOCK: tl.constexpr,
 ):
     pid = tl.program_id(0)
     if INT64:
         pid = pid.to(tl.int64)
     idx = pid * BLOCK + tl.arange(0, BLOCK)
     mask = idx < n
-    # multi-index, innermost dim last; unused dims stay 0
+    # multi-index, dim RANK-1 innermost; unused dims stay 0
     i4 = idx * 0
     i3 = idx * 0
     i2 = idx * 0
@@ -123,28 +149,14 @@ def _pointwise_strided_kernel(
         i1 = rest % d1
         rest = rest // d1
     i0 = rest
-    # dims were reversed-padded on the host so that dim RANK-1 is the innermost
-    a = _load(x0, _strided_offset(i0, i1, i2, i3, i4, a0, a1, a2, a3, a4, RANK), mask, K0, C0)
-    if NIN == 1:
-        r = FN(a)
-    elif NIN == 2:
-        b = _load(x1, _strided_offset(i0, i1, i2, i3, i4, b0, b1, b2, b3, b4, RANK), mask, K1, C1)
-        r = FN(a, b)
-    else:
-        b = _load(x1, _strided_offset(i0, i1, i2, i3, i4, b0, b1, b2, b3, b4, RANK), mask, K1, C1)
-        c = _load(x2, _strided_offset(i0, i1, i2, i3, i4, c0, c1, c2, c3, c4, RANK), mask, K2, C2)
-        r = FN(a, b, c)
+    a = _load_strided(x0, i0, i1, i2, i3, i4, a0, a1, a2, a3, a4, mask, K0, C0, RANK)
+    b = _load_strided(x1, i0, i1, i2, i3, i4, b0, b1, b2, b3, b4, mask, K1, C1, RANK)
+    c = _load_strided(x2, i0, i1, i2, i3, i4, c0, c1, c2, c3, c4, mask, K2, C2, RANK)
+    d = _load_strided(x3, i0, i1, i2, i3, i4, e0, e1, e2, e3, e4, mask, K3, C3, RANK)
+    r = _apply(FN, NIN, a, b, c, d)
+    if RES is not None:
+        r = tl.cast(r, RES)
     tl.store(out_ptr + _strided_offset(i0, i1, i2, i3, i4, o0, o1, o2, o3, o4, RANK), r, mask=mask)
-
-
-def _signature(args) -> tuple:
-    sig = []
-    for a in args:
-        if isinstance(a, torch.Tensor):
-            sig.append((a.dtype, a.dim() == 0))
-        else:
-            sig.append(type(a))
-    return tuple(sig)
 
 
 def _coalesce(shape, strides_list):
@@ -162,14 +174,24 @@ def _coalesce(shape, strides_list):
     return [m[0] for m in merged], [[m[1][k] for m in merged] for k in range(len(strides_list))]
 
 
+def _span(t) -> int:
+    """Largest element offset a view reaches from its data pointer."""
+    return sum((s - 1) * abs(st) for s, st in zip(t.shape, t.stride()))
+
+
+_UNUSED = (0, SCALAR, None)  # pointer, kind, cast of an unused input slot
+
+
 class Pointwise:
-    """An elementwise op over 1 to 3 inputs built from a scalar ``@triton.jit`` function.
+    """An elementwise op over 1 to 4 inputs built from a scalar ``@triton.jit`` function.
 
     ``promotion`` is PyTorch's type-promotion kind for the op. ``promote`` lists the
-    input positions that take part in promotion (default: all); the others are passed
-    to ``fn`` as loaded (a ``where`` condition, an ``alpha``). ``out_dtype`` forces the
-    result dtype (e.g. ``torch.bool``) when the op's rule is not a promotion kind.
-    ``compute_dtype`` forces the dtype ``fn`` computes in.
+    input positions that take part in promotion (default: all); the others are passed to
+    ``fn`` as loaded (a ``where`` condition, an ``alpha``). With ``promote=()`` and no
+    ``out_dtype`` the op is a casting store into ``out`` (``copy_``, ``fill_``): the
+    iteration shape and the dtype are ``out``'s, inputs broadcast to it. ``out_dtype`` forces the result dtype
+    (e.g. ``torch.bool``) when the op's rule is not a promotion kind. ``compute_dtype``
+    forces the dtype ``fn`` computes in.
     """
 
     def __init__(self, name, fn, promotion=Promotion.DEFAULT, promote=None, out_dtype=None,
@@ -177,110 +199,156 @@ class Pointwise:
         self.name = name
         self.fn = fn
         self.promotion = promotion
-        self.promote = promote
+        self.promote = None if promote is None else tuple(promote)
         self.out_dtype = out_dtype
         self.compute_dtype = compute_dtype
-        self._dtype_cache: dict = {}
+        self._plans: dict = {}  # input signature -> (compute, result, casts, ok)
+
+    def _plan(self, key, args):
+        promoted = args if self.promote is None else [args[i] for i in self.promote]
+        if promoted:
+            compute, result = elementwise_dtypes(*promoted, type_promotion_kind=self.promotion)
+        else:
+            compute, result = None, None
+        if self.compute_dtype is not None:
+            compute = self.compute_dtype
+        if self.out_dtype is not None:
+            result = self.out_dtype
+        ok = (compute is None or kernel_dtype_ok(compute)) and (result is None or kernel_dtype_ok(result)) and all(
+            kernel_dtype_ok(a.dtype) for a in args if isinstance(a, _Tensor))
+        compute_tl = TL_DTYPE.get(compute)
+        casts = tuple(compute_tl if (self.promote is None or i in self.promote) else None
+                      for i in range(len(args)))
+        plan = self._plans[key] = (compute, result, casts, ok)
+        return plan
 
     def dtypes(self, args) -> tuple[torch.dtype, torch.dtype]:
         """(compute dtype, result dtype) for these inputs, as PyTorch would choose."""
-        key = _signature(args)
-        hit = self._dtype_cache.get(key)
-        if hit is None:
-            promoted = args if self.promote is None else [args[i] for i in self.promote]
-            compute, result = elementwise_dtypes(*promoted, type_promotion_kind=self.promotion)
-            if self.compute_dtype is not None:
-                compute = self.compute_dtype
-            if self.out_dtype is not None:
-                result = self.out_dtype
-            hit = self._dtype_cache[key] = (compute, result)
-        return hit
+        key = tuple((a.dtype, a.dim() == 0) if isinstance(a, _Tensor) else type(a) for a in args)
+        plan = self._plans.get(key) or self._plan(key, args)
+        return plan[0], plan[1]
 
     def __call__(self, *args, out: torch.Tensor | None = None):
         """Compute ``fn`` elementwise over ``args`` (tensors or Python numbers)."""
-        compute, result_dtype = self.dtypes(args)
-        tensors = [a for a in args if isinstance(a, torch.Tensor)]
-        # a CPU 0-d tensor next to device tensors is a scalar (torch allows that mix)
-        if VENDOR is not None and VENDOR.device_type != "cpu":
-            args = tuple(a.item() if isinstance(a, torch.Tensor) and a.dim() == 0 and a.device.type == "cpu"
-                         and any(t.device.type != "cpu" for t in tensors) else a for a in args)
-            tensors = [a for a in args if isinstance(a, torch.Tensor)]
-        if not tensors or not on_vendor_device(*tensors, out):
+        key = tuple((a.dtype, a.dim() == 0) if isinstance(a, _Tensor) else type(a) for a in args)
+        plan = self._plans.get(key) or self._plan(key, args)
+        compute, result_dtype, casts, ok = plan
+        if not ok:
             raise Unsupported
-        if not (kernel_dtype_ok(compute) and kernel_dtype_ok(result_dtype)):
+        tensors = [a for a in args if isinstance(a, _Tensor)]
+        dev = _DEVICE_TYPE
+        if any(t.device.type != dev for t in tensors):
+            # a CPU 0-d tensor next to device tensors is a scalar (torch allows that mix)
+            if dev == "cpu" or not any(t.device.type == dev for t in tensors):
+                raise Unsupported
+            args = tuple(a.item() if isinstance(a, _Tensor) and a.dim() == 0 and a.device.type == "cpu"
+                         else a for a in args)
+            tensors = [a for a in args if isinstance(a, _Tensor)]
+            if any(t.device.type != dev for t in tensors):
+                raise Unsupported
+        if out is not None and out.device.type != dev:
             raise Unsupported
-        if any(not kernel_dtype_ok(t.dtype) for t in tensors):
-            raise Unsupported
-        shape = torch.broadcast_shapes(*(t.shape for t in tensors))
-        if out is None:
-            out = _new_output(tensors, shape, result_dtype)
+        if result_dtype is None:
+            # a casting store into ``out`` (copy_, fill_): its shape and dtype rule
+            if out is None or not kernel_dtype_ok(out.dtype):
+                raise Unsupported
+            shape = out.shape
+            if any(t.shape != shape for t in tensors) and torch.broadcast_shapes(
+                    shape, *(t.shape for t in tensors)) != shape:
+                raise Unsupported
+            _check_out(out, shape, out.dtype, tensors)
+            res = None
         else:
-            _check_out(out, shape, result_dtype, tensors)
-        if out.numel() == 0:
+            shape = tensors[0].shape
+            for t in tensors:
+                if t.shape != shape:
+                    shape = torch.broadcast_shapes(*(t.shape for t in tensors))
+                    break
+            if out is None:
+                out = _new_output(tensors, shape, result_dtype)
+            else:
+                _check_out(out, shape, result_dtype, tensors)
+            res = None if out.dtype == result_dtype else TL_DTYPE[result_dtype]
+        n = out.numel()
+        if n == 0:
             return out
-        self._launch(args, out, shape, compute)
+        if compute == torch.float64 and any(type(a) is float for a in args):
+            # Triton passes Python floats as fp32: keep a float64 scalar in a 0-d tensor
+            # (filled by torch's own kernel: no host-device copy, no sync)
+            args = tuple(f64_scalar(a, out.device) if type(a) is float else a for a in args)
+        # fast path: every tensor contiguous with the output's shape
+        if out.is_contiguous() and all(t.shape == shape and t.is_contiguous() for t in tensors):
+            slots = [
+                (a, SINGLE if a.numel() == 1 else TENSOR, c) if isinstance(a, _Tensor) else (a, SCALAR, c)
+                for a, c in zip(args, casts)
+            ]
+            slots += [_UNUSED] * (MAX_INPUTS - len(slots))
+            (p0, k0, c0), (p1, k1, c1), (p2, k2, c2), (p3, k3, c3) = slots
+            _pointwise_flat_kernel[(triton.cdiv(n, BLOCK),)](
+                out, p0, p1, p2, p3, n,
+                FN=self.fn, NIN=len(args), K0=k0, K1=k1, K2=k2, K3=k3,
+                C0=c0, C1=c1, C2=c2, C3=c3, RES=res, INT64=n > INT32_MAX, BLOCK=BLOCK,
+            )
+            return out
+        self._launch_general(args, casts, out, shape, res)
         return out
 
-    def _launch(self, args, out, shape, compute):
+    def _launch_general(self, args, casts, out, shape, res):
         ndim = len(shape)
-        kinds, ptrs, casts, strides = [], [], [], []
-        compute_tl = TL_DTYPE[compute]
-        for i, a in enumerate(args):
-            participates = self.promote is None or i in self.promote
-            if isinstance(a, torch.Tensor):
-                if a.numel() == 1:
-                    kinds.append(SINGLE)
-                    strides.append([0] * ndim)
-                else:
-                    kinds.append(TENSOR)
-                    # broadcast strides: size-1 or missing dims read with stride 0
-                    st = [0] * (ndim - a.dim()) + [0 if sz == 1 else s for sz, s in zip(a.shape, a.stride())]
-                    strides.append(st)
-                ptrs.append(a)
+        ptrs, kinds, strides = [], [], []
+        zeros = [0] * ndim
+        span = _span(out)
+        for a in args:
+            if isinstance(a, _Tensor) and a.numel() != 1:
+                kinds.append(TENSOR)
+                # broadcast strides: size-1 or missing dims read with stride 0
+                strides.append([0] * (ndim - a.dim()) + [0 if sz == 1 else s for sz, s in zip(a.shape, a.stride())])
+                span = max(span, _span(a))
             else:
-                if compute == torch.float64 and isinstance(a, float):
-                    # Triton passes Python floats as fp32; keep full precision in a 0-d tensor
-                    a = torch.tensor(a, dtype=torch.float64, device=out.device)
-                    kinds.append(SINGLE)
-                else:
-                    kinds.append(SCALAR)
-                strides.append([0] * ndim)
-                ptrs.append(a)
-            casts.append(compute_tl if participates else None)
+                kinds.append(SINGLE if isinstance(a, _Tensor) else SCALAR)
+                strides.append(zeros)
+            ptrs.append(a)
+        casts = list(casts)
         nin = len(args)
         while len(ptrs) < MAX_INPUTS:  # unused slots: never read (NIN prunes them)
             ptrs.append(0)
             kinds.append(SCALAR)
             casts.append(None)
-            strides.append([0] * ndim)
+            strides.append(zeros)
         n = out.numel()
-        int64 = needs_int64(out, *[p for p in ptrs if isinstance(p, torch.Tensor)])
+        int64 = max(n, span) > INT32_MAX
         grid = (triton.cdiv(n, BLOCK),)
         out_strides = [0 if sz == 1 else s for sz, s in zip(out.shape, out.stride())]
-        if is_dense(out) and all(
-            st == out_strides for k, st in zip(kinds, strides) if k == TENSOR
-        ) and all(p.shape == shape for p, k in zip(ptrs, kinds) if k == TENSOR):
-            # identical dense layouts: walk storage linearly
+        if is_dense(out) and all(st == out_strides for k, st in zip(kinds, strides) if k == TENSOR):
+            # identical dense layouts (e.g. all transposed alike): walk storage linearly
             _pointwise_flat_kernel[grid](
-                out, ptrs[0], ptrs[1], ptrs[2], n,
-                FN=self.fn, NIN=nin, K0=kinds[0], K1=kinds[1], K2=kinds[2],
-                C0=casts[0], C1=casts[1], C2=casts[2], INT64=int64, BLOCK=BLOCK,
+                out, *ptrs, n,
+                FN=self.fn, NIN=nin, K0=kinds[0], K1=kinds[1], K2=kinds[2], K3=kinds[3],
+                C0=casts[0], C1=casts[1], C2=casts[2], C3=casts[3], RES=res, INT64=int64, BLOCK=BLOCK,
             )
             return
-        sizes, (o_st, *in_st) = _coalesce(list(shape), [out_strides] + strides)
+        sizes, all_st = _coalesce(list(shape), [out_strides] + strides)
         rank = len(sizes)
         if rank > MAX_RANK:
             raise Unsupported
         pad = MAX_RANK - rank
         sizes_p = sizes + [1] * pad
-        all_st = [st + [0] * pad for st in [o_st, *in_st]]
+        all_st = [st + [0] * pad for st in all_st]
         _pointwise_strided_kernel[grid](
-            out, ptrs[0], ptrs[1], ptrs[2], n,
+            out, *ptrs, n,
             sizes_p[1], sizes_p[2], sizes_p[3], sizes_p[4],
-            *all_st[0], *all_st[1], *all_st[2], *all_st[3],
-            FN=self.fn, NIN=nin, K0=kinds[0], K1=kinds[1], K2=kinds[2],
-            C0=casts[0], C1=casts[1], C2=casts[2], RANK=rank, INT64=int64, BLOCK=BLOCK,
+            *all_st[0], *all_st[1], *all_st[2], *all_st[3], *all_st[4],
+            FN=self.fn, NIN=nin, K0=kinds[0], K1=kinds[1], K2=kinds[2], K3=kinds[3],
+            C0=casts[0], C1=casts[1], C2=casts[2], C3=casts[3], RES=res, RANK=rank, INT64=int64,
+            BLOCK=BLOCK,
         )
+
+
+def f64_scalar(value: float, device) -> torch.Tensor:
+    """A 0-d float64 tensor holding ``value`` exactly (Triton takes Python floats as fp32)."""
+    t = torch.empty((), dtype=torch.float64, device=device)
+    native("fill_.Scalar")(t, value)
+    return t
 
 
 def _new_output(tensors, shape, dtype):
@@ -297,10 +365,52 @@ def _check_out(out, shape, dtype, tensors):
         raise Unsupported
     if any(st == 0 and sz > 1 for st, sz in zip(out.stride(), out.shape)):
         raise Unsupported  # internal overlap: torch raises the proper error
+    base = None
     for t in tensors:
         if t is out:
             continue
-        if t.untyped_storage().data_ptr() == out.untyped_storage().data_ptr() and not (
+        if base is None:
+            base = out.untyped_storage().data_ptr()
+        if t.untyped_storage().data_ptr() == base and not (
             t.data_ptr() == out.data_ptr() and t.stride() == out.stride() and t.shape == out.shape
         ):
             raise Unsupported  # partial overlap with an input
+
+
+def declare_pointwise(family: str, run, overloads, public=None):
+    """Declare host functions for every aten overload in ``overloads``, all calling ``run``.
+
+    Returns the public entry point ``gemsops.ops.<family>``: ``run``, with inputs it does
+    not handle passed to ``public`` (default ``torch.<family>``).
+
+    ``run`` takes the functional overloads' arguments plus ``out=``. An overload whose
+    name ends in ``_`` (``mul_.Tensor``) runs in place (``out=self``); ``.out`` style
+    overloads pass their ``out``/``grad_input`` tensor as ``out``. The hosts forward
+    arguments as the dispatcher gives them (positional as in the schema, keyword-only
+    by name), so one ``run`` serves overloads whose schemas differ only in out/in-place.
+    """
+    impls = {}
+    for overload in overloads:
+        if overload.partition(".")[0].endswith("_"):
+            def host(*args, **kwargs):
+                return run(*args, out=args[0], **kwargs)
+        else:
+            def host(*args, **kwargs):
+                if "grad_input" in kwargs:
+                    kwargs["out"] = kwargs.pop("grad_input")
+                return run(*args, **kwargs)
+        host.__name__ = host.__qualname__ = f"{family}_{overload.replace('.', '_')}"
+        host.__doc__ = f"aten::{overload}"
+        impls[overload] = with_fallback(overload)(host)
+    declare(family, impls)
+    public = public or getattr(torch, family)
+
+    def entry(*args, **kwargs):
+        try:
+            return run(*args, **kwargs)
+        except Unsupported:
+            return public(*args, **kwargs)
+
+    entry.__name__ = entry.__qualname__ = family
+    entry.__doc__ = f"torch.{family} through gems (torch's kernel for inputs gems does not handle)."
+    return entry
