@@ -28,7 +28,7 @@ import triton.language as tl
 from torch._prims_common import ELEMENTWISE_TYPE_PROMOTION_KIND as Promotion  # noqa: F401
 from torch._prims_common import elementwise_dtypes
 
-from ..runtime import VENDOR, Unsupported, declare, native, with_fallback
+from ..runtime import VENDOR, Launcher, Unsupported, declare, native, with_fallback
 from ._common import INT32_MAX, TL_DTYPE, is_dense, kernel_dtype_ok
 
 MAX_RANK = 5
@@ -159,6 +159,10 @@ def _pointwise_strided_kernel(
     tl.store(out_ptr + _strided_offset(i0, i1, i2, i3, i4, o0, o1, o2, o3, o4, RANK), r, mask=mask)
 
 
+_launch_flat = Launcher(_pointwise_flat_kernel)
+_launch_strided = Launcher(_pointwise_strided_kernel)
+
+
 def _coalesce(shape, strides_list):
     """Merge dims that are contiguous with respect to each other in every operand."""
     dims = [(s, [st[i] for st in strides_list]) for i, s in enumerate(shape) if s != 1]
@@ -284,8 +288,8 @@ class Pointwise:
             ]
             slots += [_UNUSED] * (MAX_INPUTS - len(slots))
             (p0, k0, c0), (p1, k1, c1), (p2, k2, c2), (p3, k3, c3) = slots
-            _pointwise_flat_kernel[(triton.cdiv(n, BLOCK),)](
-                out, p0, p1, p2, p3, n,
+            _launch_flat(
+                ((n + BLOCK - 1) // BLOCK,), out, p0, p1, p2, p3, n,
                 FN=self.fn, NIN=len(args), K0=k0, K1=k1, K2=k2, K3=k3,
                 C0=c0, C1=c1, C2=c2, C3=c3, RES=res, INT64=n > INT32_MAX, BLOCK=BLOCK,
             )
@@ -321,8 +325,8 @@ class Pointwise:
         out_strides = [0 if sz == 1 else s for sz, s in zip(out.shape, out.stride())]
         if is_dense(out) and all(st == out_strides for k, st in zip(kinds, strides) if k == TENSOR):
             # identical dense layouts (e.g. all transposed alike): walk storage linearly
-            _pointwise_flat_kernel[grid](
-                out, *ptrs, n,
+            _launch_flat(
+                grid, out, *ptrs, n,
                 FN=self.fn, NIN=nin, K0=kinds[0], K1=kinds[1], K2=kinds[2], K3=kinds[3],
                 C0=casts[0], C1=casts[1], C2=casts[2], C3=casts[3], RES=res, INT64=int64, BLOCK=BLOCK,
             )
@@ -334,8 +338,8 @@ class Pointwise:
         pad = MAX_RANK - rank
         sizes_p = sizes + [1] * pad
         all_st = [st + [0] * pad for st in all_st]
-        _pointwise_strided_kernel[grid](
-            out, *ptrs, n,
+        _launch_strided(
+            grid, out, *ptrs, n,
             sizes_p[1], sizes_p[2], sizes_p[3], sizes_p[4],
             *all_st[0], *all_st[1], *all_st[2], *all_st[3], *all_st[4],
             FN=self.fn, NIN=nin, K0=kinds[0], K1=kinds[1], K2=kinds[2], K3=kinds[3],

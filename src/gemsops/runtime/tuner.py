@@ -120,13 +120,15 @@ class Tuner:
 
     ``kernels`` are the Triton functions whose source defines what a config means; a
     change to their source (or to the candidate list) starts a fresh cache entry.
+    ``default``/``candidates`` are used when the vendor YAML has no block for ``name``.
     """
 
-    def __init__(self, name: str, kernels=()):
+    def __init__(self, name: str, kernels=(), default: dict | None = None, candidates=None):
         self.name = name
         block = VENDOR.config(name) if VENDOR else {}
-        self.default = dict(block.get("default", {}))
-        self.candidates = [dict(c) for c in block.get("candidates", [])] or [self.default]
+        # YAML wins over the in-code fallback, so a vendor can retune without code changes
+        self.default = dict(block.get("default", default or {}))
+        self.candidates = [dict(c) for c in block.get("candidates", candidates or [])] or [self.default]
         src = "".join(getattr(k, "src", "") or "" for k in kernels) + json.dumps(self.candidates, sort_keys=True)
         self.source_hash = hashlib.sha256(src.encode()).hexdigest()[:16]
         self.memory: dict = {}

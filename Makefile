@@ -1,0 +1,20 @@
+# make demo       run a small Llama-style block with and without gems (CPU: interpreter)
+# make test       run the test suite (CPU: every kernel through Triton's interpreter)
+# make gpu-check  on a GPU machine: test suite on CUDA + quick benchmarks, logs under $(OUT)
+# Each target creates/updates .venv first (scripts/venv.sh).
+OUT ?= gpu_out
+PYTEST_WORKERS ?= 2
+
+.PHONY: demo test gpu-check bench
+
+demo:
+	@PY=$$(scripts/venv.sh) && $$PY examples/demo.py
+
+test:
+	@PY=$$(scripts/venv.sh test) && $$PY -m pytest -n $(PYTEST_WORKERS) -q tests
+
+gpu-check:
+	@bash scripts/gpu_check.sh $(OUT)
+
+bench:
+	@PY=$$(scripts/venv.sh) && PYTHONPATH=. $$PY -m benchmark --ops all --quick

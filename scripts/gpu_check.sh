@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# GPU check: the whole test suite on CUDA, then the quick benchmarks. Logs under $1.
+# Runs with the machine's own python3 (its CUDA torch and Triton); optional peers
+# (FlagGems, Liger-Kernel) are taken from .whl/ when present.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${1:-gpu_out}
+mkdir -p "$OUT"
+PY=${PYTHON:-python3}
+if ls .whl/*.whl >/dev/null 2>&1; then
+  $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+    && export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
+fi
+export PYTHONPATH=$PWD/src:$PWD${PYTHONPATH:+:$PYTHONPATH} GEMS_VENDOR=nvidia PYTHONUNBUFFERED=1
+export GEMS_CACHE_DIR=${GEMS_CACHE_DIR:-$PWD/$OUT/tune_cache}
+{
+  nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
+  $PY -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)"
+} > "$OUT/env.txt" 2>&1
+cat "$OUT/env.txt"
+status=0
+if [ "${GPU_CHECK_TESTS:-1}" = 1 ]; then
+  $PY -m pytest -q -n ${PYTEST_WORKERS:-4} -p no:cacheprovider tests ${PYTEST_ARGS:-} > "$OUT/pytest.log" 2>&1 || status=1
+  grep -E "^(FAILED|ERROR)" "$OUT/pytest.log" | head -40
+  tail -1 "$OUT/pytest.log"
+fi
+if [ "${GPU_CHECK_BENCH:-1}" = 1 ] && [ -f benchmark/__main__.py ]; then
+  $PY -m benchmark --ops ${BENCH_OPS:-all} --quick --out "$OUT/bench" ${BENCH_ARGS:-} > "$OUT/bench.log" 2>&1 || status=1
+  tail -c 6000 "$OUT/bench.log"
+fi
+exit $status

@@ -1,0 +1,96 @@
+"""The tuner's persistent cache: reuse across processes, corruption, concurrency."""
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import gemsops
+from gemsops.runtime import tuner
+
+ROOT = Path(__file__).resolve().parents[2]
+
+# A tuner with three candidates whose "timings" are fake, so the cache logic is tested on
+# any machine (the interpreter vendor never times kernels for real).
+SCRIPT = textwrap.dedent("""
+    import json, sys
+    from gemsops.runtime import tuner
+    ran = []
+    fake_ms = {8: 3.0, 16: 1.0, 32: 2.0}
+
+    def fake_benchmark(fn):
+        fn()
+        return fake_ms[ran[-1]["BLOCK"]]
+
+    tuner.can_benchmark = lambda: True
+    tuner.benchmark = fake_benchmark
+    t = tuner.Tuner("unit_test_kernel", default={"BLOCK": 8},
+                    candidates=[{"BLOCK": 8}, {"BLOCK": 16}, {"BLOCK": 32}])
+    chosen = [t.choose((k, "f32"), ran.append) for k in sys.argv[1].split(",")]
+    print(json.dumps({"benchmarks": tuner.stats.benchmarks_run, "chosen": chosen,
+                      "cache": str(tuner.cache_dir())}))
+""")
+
+
+def _env(cache):
+    return dict(os.environ, PYTHONPATH=str(ROOT / "src"), GEMS_CACHE_DIR=str(cache))
+
+
+def run_script(cache, keys):
+    res = subprocess.run([sys.executable, "-c", SCRIPT, keys], capture_output=True, text=True,
+                         env=_env(cache), check=True)
+    return json.loads(res.stdout.strip().splitlines()[-1]), res.stderr
+
+
+def test_second_process_reuses_cache_without_benchmarking(tmp_path):
+    first, _ = run_script(tmp_path, "a,b")
+    assert first["benchmarks"] == 6  # 3 candidates x 2 keys
+    assert first["chosen"] == [{"BLOCK": 16}, {"BLOCK": 16}]
+    second, _ = run_script(tmp_path, "a,b")
+    assert second["benchmarks"] == 0
+    assert second["chosen"] == first["chosen"]
+    assert second["cache"] == str(tmp_path)
+
+
+def test_corrupt_cache_is_set_aside_with_a_warning(tmp_path):
+    run_script(tmp_path, "a")
+    (cache_file,) = tmp_path.glob("unit_test_kernel-*.json")
+    cache_file.write_text("{not json")
+    out, err = run_script(tmp_path, "a")
+    assert "unreadable" in err and out["benchmarks"] == 3
+    assert cache_file.with_suffix(".json.corrupt").read_text() == "{not json"
+    assert json.loads(cache_file.read_text())  # rewritten whole
+
+
+def test_unwritable_cache_dir_warns_and_runs(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    out, err = run_script(blocker / "cache", "a")
+    assert "cannot write the tuning cache" in err
+    assert out["chosen"] == [{"BLOCK": 16}]
+
+
+def test_concurrent_writers_keep_every_entry(tmp_path):
+    keys_a = ",".join(f"a{i}" for i in range(15))
+    keys_b = ",".join(f"b{i}" for i in range(15))
+    procs = [subprocess.Popen([sys.executable, "-c", SCRIPT, k], env=_env(tmp_path), stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE) for k in (keys_a, keys_b)]
+    for p in procs:
+        assert p.wait() == 0, p.stderr.read().decode()
+    (cache_file,) = tmp_path.glob("unit_test_kernel-*.json")
+    entries = json.loads(cache_file.read_text())
+    assert len(entries) == 30
+
+
+def test_interpreter_never_benchmarks():
+    assert gemsops.VENDOR.interpreter == (not tuner.can_benchmark())
+    t = tuner.Tuner("unit_test_kernel_2", default={"BLOCK": 4}, candidates=[{"BLOCK": 4}, {"BLOCK": 8}])
+    before = tuner.stats.benchmarks_run
+    if gemsops.VENDOR.interpreter:
+        assert t.choose(("k",), lambda cfg: None) == {"BLOCK": 4}
+        assert tuner.stats.benchmarks_run == before
+
+
+def test_bucket():
+    assert [tuner.bucket(n) for n in (0, 1, 2, 3, 4, 5, 1000)] == [1, 1, 2, 4, 4, 8, 1024]
