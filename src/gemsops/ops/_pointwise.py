@@ -28,7 +28,8 @@ import triton.language as tl
 from torch._prims_common import ELEMENTWISE_TYPE_PROMOTION_KIND as Promotion  # noqa: F401
 from torch._prims_common import elementwise_dtypes
 
-from ..runtime import VENDOR, Launcher, Unsupported, declare, native, with_fallback
+from ..runtime import VENDOR, Launcher, Unsupported, declare, fallback, native
+from ..runtime.registry import aten_overload
 from ._common import INT32_MAX, TL_DTYPE, is_dense, kernel_dtype_ok
 
 MAX_RANK = 5
@@ -395,6 +396,7 @@ def declare_pointwise(family: str, run, overloads, public=None):
     """
     impls = {}
     for overload in overloads:
+        overload = overload.removesuffix(".default")  # torch.library spells default overloads bare
         if overload.partition(".")[0].endswith("_"):
             def host(*args, **kwargs):
                 return run(*args, out=args[0], **kwargs)
@@ -405,7 +407,7 @@ def declare_pointwise(family: str, run, overloads, public=None):
                 return run(*args, **kwargs)
         host.__name__ = host.__qualname__ = f"{family}_{overload.replace('.', '_')}"
         host.__doc__ = f"aten::{overload}"
-        impls[overload] = with_fallback(overload)(host)
+        impls[overload] = _with_fallback(overload, host)
     declare(family, impls)
     public = public or getattr(torch, family)
 
@@ -418,3 +420,50 @@ def declare_pointwise(family: str, run, overloads, public=None):
     entry.__name__ = entry.__qualname__ = family
     entry.__doc__ = f"torch.{family} through gems (torch's kernel for inputs gems does not handle)."
     return entry
+
+
+def _with_fallback(overload, host):
+    """``registry.with_fallback``, plus numbers put back into Tensor arguments.
+
+    The dispatcher hands a Python kernel the wrapped numbers of ``x * 2`` (``mul.Tensor``)
+    as Python numbers; torch's own kernel needs them as tensors again.
+    """
+    tensor_positions = []
+
+    def wrapped(*args, **kwargs):
+        try:
+            return host(*args, **kwargs)
+        except Unsupported:
+            if not tensor_positions:
+                tensor_positions.append(frozenset(
+                    i for i, a in enumerate(aten_overload(overload)._schema.arguments) if str(a.type) == "Tensor"))
+            return fallback(overload, *_rewrap_numbers(args, tensor_positions[0]), **kwargs)
+
+    wrapped.__name__, wrapped.__qualname__, wrapped.__doc__ = host.__name__, host.__qualname__, host.__doc__
+    wrapped.__wrapped__ = host
+    return wrapped
+
+
+def _rewrap_numbers(args, tensor_positions):
+    """0-d tensors for Python numbers, of a dtype that promotes as the wrapped number did."""
+    if not any(i in tensor_positions and not isinstance(a, _Tensor) for i, a in enumerate(args)):
+        return args
+    tensors = [a for a in args if isinstance(a, _Tensor)]
+    floating = any(t.is_floating_point() or t.is_complex() for t in tensors)
+    complex_ = any(t.is_complex() for t in tensors)
+    out = []
+    for i, a in enumerate(args):
+        if i in tensor_positions and isinstance(a, (bool, int, float, complex)):
+            # same category as the tensors: keeps the value exact and the dtype theirs;
+            # a higher category: the default dtype, as for a wrapped number
+            if isinstance(a, bool):
+                dtype = torch.bool
+            elif isinstance(a, int):
+                dtype = torch.int64
+            elif isinstance(a, float):
+                dtype = torch.float64 if floating else torch.get_default_dtype()
+            else:
+                dtype = torch.complex128 if complex_ else torch.complex64
+            a = torch.tensor(a, dtype=dtype)  # on the CPU: a scalar to every device, no copy
+        out.append(a)
+    return tuple(out)

@@ -40,5 +40,5 @@ def _run(self, other, alpha=1, *, out=None):
     return _scaled(self, other, alpha, out=out)
 
 
-add = declare_pointwise("add", _run, ["add.Tensor", "add.Scalar", "add.out", "add.Scalar_out",
+add = declare_pointwise("add", _run, ["add.Tensor", "add.Scalar", "add.out",
                                       "add_.Tensor", "add_.Scalar"])

@@ -28,7 +28,10 @@ def _copy_run(self, src, non_blocking=False, *, out=None):
         raise Unsupported
     if src.device != self.device and src.dim() != 0:
         raise Unsupported  # host-device or cross-GPU transfers
-    if src is self:
+    if src is self or (src.data_ptr() == self.data_ptr() and src.dtype == self.dtype
+                       and src.shape == self.shape and src.stride() == self.stride()):
+        # a copy onto itself: nothing to do (Triton's interpreter copies storages back onto
+        # themselves after every launch, which would otherwise re-enter this op)
         return self
     return _store(src, out=self)
 
