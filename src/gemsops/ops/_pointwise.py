@@ -184,6 +184,13 @@ def _span(t) -> int:
     return sum((s - 1) * abs(st) for s, st in zip(t.shape, t.stride()))
 
 
+def needs_int64(out, args) -> bool:
+    """True when an element index or offset of ``out`` or a tensor in ``args`` may pass int32."""
+    if out.numel() > INT32_MAX or _span(out) > INT32_MAX:
+        return True
+    return any(isinstance(a, _Tensor) and _span(a) > INT32_MAX for a in args)
+
+
 _UNUSED = (0, SCALAR, None)  # pointer, kind, cast of an unused input slot
 
 
@@ -302,13 +309,11 @@ class Pointwise:
         ndim = len(shape)
         ptrs, kinds, strides = [], [], []
         zeros = [0] * ndim
-        span = _span(out)
         for a in args:
             if isinstance(a, _Tensor) and a.numel() != 1:
                 kinds.append(TENSOR)
                 # broadcast strides: size-1 or missing dims read with stride 0
                 strides.append([0] * (ndim - a.dim()) + [0 if sz == 1 else s for sz, s in zip(a.shape, a.stride())])
-                span = max(span, _span(a))
             else:
                 kinds.append(SINGLE if isinstance(a, _Tensor) else SCALAR)
                 strides.append(zeros)
@@ -321,7 +326,7 @@ class Pointwise:
             casts.append(None)
             strides.append(zeros)
         n = out.numel()
-        int64 = max(n, span) > INT32_MAX
+        int64 = needs_int64(out, args)
         grid = (triton.cdiv(n, BLOCK),)
         out_strides = [0 if sz == 1 else s for sz, s in zip(out.shape, out.stride())]
         if is_dense(out) and all(st == out_strides for k, st in zip(kinds, strides) if k == TENSOR):
