@@ -39,7 +39,7 @@ def _silu(x):
     return x / (1.0 + tl.exp(-x))
 
 
-_relu_op = Pointwise("relu", _relu, Promotion.NO_OPMATH)
+_relu_op = Pointwise("relu", _relu)  # opmath: the interpreter compares bf16 as raw bits
 _gelu_op = Pointwise("gelu", _gelu)
 _gelu_tanh_op = Pointwise("gelu", _gelu_tanh)
 _silu_op = Pointwise("silu", _silu)

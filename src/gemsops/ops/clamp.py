@@ -27,10 +27,10 @@ def _both(x, lo, hi):
     return _upper(_lower(x, lo), hi)
 
 
-_NO_OPMATH = Promotion.NO_OPMATH
-_min_op = Pointwise("clamp", _lower, _NO_OPMATH)
-_max_op = Pointwise("clamp", _upper, _NO_OPMATH)
-_both_op = Pointwise("clamp", _both, _NO_OPMATH)
+_KIND = Promotion.DEFAULT  # fp32 compares for half types (the interpreter compares bf16 as raw bits)
+_min_op = Pointwise("clamp", _lower, _KIND)
+_max_op = Pointwise("clamp", _upper, _KIND)
+_both_op = Pointwise("clamp", _both, _KIND)
 
 
 def _clamp_run(self, min=None, max=None, *, out=None):  # noqa: A002
