@@ -57,6 +57,17 @@ def _load(ptr, offs, mask, KIND: tl.constexpr, COMPUTE: tl.constexpr):
 
 
 @triton.jit
+def _for_store(r, out_ptr, RES: tl.constexpr):
+    if RES is not None:  # out= of another dtype: round to the result dtype first, as torch does
+        r = tl.cast(r, RES)
+    if out_ptr.dtype.element_ty == tl.bfloat16:
+        # through fp32, as torch converts to bf16 (the interpreter also mis-converts
+        # integers and fp64 to bf16 directly)
+        r = tl.cast(tl.cast(r, tl.float32), tl.bfloat16)
+    return r
+
+
+@triton.jit
 def _apply(FN: tl.constexpr, NIN: tl.constexpr, a, b, c, d):
     if NIN == 1:
         r = FN(a)
@@ -84,9 +95,7 @@ def _pointwise_flat_kernel(
     mask = offs < n
     r = _apply(FN, NIN, _load(x0, offs, mask, K0, C0), _load(x1, offs, mask, K1, C1),
                _load(x2, offs, mask, K2, C2), _load(x3, offs, mask, K3, C3))
-    if RES is not None:  # out= of another dtype: round to the result dtype first, as torch does
-        r = tl.cast(r, RES)
-    tl.store(out_ptr + offs, r, mask=mask)
+    tl.store(out_ptr + offs, _for_store(r, out_ptr, RES), mask=mask)
 
 
 @triton.jit
@@ -155,9 +164,8 @@ def _pointwise_strided_kernel(
     c = _load_strided(x2, i0, i1, i2, i3, i4, c0, c1, c2, c3, c4, mask, K2, C2, RANK)
     d = _load_strided(x3, i0, i1, i2, i3, i4, e0, e1, e2, e3, e4, mask, K3, C3, RANK)
     r = _apply(FN, NIN, a, b, c, d)
-    if RES is not None:
-        r = tl.cast(r, RES)
-    tl.store(out_ptr + _strided_offset(i0, i1, i2, i3, i4, o0, o1, o2, o3, o4, RANK), r, mask=mask)
+    tl.store(out_ptr + _strided_offset(i0, i1, i2, i3, i4, o0, o1, o2, o3, o4, RANK), _for_store(r, out_ptr, RES),
+             mask=mask)
 
 
 _launch_flat = Launcher(_pointwise_flat_kernel)

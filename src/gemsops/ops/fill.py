@@ -23,6 +23,8 @@ def _value(v):
 
 @triton.jit
 def _masked(x, mask, v):
+    if x.dtype == tl.bfloat16:
+        v = tl.cast(v, tl.float32)  # as torch converts to bf16 (the interpreter mis-converts others)
     return tl.where(mask, tl.cast(v, x.dtype), x)
 
 
