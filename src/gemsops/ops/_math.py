@@ -84,6 +84,16 @@ def sqrt(x):
 
 
 @triton.jit
+def div_rn(a, b):
+    # IEEE round-to-nearest quotient; fp64 division already is
+    if a.dtype == tl.float64:
+        r = a / b
+    else:
+        r = tl.math.div_rn(a, b)
+    return r
+
+
+@triton.jit
 def trunc(x):
     return tl.where(x < 0, tl.ceil(x), tl.floor(x))
 

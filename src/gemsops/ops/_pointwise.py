@@ -22,6 +22,8 @@ torch's own kernel (see ``runtime.registry.with_fallback``).
 """
 from __future__ import annotations
 
+import operator
+
 import torch
 import triton
 import triton.language as tl
@@ -41,6 +43,8 @@ SCALAR, TENSOR, SINGLE = 0, 1, 2  # Python number / full tensor / one element br
 
 _DEVICE_TYPE = VENDOR.device_type if VENDOR is not None else None
 _Tensor = torch.Tensor
+# t.is_cuda / t.is_cpu: far cheaper than building t.device on every call
+_on_device = operator.attrgetter({"cuda": "is_cuda", "cpu": "is_cpu"}.get(_DEVICE_TYPE, "is_meta"))
 
 
 @triton.jit
@@ -211,13 +215,15 @@ class Pointwise:
     ``out_dtype`` the op is a casting store into ``out`` (``copy_``, ``fill_``): the
     iteration shape and the dtype are ``out``'s, inputs broadcast to it. ``out_dtype`` forces the result dtype
     (e.g. ``torch.bool``) when the op's rule is not a promotion kind. ``compute_dtype``
-    forces the dtype ``fn`` computes in.
+    forces the dtype ``fn`` computes in. ``variants`` maps a computation dtype to another
+    scalar function for it (``bool`` addition is ``or``).
     """
 
     def __init__(self, name, fn, promotion=Promotion.DEFAULT, promote=None, out_dtype=None,
-                 compute_dtype=None):
+                 compute_dtype=None, variants=None):
         self.name = name
         self.fn = fn
+        self.variants = variants or {}
         self.promotion = promotion
         self.promote = None if promote is None else tuple(promote)
         self.out_dtype = out_dtype
@@ -239,7 +245,7 @@ class Pointwise:
         compute_tl = TL_DTYPE.get(compute)
         casts = tuple(compute_tl if (self.promote is None or i in self.promote) else None
                       for i in range(len(args)))
-        plan = self._plans[key] = (compute, result, casts, ok)
+        plan = self._plans[key] = (compute, result, casts, ok, self.variants.get(compute, self.fn))
         return plan
 
     def dtypes(self, args) -> tuple[torch.dtype, torch.dtype]:
@@ -252,21 +258,41 @@ class Pointwise:
         """Compute ``fn`` elementwise over ``args`` (tensors or Python numbers)."""
         key = tuple((a.dtype, a.dim() == 0) if isinstance(a, _Tensor) else type(a) for a in args)
         plan = self._plans.get(key) or self._plan(key, args)
-        compute, result_dtype, casts, ok = plan
+        compute, result_dtype, casts, ok, fn = plan
         if not ok:
             raise Unsupported
+        if out is None and result_dtype is not None and compute != torch.float64:
+            # the common case, kept lean: contiguous tensors of one shape on the device
+            first = None
+            for a in args:
+                if isinstance(a, _Tensor):
+                    if first is None:
+                        first = a
+                    elif a.shape != first.shape:
+                        break
+                    if not (a.is_contiguous() and _on_device(a)):
+                        break
+            else:
+                if first is not None:
+                    out = torch.empty(first.shape, dtype=result_dtype, device=first.device)
+                    n = out.numel()
+                    if n:
+                        slots = [(a, SINGLE if n == 1 else TENSOR, c) if isinstance(a, _Tensor) else (a, SCALAR, c)
+                                 for a, c in zip(args, casts)]
+                        _flat(fn, out, n, slots, None)
+                    return out
         tensors = [a for a in args if isinstance(a, _Tensor)]
         dev = _DEVICE_TYPE
-        if any(t.device.type != dev for t in tensors):
+        if not all(map(_on_device, tensors)):
             # a CPU 0-d tensor next to device tensors is a scalar (torch allows that mix)
             if dev == "cpu" or not any(t.device.type == dev for t in tensors):
                 raise Unsupported
             args = tuple(a.item() if isinstance(a, _Tensor) and a.dim() == 0 and a.device.type == "cpu"
                          else a for a in args)
             tensors = [a for a in args if isinstance(a, _Tensor)]
-            if any(t.device.type != dev for t in tensors):
+            if not all(map(_on_device, tensors)):
                 raise Unsupported
-        if out is not None and out.device.type != dev:
+        if out is not None and not _on_device(out):
             raise Unsupported
         if result_dtype is None:
             # a casting store into ``out`` (copy_, fill_): its shape and dtype rule
@@ -302,64 +328,72 @@ class Pointwise:
                 (a, SINGLE if a.numel() == 1 else TENSOR, c) if isinstance(a, _Tensor) else (a, SCALAR, c)
                 for a, c in zip(args, casts)
             ]
-            slots += [_UNUSED] * (MAX_INPUTS - len(slots))
-            (p0, k0, c0), (p1, k1, c1), (p2, k2, c2), (p3, k3, c3) = slots
-            _launch_flat(
-                ((n + BLOCK - 1) // BLOCK,), out, p0, p1, p2, p3, n,
-                FN=self.fn, NIN=len(args), K0=k0, K1=k1, K2=k2, K3=k3,
-                C0=c0, C1=c1, C2=c2, C3=c3, RES=res, INT64=n > INT32_MAX, BLOCK=BLOCK,
-            )
+            _flat(fn, out, n, slots, res)
             return out
-        self._launch_general(args, casts, out, shape, res)
+        _general(fn, args, casts, out, shape, res)
         return out
 
-    def _launch_general(self, args, casts, out, shape, res):
-        ndim = len(shape)
-        ptrs, kinds, strides = [], [], []
-        zeros = [0] * ndim
-        for a in args:
-            if isinstance(a, _Tensor) and a.numel() != 1:
-                kinds.append(TENSOR)
-                # broadcast strides: size-1 or missing dims read with stride 0
-                strides.append([0] * (ndim - a.dim()) + [0 if sz == 1 else s for sz, s in zip(a.shape, a.stride())])
-            else:
-                kinds.append(SINGLE if isinstance(a, _Tensor) else SCALAR)
-                strides.append(zeros)
-            ptrs.append(a)
-        casts = list(casts)
-        nin = len(args)
-        while len(ptrs) < MAX_INPUTS:  # unused slots: never read (NIN prunes them)
-            ptrs.append(0)
-            kinds.append(SCALAR)
-            casts.append(None)
+
+def _flat(fn, out, n, slots, res):
+    """Launch the flat kernel: every tensor in ``slots`` laid out like ``out`` (or one element)."""
+    nin = len(slots)
+    slots += [_UNUSED] * (MAX_INPUTS - nin)
+    (p0, k0, c0), (p1, k1, c1), (p2, k2, c2), (p3, k3, c3) = slots
+    _launch_flat(
+        ((n + BLOCK - 1) // BLOCK,), out, p0, p1, p2, p3, n,
+        FN=fn, NIN=nin, K0=k0, K1=k1, K2=k2, K3=k3,
+        C0=c0, C1=c1, C2=c2, C3=c3, RES=res, INT64=n > INT32_MAX, BLOCK=BLOCK,
+    )
+
+
+def _general(fn, args, casts, out, shape, res):
+    """Any layout: the flat kernel if all tensors share the output's dense layout, else strided."""
+    ndim = len(shape)
+    ptrs, kinds, strides = [], [], []
+    zeros = [0] * ndim
+    for a in args:
+        if isinstance(a, _Tensor) and a.numel() != 1:
+            kinds.append(TENSOR)
+            # broadcast strides: size-1 or missing dims read with stride 0
+            strides.append([0] * (ndim - a.dim()) + [0 if sz == 1 else s for sz, s in zip(a.shape, a.stride())])
+        else:
+            kinds.append(SINGLE if isinstance(a, _Tensor) else SCALAR)
             strides.append(zeros)
-        n = out.numel()
-        int64 = needs_int64(out, args)
-        grid = (triton.cdiv(n, BLOCK),)
-        out_strides = [0 if sz == 1 else s for sz, s in zip(out.shape, out.stride())]
-        if is_dense(out) and all(st == out_strides for k, st in zip(kinds, strides) if k == TENSOR):
-            # identical dense layouts (e.g. all transposed alike): walk storage linearly
-            _launch_flat(
-                grid, out, *ptrs, n,
-                FN=self.fn, NIN=nin, K0=kinds[0], K1=kinds[1], K2=kinds[2], K3=kinds[3],
-                C0=casts[0], C1=casts[1], C2=casts[2], C3=casts[3], RES=res, INT64=int64, BLOCK=BLOCK,
-            )
-            return
-        sizes, all_st = _coalesce(list(shape), [out_strides] + strides)
-        rank = len(sizes)
-        if rank > MAX_RANK:
-            raise Unsupported
-        pad = MAX_RANK - rank
-        sizes_p = sizes + [1] * pad
-        all_st = [st + [0] * pad for st in all_st]
-        _launch_strided(
+        ptrs.append(a)
+    casts = list(casts)
+    nin = len(args)
+    while len(ptrs) < MAX_INPUTS:  # unused slots: never read (NIN prunes them)
+        ptrs.append(0)
+        kinds.append(SCALAR)
+        casts.append(None)
+        strides.append(zeros)
+    n = out.numel()
+    int64 = needs_int64(out, args)
+    grid = (triton.cdiv(n, BLOCK),)
+    out_strides = [0 if sz == 1 else s for sz, s in zip(out.shape, out.stride())]
+    if is_dense(out) and all(st == out_strides for k, st in zip(kinds, strides) if k == TENSOR):
+        # identical dense layouts (e.g. all transposed alike): walk storage linearly
+        _launch_flat(
             grid, out, *ptrs, n,
-            sizes_p[1], sizes_p[2], sizes_p[3], sizes_p[4],
-            *all_st[0], *all_st[1], *all_st[2], *all_st[3], *all_st[4],
-            FN=self.fn, NIN=nin, K0=kinds[0], K1=kinds[1], K2=kinds[2], K3=kinds[3],
-            C0=casts[0], C1=casts[1], C2=casts[2], C3=casts[3], RES=res, RANK=rank, INT64=int64,
-            BLOCK=BLOCK,
+            FN=fn, NIN=nin, K0=kinds[0], K1=kinds[1], K2=kinds[2], K3=kinds[3],
+            C0=casts[0], C1=casts[1], C2=casts[2], C3=casts[3], RES=res, INT64=int64, BLOCK=BLOCK,
         )
+        return
+    sizes, all_st = _coalesce(list(shape), [out_strides] + strides)
+    rank = len(sizes)
+    if rank > MAX_RANK:
+        raise Unsupported
+    pad = MAX_RANK - rank
+    sizes_p = sizes + [1] * pad
+    all_st = [st + [0] * pad for st in all_st]
+    _launch_strided(
+        grid, out, *ptrs, n,
+        sizes_p[1], sizes_p[2], sizes_p[3], sizes_p[4],
+        *all_st[0], *all_st[1], *all_st[2], *all_st[3], *all_st[4],
+        FN=fn, NIN=nin, K0=kinds[0], K1=kinds[1], K2=kinds[2], K3=kinds[3],
+        C0=casts[0], C1=casts[1], C2=casts[2], C3=casts[3], RES=res, RANK=rank, INT64=int64,
+        BLOCK=BLOCK,
+    )
 
 
 def f64_scalar(value: float, device) -> torch.Tensor:

@@ -24,16 +24,14 @@ def _add_scaled(a, b, alpha):
     return a + alpha * b
 
 
-_plain = Pointwise("add", _add)
-_bool = Pointwise("add", _or)  # bool + bool is logical or in torch
+_plain = Pointwise("add", _add, variants={torch.bool: _or})  # bool + bool is logical or in torch
 # alpha is cast to the computation dtype but does not take part in promotion
 _scaled = Pointwise("add", _add_scaled, promote=(0, 1))
 
 
 def _run(self, other, alpha=1, *, out=None):
     if alpha == 1 and not isinstance(alpha, bool):
-        op = _bool if _plain.dtypes((self, other))[0] == torch.bool else _plain
-        return op(self, other, out=out)
+        return _plain(self, other, out=out)
     result = _plain.dtypes((self, other))[1]
     if isinstance(alpha, bool) or result == torch.bool or (isinstance(alpha, float) and not result.is_floating_point):
         raise Unsupported  # torch's own rules and errors for bool and float alphas

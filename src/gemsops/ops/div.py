@@ -24,7 +24,7 @@ def _true_div(a, b):
 @triton.jit
 def _trunc_div(a, b):
     if a.dtype.is_floating():
-        r = _math.trunc(tl.math.div_rn(a, b))
+        r = _math.trunc(_math.div_rn(a, b))
     else:
         r = a // b  # Triton's integer division truncates, like C
     return r
@@ -33,9 +33,9 @@ def _trunc_div(a, b):
 @triton.jit
 def _floor_div(a, b):
     if a.dtype.is_floating():
-        q = tl.math.div_rn(a, b)
+        q = _math.div_rn(a, b)
         mod = a % b  # fmod: the sign of the dividend
-        d = tl.math.div_rn(a - mod, b)
+        d = _math.div_rn(a - mod, b)
         d = tl.where((mod != 0) & ((b < 0) != (mod < 0)), d - 1.0, d)
         f = tl.floor(d)
         f = tl.where(d - f > 0.5, f + 1.0, f)

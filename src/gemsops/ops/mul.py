@@ -18,13 +18,11 @@ def _and(a, b):
     return a & b
 
 
-_mul_op = Pointwise("mul", _mul)
-_bool_op = Pointwise("mul", _and)  # bool * bool is logical and in torch
+_mul_op = Pointwise("mul", _mul, variants={torch.bool: _and})  # bool * bool is logical and in torch
 
 
 def _run(self, other, *, out=None):
-    op = _bool_op if _mul_op.dtypes((self, other))[0] == torch.bool else _mul_op
-    return op(self, other, out=out)
+    return _mul_op(self, other, out=out)
 
 
 mul = declare_pointwise("mul", _run, ["mul.Tensor", "mul.Scalar", "mul.out", "mul.Scalar_out",
