@@ -64,6 +64,7 @@ def test_where():
     check("where", torch.where, cond, make(5, 3, dtype=torch.bfloat16).t(), make(5, dtype=torch.float16))
     check("where", torch.where, cond, make(3, 5, dtype=torch.int32), 2.5)  # scalar overloads reach where.self
     check("where", torch.where, cond, 1, make(1, dtype=torch.int64))
+    check("where", torch.where, cond, make(3, 5, dtype=torch.int32), make(5, dtype=torch.bfloat16))
     check("where", torch.where, cond[0], make(5, dtype=torch.float16), torch.tensor(0.5, device=DEVICE))
     check("where", lambda c, x, y: torch.where(c, x, y, out=torch.empty(3, 5, device=DEVICE)), cond, make(3, 5),
           make(3, 5), exact=True)

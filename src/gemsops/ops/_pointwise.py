@@ -56,6 +56,8 @@ def _load(ptr, offs, mask, KIND: tl.constexpr, COMPUTE: tl.constexpr):
     else:
         v = tl.load(ptr + offs, mask=mask)
     if COMPUTE is not None:
+        if COMPUTE == tl.bfloat16:
+            v = tl.cast(v, tl.float32)  # as torch converts to bf16 (and the interpreter needs it)
         v = tl.cast(v, COMPUTE)  # tl.cast, not .to: a scalar argument equal to 1 arrives as a constexpr
     return v
 

@@ -1,5 +1,4 @@
 """addcmul and addcdiv: ``self + value * tensor1 * tensor2`` (or ``/ tensor2``), optimizer updates."""
-import torch
 import triton
 import triton.language as tl  # noqa: F401  (the interpreter needs it visible to every jit function)
 
