@@ -38,6 +38,8 @@ MAX_RANK = 5
 MAX_INPUTS = 4
 BLOCK = 1024
 
+_ROUND_BF16_BY_HAND = tl.constexpr(VENDOR is not None and VENDOR.interpreter)
+
 # operand kinds (constexpr): how the kernel reads an input
 SCALAR, TENSOR, SINGLE = 0, 1, 2  # Python number / full tensor / one element broadcast everywhere
 
@@ -57,9 +59,25 @@ def _load(ptr, offs, mask, KIND: tl.constexpr, COMPUTE: tl.constexpr):
         v = tl.load(ptr + offs, mask=mask)
     if COMPUTE is not None:
         if COMPUTE == tl.bfloat16:
-            v = tl.cast(v, tl.float32)  # as torch converts to bf16 (and the interpreter needs it)
-        v = tl.cast(v, COMPUTE)  # tl.cast, not .to: a scalar argument equal to 1 arrives as a constexpr
+            v = _to_bf16(v)
+        else:
+            v = tl.cast(v, COMPUTE)  # tl.cast, not .to: a scalar argument equal to 1 arrives as a constexpr
     return v
+
+
+@triton.jit
+def _to_bf16(v):
+    """To bf16 through fp32, as torch converts; rounded to nearest even also under the interpreter."""
+    v = tl.cast(v, tl.float32)  # the interpreter mis-converts integers and fp64 to bf16 directly
+    if _ROUND_BF16_BY_HAND:
+        # the interpreter truncates fp32 -> bf16: round the bits to nearest even here
+        bits = v.to(tl.uint32, bitcast=True)
+        bits = bits + (((bits >> 16) & 1) + 0x7FFF)
+        r = (bits >> 16).to(tl.uint16).to(tl.bfloat16, bitcast=True)
+        r = tl.where(v != v, v.to(tl.bfloat16), r)
+    else:
+        r = tl.cast(v, tl.bfloat16)
+    return r
 
 
 @triton.jit
@@ -67,9 +85,7 @@ def _for_store(r, out_ptr, RES: tl.constexpr):
     if RES is not None:  # out= of another dtype: round to the result dtype first, as torch does
         r = tl.cast(r, RES)
     if out_ptr.dtype.element_ty == tl.bfloat16:
-        # through fp32, as torch converts to bf16 (the interpreter also mis-converts
-        # integers and fp64 to bf16 directly)
-        r = tl.cast(tl.cast(r, tl.float32), tl.bfloat16)
+        r = _to_bf16(r)
     return r
 
 

@@ -11,7 +11,7 @@ import triton
 import triton.language as tl
 
 from ..runtime import Unsupported
-from ._pointwise import Pointwise, Promotion, declare_pointwise, f64_scalar
+from ._pointwise import Pointwise, Promotion, _to_bf16, declare_pointwise, f64_scalar
 
 __all__ = ["fill_", "zero_", "masked_fill"]
 
@@ -24,7 +24,7 @@ def _value(v):
 @triton.jit
 def _masked(x, mask, v):
     if x.dtype == tl.bfloat16:
-        v = tl.cast(v, tl.float32)  # as torch converts to bf16 (the interpreter mis-converts others)
+        v = _to_bf16(v)
     return tl.where(mask, tl.cast(v, x.dtype), x)
 
 

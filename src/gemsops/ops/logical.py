@@ -1,7 +1,7 @@
 """logical_and/or/xor/not: inputs read as truth values (non-zero, NaN true), result bool."""
 import torch
 import triton
-import triton.language as tl  # noqa: F401  (the interpreter needs it visible to every jit function)
+import triton.language as tl
 
 from ._pointwise import Pointwise, declare_pointwise
 
@@ -10,17 +10,18 @@ __all__ = ["logical_and", "logical_or", "logical_xor", "logical_not"]
 
 @triton.jit
 def _and(a, b):
-    return (a != 0) & (b != 0)
+    # where, not &: the interpreter cannot & a tensor of conditions with a scalar one
+    return tl.where(a != 0, b != 0, False)
 
 
 @triton.jit
 def _or(a, b):
-    return (a != 0) | (b != 0)
+    return tl.where(a != 0, True, b != 0)
 
 
 @triton.jit
 def _xor(a, b):
-    return (a != 0) ^ (b != 0)
+    return (a != 0) != (b != 0)
 
 
 @triton.jit
