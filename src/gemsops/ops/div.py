@@ -3,7 +3,8 @@
 True division promotes integers to the default float dtype. Rounded division keeps the
 promoted dtype: floats round the IEEE quotient (floor follows torch's fmod-based
 formula, so 5 // inf is 0 and -5 // inf is -1); integers truncate or floor exactly.
-Integer division by zero raises in torch on CPU, so such inputs go to torch's kernel.
+Integer division by zero raises in torch on CPU, so such inputs go to torch's kernel, as
+do rounded divisions of fp16/bf16 (torch rounds their quotient to the half type first).
 """
 import torch
 import triton
@@ -60,7 +61,11 @@ def _run(self, other, *, rounding_mode=None, out=None):
     op = _trunc if rounding_mode == "trunc" else _floor if rounding_mode == "floor" else None
     if op is None:
         raise Unsupported  # torch's own error for an unknown mode
-    compute = op.dtypes((self, other))[0]
+    compute, result = op.dtypes((self, other))
+    if result in (torch.float16, torch.bfloat16):
+        # torch rounds the quotient (and floor's intermediates) to the half type before
+        # rounding it to an integer; its own kernel does that exactly
+        raise Unsupported
     if compute is None or not compute.is_floating_point:
         if compute == torch.bool:
             raise Unsupported
