@@ -16,9 +16,12 @@ What it handles, once for every pointwise op:
 - Contiguous same-shape operands take a flat 1-D fast path with little host work.
 - ``out=`` and in-place (``out`` is the first input), int64 offsets past 2**31 elements.
 - Up to ``MAX_INPUTS`` inputs; with ``out`` given, no tensor input is needed (``fill_``).
+- bf16 results are converted through fp32 and rounded to nearest even, also under the
+  interpreter (which truncates, and mis-converts integers and fp64 to bf16).
 
 Anything else raises :class:`Unsupported`, which the host function turns into a call of
-torch's own kernel (see ``runtime.registry.with_fallback``).
+torch's own kernel. ``declare_pointwise`` declares one op family's aten overloads
+(functional, ``out=``, in-place) over a single ``run`` function.
 """
 from __future__ import annotations
 
