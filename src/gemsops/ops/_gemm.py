@@ -1,0 +1,473 @@
+"""The tiled GEMM shared by mm, addmm, bmm, baddbmm, mv and addmv.
+
+    out[b] = alpha * (A[b] @ B[b]) + beta * bias[b]        (bias optional, broadcast by strides)
+
+One kernel family, every operand passed as (pointer, batch stride, row stride, column
+stride), so transposed and non-contiguous operands (``mm(x, W.t())`` from nn.Linear) need
+no copies, and broadcast bias rows/columns are 0 strides. The batch is grid axis 2.
+
+Numerics: products accumulate in fp32 and the result is rounded once to the output
+dtype after the epilogue (alpha, beta, bias), as cuBLAS does. fp32 operands use
+``input_precision="ieee"`` unless ``torch.backends.cuda.matmul.allow_tf32`` is set, read
+on every call so the flag behaves as it does for torch's own matmul.
+
+Configs. Three tuners, keyed by (bucketed M, N, K, dtype, operand layout, batched):
+- ``mm``: 16-bit operands, M > SMALL_M: grouped tile ordering (GROUP_M) for L2 reuse.
+  Configs with ``TMA: 1`` select the persistent tensor-descriptor kernel (one program per
+  SM, TMA loads that zero-fill the edges); it serves 2-D GEMMs whose operands have a
+  unit stride and 16-byte aligned rows, and any other call falls back to a classic config.
+- ``mm_small_m``: 16-bit operands, M <= SMALL_M (decode, mv): reading B dominates, so the
+  candidates use thin M tiles and split K over grid axis 1 to put enough CTAs on the
+  weight. Partial tiles go to an fp32 workspace; the last CTA of a tile (counted with
+  an atomic, reset by that CTA so the counters stay zero between calls) sums them in
+  a fixed order (deterministic) and runs the epilogue. One launch, no extra kernels.
+- ``mm_fp32``: fp32 operands (tiles sized for 4-byte elements).
+Host path: each exact call signature (shapes, strides, dtype, bias/alpha/beta flags, tf32
+flag, device) gets a launcher closure holding its config, grid, constexprs and split-K
+workspace, so after the first call the host work is a tuple build, one dict lookup and
+the launch.
+"""
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from ..runtime import VENDOR, Tuner, Unsupported, bucket
+from ._common import INT32_MAX, dot_upcast
+
+try:
+    from triton.tools.tensor_descriptor import TensorDescriptor
+except ImportError:  # older Triton: the TMA candidates are never applicable
+    TensorDescriptor = None
+
+SMALL_M = 64
+GEMM_DTYPES = frozenset(d for d in (torch.float32, torch.float16, torch.bfloat16)
+                        if VENDOR is not None and d in VENDOR.dtypes)
+_MAX_GRID_YZ = 65535
+
+
+@triton.jit
+def _gemm_kernel(
+    a_ptr, b_ptr, c_ptr, x_ptr, ws_ptr, lock_ptr,
+    M, N, K,
+    s_ab, s_am, s_ak,
+    s_bb, s_bk, s_bn,
+    s_cb, s_cm, s_cn,
+    s_xb, s_xm, s_xn,
+    alpha, beta,
+    HAS_BIAS: tl.constexpr, SCALE_ACC: tl.constexpr, SCALE_BIAS: tl.constexpr,
+    PRECISION: tl.constexpr, UPCAST: tl.constexpr, INT64: tl.constexpr, EVEN_K: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+    GROUP_M: tl.constexpr, SPLIT_K: tl.constexpr,
+):
+    pid = tl.program_id(0)
+    pid_k = tl.program_id(1)
+    bid = tl.program_id(2).to(tl.int64)
+    grid_m = tl.cdiv(M, BLOCK_M)
+    grid_n = tl.cdiv(N, BLOCK_N)
+    # grouped ordering: GROUP_M row-tiles sweep the columns together, so the B tiles
+    # they share stay in L2
+    width = GROUP_M * grid_n
+    group = pid // width
+    first_m = group * GROUP_M
+    group_m = tl.minimum(grid_m - first_m, GROUP_M)
+    pid_m = first_m + (pid % width) % group_m
+    pid_n = (pid % width) // group_m
+
+    rm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    rk = tl.arange(0, BLOCK_K)
+    # rows/columns past the edge read row 0 / column 0 instead of being masked: the loads
+    # stay unmasked (vectorized) and the store masks them out
+    ram = rm % M
+    rbn = rn % N
+    if INT64:
+        ram = ram.to(tl.int64)
+        rbn = rbn.to(tl.int64)
+        rk = rk.to(tl.int64)
+
+    k_tiles = tl.cdiv(K, BLOCK_K)
+    k_per = tl.cdiv(k_tiles, SPLIT_K)
+    k_lo = pid_k * k_per
+    k_hi = tl.minimum(k_lo + k_per, k_tiles)
+    a_ptrs = a_ptr + bid * s_ab + ram[:, None] * s_am + (k_lo * BLOCK_K + rk)[None, :] * s_ak
+    b_ptrs = b_ptr + bid * s_bb + (k_lo * BLOCK_K + rk)[:, None] * s_bk + rbn[None, :] * s_bn
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    for kt in range(k_lo, k_hi):
+        if EVEN_K:
+            a = tl.load(a_ptrs)
+            b = tl.load(b_ptrs)
+        else:
+            k_left = K - kt * BLOCK_K
+            a = tl.load(a_ptrs, mask=rk[None, :] < k_left, other=0.0)
+            b = tl.load(b_ptrs, mask=rk[:, None] < k_left, other=0.0)
+        if UPCAST:
+            a = a.to(tl.float32)
+            b = b.to(tl.float32)
+        acc = tl.dot(a, b, acc, input_precision=PRECISION)
+        a_ptrs += BLOCK_K * s_ak
+        b_ptrs += BLOCK_K * s_bk
+
+    if SPLIT_K == 1:
+        _epilogue(acc, c_ptr, x_ptr, bid, rm, rn, M, N, s_cb, s_cm, s_cn, s_xb, s_xm, s_xn,
+                  alpha, beta, HAS_BIAS, SCALE_ACC, SCALE_BIAS, INT64)
+    else:
+        tile = bid * grid_m * grid_n + pid
+        tm = tl.arange(0, BLOCK_M)[:, None] * BLOCK_N + tl.arange(0, BLOCK_N)[None, :]
+        ws_tile = ws_ptr + tile * (SPLIT_K * BLOCK_M * BLOCK_N)
+        tl.store(ws_tile + pid_k * (BLOCK_M * BLOCK_N) + tm, acc)
+        # every thread's partial store must precede the (single-thread) release below
+        tl.debug_barrier()
+        arrived = tl.atomic_add(lock_ptr + tile, 1, sem="acq_rel")
+        if arrived == SPLIT_K - 1:
+            acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+            for s in range(SPLIT_K):  # fixed order: the sum is deterministic
+                acc += tl.load(ws_tile + s * (BLOCK_M * BLOCK_N) + tm, cache_modifier=".cg")
+            tl.atomic_xchg(lock_ptr + tile, 0)
+            _epilogue(acc, c_ptr, x_ptr, bid, rm, rn, M, N, s_cb, s_cm, s_cn, s_xb, s_xm, s_xn,
+                      alpha, beta, HAS_BIAS, SCALE_ACC, SCALE_BIAS, INT64)
+
+
+@triton.jit
+def _epilogue(acc, c_ptr, x_ptr, bid, rm, rn, M, N, s_cb, s_cm, s_cn, s_xb, s_xm, s_xn,
+              alpha, beta, HAS_BIAS: tl.constexpr, SCALE_ACC: tl.constexpr,
+              SCALE_BIAS: tl.constexpr, INT64: tl.constexpr):
+    if INT64:
+        rm = rm.to(tl.int64)
+        rn = rn.to(tl.int64)
+    mask = (rm < M)[:, None] & (rn < N)[None, :]
+    if SCALE_ACC:
+        acc = acc * alpha
+    if HAS_BIAS:
+        x = tl.load(x_ptr + bid * s_xb + rm[:, None] * s_xm + rn[None, :] * s_xn, mask=mask, other=0.0)
+        x = x.to(tl.float32)
+        if SCALE_BIAS:
+            x = x * beta
+        acc = acc + x
+    tl.store(c_ptr + bid * s_cb + rm[:, None] * s_cm + rn[None, :] * s_cn,
+             acc.to(c_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _gemm_tma_kernel(
+    a_desc, b_desc, c_ptr, x_ptr,
+    M, N, K, num_programs,
+    s_cm, s_cn, s_xm, s_xn,
+    alpha, beta,
+    HAS_BIAS: tl.constexpr, SCALE_ACC: tl.constexpr, SCALE_BIAS: tl.constexpr,
+    A_T: tl.constexpr, B_T: tl.constexpr, UPCAST: tl.constexpr, INT64: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
+    FLATTEN: tl.constexpr, WARP_SPECIALIZE: tl.constexpr,
+):
+    """Persistent variant for 16-bit 2-D GEMMs: operands through TMA tensor descriptors.
+
+    One program per SM walks the output tiles (grouped order). TMA zero-fills reads past
+    the edges, so no masks in the K loop. A_T / B_T: the descriptor covers the transposed
+    matrix (column-major operand) and the loaded tile is transposed back.
+    """
+    grid_m = tl.cdiv(M, BLOCK_M)
+    grid_n = tl.cdiv(N, BLOCK_N)
+    k_tiles = tl.cdiv(K, BLOCK_K)
+    width = GROUP_M * grid_n
+    bid = tl.program_id(0).to(tl.int64) * 0
+    for tile in tl.range(tl.program_id(0), grid_m * grid_n, num_programs, flatten=FLATTEN,
+                         warp_specialize=WARP_SPECIALIZE):
+        group = tile // width
+        first_m = group * GROUP_M
+        group_m = tl.minimum(grid_m - first_m, GROUP_M)
+        pid_m = first_m + (tile % width) % group_m
+        pid_n = (tile % width) // group_m
+        off_m = pid_m * BLOCK_M
+        off_n = pid_n * BLOCK_N
+        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+        for kt in range(k_tiles):
+            off_k = kt * BLOCK_K
+            if A_T:
+                a = a_desc.load([off_k, off_m]).T
+            else:
+                a = a_desc.load([off_m, off_k])
+            if B_T:
+                b = b_desc.load([off_n, off_k]).T
+            else:
+                b = b_desc.load([off_k, off_n])
+            if UPCAST:
+                a = a.to(tl.float32)
+                b = b.to(tl.float32)
+            acc = tl.dot(a, b, acc)
+        rm = off_m + tl.arange(0, BLOCK_M)
+        rn = off_n + tl.arange(0, BLOCK_N)
+        _epilogue(acc, c_ptr, x_ptr, bid, rm, rn, M, N, 0, s_cm, s_cn, 0, s_xm, s_xn,
+                  alpha, beta, HAS_BIAS, SCALE_ACC, SCALE_BIAS, INT64)
+
+
+_TUNERS = {
+    "mm": Tuner("mm", kernels=[_gemm_kernel, _epilogue, _gemm_tma_kernel]),
+    "mm_small_m": Tuner("mm_small_m", kernels=[_gemm_kernel, _epilogue]),
+    "mm_fp32": Tuner("mm_fp32", kernels=[_gemm_kernel, _epilogue]),
+}
+# used when a TMA config meets operands it cannot describe and no classic config is listed
+_CLASSIC = {"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 32, "GROUP_M": 8, "SPLIT_K": 1}
+
+
+def _tf32_allowed():
+    return False
+
+
+def _current_device():
+    return -1
+
+
+def _capturing():
+    return False
+
+
+if VENDOR is not None and VENDOR.device_type == "cuda":
+    _tf32_allowed = getattr(torch._C, "_get_cublas_allow_tf32", None) or (
+        lambda: torch.backends.cuda.matmul.allow_tf32)
+    _current_device = getattr(torch._C, "_cuda_getDevice", None) or torch.cuda.current_device
+    _capturing = torch.cuda.is_current_stream_capturing
+
+
+class _Workspace:
+    """Per-device fp32 partial tiles and zeroed arrival counters for split-K.
+
+    Launches on one stream are ordered and every launch leaves the counters at zero, so
+    one buffer pair serves all split-K GEMMs of a device. A plan keeps the pair it was
+    built with (a later, larger allocation replaces the shared pair but not that one).
+    Concurrent split-K GEMMs on two streams of one device would race; torch code
+    rarely does that.
+    """
+
+    def __init__(self):
+        self.bufs: dict = {}
+
+    def get(self, device, ws_elems: int, locks: int):
+        ws, lk = self.bufs.get(device, (None, None))
+        if ws is None or ws.numel() < ws_elems:
+            ws = torch.empty(max(ws_elems, 1 << 16), dtype=torch.float32, device=device)
+        if lk is None or lk.numel() < locks:
+            lk = torch.zeros(max(locks, 1024), dtype=torch.int32, device=device)
+        self.bufs[device] = (ws, lk)
+        return ws, lk
+
+
+_WORKSPACE = _Workspace()
+_PLANS: dict = {}  # exact call signature -> launcher
+_MAX_PLANS = 8192
+
+
+def _layout(s_row, s_col):
+    """0: row-major (unit column stride), 1: column-major, 2: neither."""
+    return 0 if s_col == 1 else (1 if s_row == 1 else 2)
+
+
+def gemm(a, sa, b, sb, c, sc, x, sx, batch, M, N, K, alpha=1.0, beta=1.0):
+    """c = alpha * a @ b + beta * x over ``batch`` matrices; s* are (batch, row, col) strides.
+
+    ``x`` is None for no bias (or beta == 0: torch then ignores the bias, NaN included).
+    The caller checked dtypes, devices and shapes; M, N, batch > 0 (K may be 0).
+    """
+    dtype = a.dtype
+    dev = a.get_device()
+    if b.get_device() != dev or c.get_device() != dev or (x is not None and x.get_device() != dev) or (
+            dev >= 0 and dev != _current_device()):
+        raise Unsupported  # torch's device errors; Triton launches on the current device only
+    ieee = dtype is not torch.float32 or not _tf32_allowed()
+    key = (M, N, K, batch, dtype, sa, sb, sc, None if x is None else sx, alpha != 1, beta != 1, ieee, dev)
+    run = _PLANS.get(key)
+    if run is None:
+        if batch > _MAX_GRID_YZ:
+            raise Unsupported
+        if len(_PLANS) >= _MAX_PLANS:
+            _PLANS.clear()
+        if _capturing():
+            # inside CUDA graph capture nothing can be timed, and a new split-K workspace's
+            # zeroing would only be recorded, not run: a plain config, planned again later
+            run = _first_runner([], _plan_args(sa, sb, sc, sx, x, batch, M, N, K, alpha, beta, dtype, ieee, c))
+        else:
+            run = _PLANS[key] = _make_plan(a, sa, b, sb, c, sc, x, sx, batch, M, N, K, alpha, beta, ieee)
+    run(a, b, c, x, float(alpha), float(beta))
+    return c
+
+
+def _plan_args(sa, sb, sc, sx, x, batch, M, N, K, alpha, beta, dtype, ieee, c):
+    return (sa, sb, sc, sx, x is not None, batch, M, N, K, alpha, beta, dtype, ieee, c.device)
+
+
+def _make_plan(a, sa, b, sb, c, sc, x, sx, batch, M, N, K, alpha, beta, ieee):
+    """The launcher for one exact call signature, with the tuner's config for its bucket."""
+    dtype = a.dtype
+    if dtype == torch.float32:
+        tuner = _TUNERS["mm_fp32"]
+    elif M <= SMALL_M:
+        tuner = _TUNERS["mm_small_m"]
+    else:
+        tuner = _TUNERS["mm"]
+    tkey = (bucket(M), bucket(N), bucket(K), str(dtype).removeprefix("torch."),
+            _layout(sa[1], sa[2]), _layout(sb[1], sb[2]), batch > 1, ieee)
+    args = _plan_args(sa, sb, sc, sx, x, batch, M, N, K, alpha, beta, dtype, ieee, c)
+    runners: dict = {}
+    scratch = []
+
+    def tune_run(cfg):
+        # time into a scratch output with c's strides: ``c`` may alias the bias (addmm_)
+        if not scratch:
+            scratch.append(torch.empty_strided(c.shape, c.stride(), dtype=c.dtype, device=c.device))
+        run = runners.get(id(cfg))
+        if run is None:
+            run = runners[id(cfg)] = _runner(cfg, *args)
+        run(a, b, scratch[0], x, float(alpha), float(beta))
+
+    return _first_runner([tuner.choose(tkey, tune_run), _classic(tuner)], args)
+
+
+def _first_runner(cfgs, args):
+    # the bucket's config may not fit this exact call (a TMA config and unaligned strides,
+    # a split-K workspace too large for a big batch): the next one that does
+    for cfg in cfgs:
+        try:
+            return _runner(cfg, *args)
+        except _NotApplicable:
+            pass
+    return _runner(_CLASSIC, *args)
+
+
+def _classic(tuner):
+    return next((c for c in [tuner.default, *tuner.candidates]
+                 if not c.get("TMA") and c.get("SPLIT_K", 1) == 1), _CLASSIC)
+
+
+class _NotApplicable(Exception):
+    """A config that cannot serve these operands: TMA with operands it cannot describe
+    (batched, misaligned, fp32, K == 0), or split K needing more than _MAX_WORKSPACE."""
+
+
+_MAX_WORKSPACE = 16 << 20  # fp32 elements (64 MiB) of split-K partial tiles
+
+
+def _runner(cfg, sa, sb, sc, sx, has_bias, batch, M, N, K, alpha, beta, dtype, ieee, device):
+    """A function (a, b, c, x, alpha, beta) launching ``cfg`` for this call signature."""
+    if cfg.get("TMA"):
+        return _tma_runner(cfg, sa, sb, sc, sx, has_bias, batch, M, N, K, alpha, beta, dtype, ieee, device)
+    bm, bn, bk = cfg["BLOCK_M"], cfg["BLOCK_N"], cfg["BLOCK_K"]
+    split = cfg.get("SPLIT_K", 1)
+    tiles = triton.cdiv(M, bm) * triton.cdiv(N, bn)
+    if tiles > INT32_MAX:
+        raise Unsupported
+    grid = (tiles, split, batch)
+    int64 = _needs_int64(sa, M, K) or _needs_int64(sb, K, N) or _needs_int64(sc, M, N) or (
+        has_bias and _needs_int64(sx, M, N))
+    kw = dict(
+        HAS_BIAS=has_bias, SCALE_ACC=alpha != 1, SCALE_BIAS=beta != 1,
+        PRECISION=("ieee" if ieee else "tf32") if dtype == torch.float32 else None,
+        UPCAST=dtype == torch.bfloat16 and dot_upcast(),
+        INT64=int64, EVEN_K=K % bk == 0,
+        BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, GROUP_M=cfg.get("GROUP_M", 8), SPLIT_K=split,
+        num_warps=cfg.get("num_warps", 4), num_stages=cfg.get("num_stages", 3),
+    )
+    ws = locks = None
+    if split > 1:
+        if tiles * batch * split * bm * bn > _MAX_WORKSPACE:
+            raise _NotApplicable
+        ws, locks = _WORKSPACE.get(device, tiles * batch * split * bm * bn, tiles * batch)
+    tail = (M, N, K, *sa, *sb, *sc, *sx)
+    kernel = _gemm_kernel[grid]
+
+    def run(a, b, c, x, alpha, beta):
+        kernel(a, b, c, c if x is None else x, c if ws is None else ws, c if locks is None else locks,
+               *tail, alpha, beta, **kw)
+
+    return run
+
+
+def _tma_operand(s_row, s_col, rows, cols, b_row, b_col):
+    """(shape, strides, block, transposed) of a TMA descriptor for a (rows, cols) operand."""
+    if s_col == 1 and (s_row * 2) % 16 == 0:
+        return [rows, cols], [s_row, 1], [b_row, b_col], False
+    if s_row == 1 and (s_col * 2) % 16 == 0:
+        return [cols, rows], [s_col, 1], [b_col, b_row], True
+    raise _NotApplicable
+
+
+def _tma_runner(cfg, sa, sb, sc, sx, has_bias, batch, M, N, K, alpha, beta, dtype, ieee, device):
+    if TensorDescriptor is None or dtype == torch.float32 or batch > 1 or K == 0:
+        raise _NotApplicable
+    bm, bn, bk = cfg["BLOCK_M"], cfg["BLOCK_N"], cfg["BLOCK_K"]
+    a_shape, a_st, a_block, a_t = _tma_operand(sa[1], sa[2], M, K, bm, bk)
+    b_shape, b_st, b_block, b_t = _tma_operand(sb[1], sb[2], K, N, bk, bn)
+    tiles = triton.cdiv(M, bm) * triton.cdiv(N, bn)
+    grid = (min(tiles, _num_sms(device)),)
+    kw = dict(
+        HAS_BIAS=has_bias, SCALE_ACC=alpha != 1, SCALE_BIAS=beta != 1,
+        A_T=a_t, B_T=b_t, UPCAST=dtype == torch.bfloat16 and dot_upcast(),
+        INT64=_needs_int64(sc, M, N) or (has_bias and _needs_int64(sx, M, N)),
+        BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, GROUP_M=cfg.get("GROUP_M", 8),
+        FLATTEN=bool(cfg.get("FLATTEN", True)), WARP_SPECIALIZE=bool(cfg.get("WARP_SPECIALIZE", False)),
+        num_warps=cfg.get("num_warps", 8), num_stages=cfg.get("num_stages", 3),
+    )
+    tail = (M, N, K, grid[0], sc[1], sc[2], sx[1], sx[2])
+    kernel = _gemm_tma_kernel[grid]
+    fallback = _first_runner([_classic(_TUNERS["mm"])],
+                             (sa, sb, sc, sx, has_bias, batch, M, N, K, alpha, beta, dtype, ieee, device))
+
+    def run(a, b, c, x, alpha, beta):
+        if a.data_ptr() % 16 or b.data_ptr() % 16:  # TMA needs 16-byte aligned bases
+            fallback(a, b, c, x, alpha, beta)
+            return
+        kernel(TensorDescriptor(a, a_shape, a_st, a_block), TensorDescriptor(b, b_shape, b_st, b_block),
+               c, c if x is None else x, *tail, alpha, beta, **kw)
+
+    return run
+
+
+_SMS: dict = {}
+
+
+def _num_sms(device):
+    n = _SMS.get(device)
+    if n is None:
+        n = _SMS[device] = (torch.cuda.get_device_properties(device).multi_processor_count
+                            if device.type == "cuda" else 4)
+    return n
+
+
+def _needs_int64(strides, rows, cols):
+    # element offsets inside one matrix (the batch offset is always 64-bit), with room
+    # for the K-tail pointers that are computed but masked
+    return (rows + 256) * abs(strides[1]) + (cols + 256) * abs(strides[2]) > INT32_MAX
+
+
+def check_out(out, shape, dtype, *inputs, bias=None):
+    """``out=`` cases gems leaves to torch: resizing, dtype errors, self-overlap, aliasing."""
+    if out.dtype != dtype or out.shape != shape:
+        raise Unsupported
+    for size, stride in zip(out.shape, out.stride()):
+        if stride == 0 and size > 1:
+            raise Unsupported
+    if out.numel() == 0:
+        return
+    ptr = out.untyped_storage().data_ptr()
+    for t in inputs:
+        if t.untyped_storage().data_ptr() == ptr:
+            raise Unsupported
+    if bias is not None and bias.untyped_storage().data_ptr() == ptr and not (
+        bias.data_ptr() == out.data_ptr() and bias.shape == out.shape and bias.stride() == out.stride()
+    ):
+        raise Unsupported  # elementwise in-place (addmm_) is safe; any other overlap is not
+
+
+def bias_strides(x, shape):
+    """Strides that read ``x`` broadcast to ``shape`` (torch's rules); Unsupported if it does not broadcast."""
+    nd, xd = len(shape), x.dim()
+    if xd > nd:
+        raise Unsupported
+    st = [0] * nd
+    xs, xst = x.shape, x.stride()
+    for i in range(1, xd + 1):
+        size = xs[-i]
+        if size == shape[-i] and size != 1:
+            st[-i] = xst[-i]
+        elif size != 1:
+            raise Unsupported
+    return st
