@@ -266,7 +266,12 @@ class Pointwise:
         compute_tl = TL_DTYPE.get(compute)
         casts = tuple(compute_tl if (self.promote is None or i in self.promote) else None
                       for i in range(len(args)))
-        plan = self._plans[key] = (compute, result, casts, ok, self.variants.get(compute, self.fn))
+        # for the fast path: operand kinds (full tensors; one-element tensors) and casts, padded
+        pad = MAX_INPUTS - len(args)
+        kinds = tuple(TENSOR if isinstance(a, _Tensor) else SCALAR for a in args) + (SCALAR,) * pad
+        singles = tuple(SINGLE if k == TENSOR else k for k in kinds)
+        plan = self._plans[key] = (compute, result, casts, ok, self.variants.get(compute, self.fn),
+                                   kinds, singles, casts + (None,) * pad, (0,) * pad)
         return plan
 
     def dtypes(self, args) -> tuple[torch.dtype, torch.dtype]:
@@ -279,7 +284,7 @@ class Pointwise:
         """Compute ``fn`` elementwise over ``args`` (tensors or Python numbers)."""
         key = tuple((a.dtype, a.dim() == 0) if isinstance(a, _Tensor) else type(a) for a in args)
         plan = self._plans.get(key) or self._plan(key, args)
-        compute, result_dtype, casts, ok, fn = plan
+        compute, result_dtype, casts, ok, fn, kinds, singles, c, pad = plan
         if not ok:
             raise Unsupported
         if out is None and result_dtype is not None and compute != torch.float64:
@@ -295,12 +300,16 @@ class Pointwise:
                         break
             else:
                 if first is not None:
-                    out = torch.empty(first.shape, dtype=result_dtype, device=first.device)
+                    out = torch.empty_like(first, dtype=result_dtype)  # much cheaper than torch.empty
                     n = out.numel()
                     if n:
-                        slots = [(a, SINGLE if n == 1 else TENSOR, c) if isinstance(a, _Tensor) else (a, SCALAR, c)
-                                 for a, c in zip(args, casts)]
-                        _flat(fn, out, n, slots, None)
+                        k = singles if n == 1 else kinds
+                        x = args + pad
+                        _launch_flat(
+                            ((n + BLOCK - 1) // BLOCK,), out, x[0], x[1], x[2], x[3], n,
+                            FN=fn, NIN=len(args), K0=k[0], K1=k[1], K2=k[2], K3=k[3],
+                            C0=c[0], C1=c[1], C2=c[2], C3=c[3], RES=None, INT64=n > INT32_MAX, BLOCK=BLOCK,
+                        )
                     return out
         tensors = [a for a in args if isinstance(a, _Tensor)]
         dev = _DEVICE_TYPE
