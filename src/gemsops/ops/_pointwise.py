@@ -13,13 +13,19 @@ What it handles, once for every pointwise op:
 - Broadcasting, any strides (non-contiguous, expanded, 0-stride), 0-d and empty tensors.
   Dims that are contiguous with respect to each other in every operand are merged
   first; what remains may have up to ``MAX_RANK`` dims, else torch's kernel runs.
-- Contiguous (or identically laid out dense) operands take a flat 1-D fast path.
+- Contiguous same-shape operands take a flat 1-D fast path with little host work.
 - ``out=`` and in-place (``out`` is the first input), int64 offsets past 2**31 elements.
+- Up to ``MAX_INPUTS`` inputs; with ``out`` given, no tensor input is needed (``fill_``).
+- bf16 results are converted through fp32 and rounded to nearest even, also under the
+  interpreter (which truncates, and mis-converts integers and fp64 to bf16).
 
 Anything else raises :class:`Unsupported`, which the host function turns into a call of
-torch's own kernel (see ``runtime.registry.with_fallback``).
+torch's own kernel. ``declare_pointwise`` declares one op family's aten overloads
+(functional, ``out=``, in-place) over a single ``run`` function.
 """
 from __future__ import annotations
+
+import operator
 
 import torch
 import triton
@@ -27,15 +33,23 @@ import triton.language as tl
 from torch._prims_common import ELEMENTWISE_TYPE_PROMOTION_KIND as Promotion  # noqa: F401
 from torch._prims_common import elementwise_dtypes
 
-from ..runtime import VENDOR, Launcher, Unsupported, on_vendor_device
-from ._common import INT32_MAX as _INT32_MAX, TL_DTYPE, is_dense, kernel_dtype_ok, needs_int64
+from ..runtime import VENDOR, Launcher, Unsupported, declare, fallback, native
+from ..runtime.registry import aten_overload
+from ._common import INT32_MAX, TL_DTYPE, is_dense, kernel_dtype_ok
 
 MAX_RANK = 5
-MAX_INPUTS = 3
+MAX_INPUTS = 4
 BLOCK = 1024
+
+_ROUND_BF16_BY_HAND = tl.constexpr(VENDOR is not None and VENDOR.interpreter)
 
 # operand kinds (constexpr): how the kernel reads an input
 SCALAR, TENSOR, SINGLE = 0, 1, 2  # Python number / full tensor / one element broadcast everywhere
+
+_DEVICE_TYPE = VENDOR.device_type if VENDOR is not None else None
+_Tensor = torch.Tensor
+# t.is_cuda / t.is_cpu: far cheaper than building t.device on every call
+_on_device = operator.attrgetter({"cuda": "is_cuda", "cpu": "is_cpu"}.get(_DEVICE_TYPE, "is_meta"))
 
 
 @triton.jit
@@ -47,8 +61,66 @@ def _load(ptr, offs, mask, KIND: tl.constexpr, COMPUTE: tl.constexpr):
     else:
         v = tl.load(ptr + offs, mask=mask)
     if COMPUTE is not None:
-        v = v.to(COMPUTE)
+        if COMPUTE == tl.bfloat16:
+            v = _to_bf16(v)
+        else:
+            v = tl.cast(v, COMPUTE)  # tl.cast, not .to: a scalar argument equal to 1 arrives as a constexpr
     return v
+
+
+@triton.jit
+def _to_bf16(v):
+    """To bf16 through fp32, as torch converts; rounded to nearest even also under the interpreter."""
+    v = tl.cast(v, tl.float32)  # the interpreter mis-converts integers and fp64 to bf16 directly
+    if _ROUND_BF16_BY_HAND:
+        # the interpreter truncates fp32 -> bf16: round the bits to nearest even here
+        bits = v.to(tl.uint32, bitcast=True)
+        bits = bits + (((bits >> 16) & 1) + 0x7FFF)
+        r = (bits >> 16).to(tl.uint16).to(tl.bfloat16, bitcast=True)
+        r = tl.where(v != v, v.to(tl.bfloat16), r)
+    else:
+        r = tl.cast(v, tl.bfloat16)
+    return r
+
+
+@triton.jit
+def _for_store(r, out_ptr, RES: tl.constexpr):
+    if RES is not None:  # out= of another dtype: round to the result dtype first, as torch does
+        r = tl.cast(r, RES)
+    if out_ptr.dtype.element_ty == tl.bfloat16:
+        r = _to_bf16(r)
+    return r
+
+
+@triton.jit
+def _apply(FN: tl.constexpr, NIN: tl.constexpr, a, b, c, d):
+    if NIN == 1:
+        r = FN(a)
+    elif NIN == 2:
+        r = FN(a, b)
+    elif NIN == 3:
+        r = FN(a, b, c)
+    else:
+        r = FN(a, b, c, d)
+    return r
+
+
+@triton.jit
+def _pointwise_flat_kernel(
+    out_ptr, x0, x1, x2, x3, n,
+    FN: tl.constexpr, NIN: tl.constexpr,
+    K0: tl.constexpr, K1: tl.constexpr, K2: tl.constexpr, K3: tl.constexpr,
+    C0: tl.constexpr, C1: tl.constexpr, C2: tl.constexpr, C3: tl.constexpr,
+    RES: tl.constexpr, INT64: tl.constexpr, BLOCK: tl.constexpr,
+):
+    pid = tl.program_id(0)
+    if INT64:
+        pid = pid.to(tl.int64)
+    offs = pid * BLOCK + tl.arange(0, BLOCK)
+    mask = offs < n
+    r = _apply(FN, NIN, _load(x0, offs, mask, K0, C0), _load(x1, offs, mask, K1, C1),
+               _load(x2, offs, mask, K2, C2), _load(x3, offs, mask, K3, C3))
+    tl.store(out_ptr + offs, _for_store(r, out_ptr, RES), mask=mask)
 
 
 @triton.jit
@@ -66,45 +138,34 @@ def _strided_offset(i0, i1, i2, i3, i4, st0, st1, st2, st3, st4, RANK: tl.conste
 
 
 @triton.jit
-def _pointwise_flat_kernel(
-    out_ptr, x0, x1, x2, n,
-    FN: tl.constexpr, NIN: tl.constexpr, K0: tl.constexpr, K1: tl.constexpr, K2: tl.constexpr,
-    C0: tl.constexpr, C1: tl.constexpr, C2: tl.constexpr,
-    INT64: tl.constexpr, BLOCK: tl.constexpr,
-):
-    pid = tl.program_id(0)
-    if INT64:
-        pid = pid.to(tl.int64)
-    offs = pid * BLOCK + tl.arange(0, BLOCK)
-    mask = offs < n
-    a = _load(x0, offs, mask, K0, C0)
-    if NIN == 1:
-        r = FN(a)
-    elif NIN == 2:
-        r = FN(a, _load(x1, offs, mask, K1, C1))
-    else:
-        r = FN(a, _load(x1, offs, mask, K1, C1), _load(x2, offs, mask, K2, C2))
-    tl.store(out_ptr + offs, r, mask=mask)
+def _load_strided(ptr, i0, i1, i2, i3, i4, s0, s1, s2, s3, s4, mask, KIND: tl.constexpr,
+                  COMPUTE: tl.constexpr, RANK: tl.constexpr):
+    offs = i0  # unused unless KIND is TENSOR
+    if KIND == 1:
+        offs = _strided_offset(i0, i1, i2, i3, i4, s0, s1, s2, s3, s4, RANK)
+    return _load(ptr, offs, mask, KIND, COMPUTE)
 
 
 @triton.jit
 def _pointwise_strided_kernel(
-    out_ptr, x0, x1, x2, n,
+    out_ptr, x0, x1, x2, x3, n,
     d1, d2, d3, d4,  # sizes of dims 1..4 (dim 0's size is implied by n)
     o0, o1, o2, o3, o4,
     a0, a1, a2, a3, a4,
     b0, b1, b2, b3, b4,
     c0, c1, c2, c3, c4,
-    FN: tl.constexpr, NIN: tl.constexpr, K0: tl.constexpr, K1: tl.constexpr, K2: tl.constexpr,
-    C0: tl.constexpr, C1: tl.constexpr, C2: tl.constexpr,
-    RANK: tl.constexpr, INT64: tl.constexpr, BLOCK: tl.constexpr,
+    e0, e1, e2, e3, e4,
+    FN: tl.constexpr, NIN: tl.constexpr,
+    K0: tl.constexpr, K1: tl.constexpr, K2: tl.constexpr, K3: tl.constexpr,
+    C0: tl.constexpr, C1: tl.constexpr, C2: tl.constexpr, C3: tl.constexpr,
+    RES: tl.constexpr, RANK: tl.constexpr, INT64: tl.constexpr, BLOCK: tl.constexpr,
 ):
     pid = tl.program_id(0)
     if INT64:
         pid = pid.to(tl.int64)
     idx = pid * BLOCK + tl.arange(0, BLOCK)
     mask = idx < n
-    # multi-index, innermost dim last; unused dims stay 0
+    # multi-index, dim RANK-1 innermost; unused dims stay 0
     i4 = idx * 0
     i3 = idx * 0
     i2 = idx * 0
@@ -123,33 +184,17 @@ def _pointwise_strided_kernel(
         i1 = rest % d1
         rest = rest // d1
     i0 = rest
-    # dims were reversed-padded on the host so that dim RANK-1 is the innermost
-    a = _load(x0, _strided_offset(i0, i1, i2, i3, i4, a0, a1, a2, a3, a4, RANK), mask, K0, C0)
-    if NIN == 1:
-        r = FN(a)
-    elif NIN == 2:
-        b = _load(x1, _strided_offset(i0, i1, i2, i3, i4, b0, b1, b2, b3, b4, RANK), mask, K1, C1)
-        r = FN(a, b)
-    else:
-        b = _load(x1, _strided_offset(i0, i1, i2, i3, i4, b0, b1, b2, b3, b4, RANK), mask, K1, C1)
-        c = _load(x2, _strided_offset(i0, i1, i2, i3, i4, c0, c1, c2, c3, c4, RANK), mask, K2, C2)
-        r = FN(a, b, c)
-    tl.store(out_ptr + _strided_offset(i0, i1, i2, i3, i4, o0, o1, o2, o3, o4, RANK), r, mask=mask)
+    a = _load_strided(x0, i0, i1, i2, i3, i4, a0, a1, a2, a3, a4, mask, K0, C0, RANK)
+    b = _load_strided(x1, i0, i1, i2, i3, i4, b0, b1, b2, b3, b4, mask, K1, C1, RANK)
+    c = _load_strided(x2, i0, i1, i2, i3, i4, c0, c1, c2, c3, c4, mask, K2, C2, RANK)
+    d = _load_strided(x3, i0, i1, i2, i3, i4, e0, e1, e2, e3, e4, mask, K3, C3, RANK)
+    r = _apply(FN, NIN, a, b, c, d)
+    tl.store(out_ptr + _strided_offset(i0, i1, i2, i3, i4, o0, o1, o2, o3, o4, RANK), _for_store(r, out_ptr, RES),
+             mask=mask)
 
 
 _launch_flat = Launcher(_pointwise_flat_kernel)
 _launch_strided = Launcher(_pointwise_strided_kernel)
-_DEVICE_TYPE = VENDOR.device_type if VENDOR else None
-
-
-def _signature(args) -> tuple:
-    sig = []
-    for a in args:
-        if isinstance(a, torch.Tensor):
-            sig.append((a.dtype, a.dim() == 0))
-        else:
-            sig.append(type(a))
-    return tuple(sig)
 
 
 def _coalesce(shape, strides_list):
@@ -167,185 +212,225 @@ def _coalesce(shape, strides_list):
     return [m[0] for m in merged], [[m[1][k] for m in merged] for k in range(len(strides_list))]
 
 
+def _span(t) -> int:
+    """Largest element offset a view reaches from its data pointer."""
+    return sum((s - 1) * abs(st) for s, st in zip(t.shape, t.stride()))
+
+
+def needs_int64(out, args) -> bool:
+    """True when an element index or offset of ``out`` or a tensor in ``args`` may pass int32."""
+    if out.numel() > INT32_MAX or _span(out) > INT32_MAX:
+        return True
+    return any(isinstance(a, _Tensor) and _span(a) > INT32_MAX for a in args)
+
+
+_UNUSED = (0, SCALAR, None)  # pointer, kind, cast of an unused input slot
+
+
 class Pointwise:
-    """An elementwise op over 1 to 3 inputs built from a scalar ``@triton.jit`` function.
+    """An elementwise op over 1 to 4 inputs built from a scalar ``@triton.jit`` function.
 
     ``promotion`` is PyTorch's type-promotion kind for the op. ``promote`` lists the
-    input positions that take part in promotion (default: all); the others are passed
-    to ``fn`` as loaded (a ``where`` condition, an ``alpha``). ``out_dtype`` forces the
-    result dtype (e.g. ``torch.bool``) when the op's rule is not a promotion kind.
-    ``compute_dtype`` forces the dtype ``fn`` computes in.
+    input positions that take part in promotion (default: all); the others are passed to
+    ``fn`` as loaded (a ``where`` condition, an ``alpha``). With ``promote=()`` and no
+    ``out_dtype`` the op is a casting store into ``out`` (``copy_``, ``fill_``): the
+    iteration shape and the dtype are ``out``'s, inputs broadcast to it. ``out_dtype`` forces the result dtype
+    (e.g. ``torch.bool``) when the op's rule is not a promotion kind. ``compute_dtype``
+    forces the dtype ``fn`` computes in. ``variants`` maps a computation dtype to another
+    scalar function for it (``bool`` addition is ``or``).
     """
 
     def __init__(self, name, fn, promotion=Promotion.DEFAULT, promote=None, out_dtype=None,
-                 compute_dtype=None):
+                 compute_dtype=None, variants=None):
         self.name = name
         self.fn = fn
+        self.variants = variants or {}
         self.promotion = promotion
-        self.promote = promote
+        self.promote = None if promote is None else tuple(promote)
         self.out_dtype = out_dtype
         self.compute_dtype = compute_dtype
-        self._dtype_cache: dict = {}
-        self._plans: dict = {}
+        self._plans: dict = {}  # input signature -> (compute, result, casts, ok)
+
+    def _plan(self, key, args):
+        promoted = args if self.promote is None else [args[i] for i in self.promote]
+        if promoted:
+            compute, result = elementwise_dtypes(*promoted, type_promotion_kind=self.promotion)
+        else:
+            compute, result = None, None
+        if self.compute_dtype is not None:
+            compute = self.compute_dtype
+        if self.out_dtype is not None:
+            result = self.out_dtype
+        ok = (compute is None or kernel_dtype_ok(compute)) and (result is None or kernel_dtype_ok(result)) and all(
+            kernel_dtype_ok(a.dtype) for a in args if isinstance(a, _Tensor))
+        compute_tl = TL_DTYPE.get(compute)
+        casts = tuple(compute_tl if (self.promote is None or i in self.promote) else None
+                      for i in range(len(args)))
+        # for the fast path: operand kinds (full tensors; one-element tensors) and casts, padded
+        pad = MAX_INPUTS - len(args)
+        kinds = tuple(TENSOR if isinstance(a, _Tensor) else SCALAR for a in args) + (SCALAR,) * pad
+        singles = tuple(SINGLE if k == TENSOR else k for k in kinds)
+        plan = self._plans[key] = (compute, result, casts, ok, self.variants.get(compute, self.fn),
+                                   kinds, singles, casts + (None,) * pad, (0,) * pad)
+        return plan
 
     def dtypes(self, args) -> tuple[torch.dtype, torch.dtype]:
         """(compute dtype, result dtype) for these inputs, as PyTorch would choose."""
-        key = _signature(args)
-        hit = self._dtype_cache.get(key)
-        if hit is None:
-            promoted = args if self.promote is None else [args[i] for i in self.promote]
-            compute, result = elementwise_dtypes(*promoted, type_promotion_kind=self.promotion)
-            if self.compute_dtype is not None:
-                compute = self.compute_dtype
-            if self.out_dtype is not None:
-                result = self.out_dtype
-            hit = self._dtype_cache[key] = (compute, result)
-        return hit
+        key = tuple((a.dtype, a.dim() == 0) if isinstance(a, _Tensor) else type(a) for a in args)
+        plan = self._plans.get(key) or self._plan(key, args)
+        return plan[0], plan[1]
 
     def __call__(self, *args, out: torch.Tensor | None = None):
         """Compute ``fn`` elementwise over ``args`` (tensors or Python numbers)."""
-        if out is None:
-            result = self._fast(args)
-            if result is not None:
-                return result
-        return self._general(args, out)
-
-    def _fast(self, args):
-        """Contiguous tensors of one shape (plus Python numbers): the common case, kept lean."""
-        first = None
-        for a in args:
-            if isinstance(a, torch.Tensor):
-                if first is None:
-                    first = a
-                    if first.device.type != _DEVICE_TYPE or not first.is_contiguous():
-                        return None
-                elif a.shape != first.shape or not a.is_contiguous() or a.device != first.device:
-                    return None
-            elif isinstance(a, float) and first is not None and first.dtype == torch.float64:
-                return None  # fp64 scalars need the general path (Triton passes floats as fp32)
-        if first is None or first.dim() == 0:
-            return None
-        plan = self._plans.get(_signature(args))
-        if plan is None:
-            plan = self._plans[_signature(args)] = self._make_plan(args)
-        if plan is False:
-            return None
-        result_dtype, kinds, casts = plan
-        n = first.numel()
-        out = torch.empty(first.shape, dtype=result_dtype, device=first.device)
-        if n == 0 or n > _INT32_MAX:
-            return out if n == 0 else None
-        x = args + (0,) * (MAX_INPUTS - len(args))
-        _launch_flat(
-            ((n + BLOCK - 1) // BLOCK,), out, x[0], x[1], x[2], n,
-            FN=self.fn, NIN=len(args), K0=kinds[0], K1=kinds[1], K2=kinds[2],
-            C0=casts[0], C1=casts[1], C2=casts[2], INT64=False, BLOCK=BLOCK,
-        )
-        return out
-
-    def _make_plan(self, args):
-        """(result dtype, operand kinds, casts) for the fast path, or False if it does not apply."""
-        compute, result_dtype = self.dtypes(args)
-        if not (kernel_dtype_ok(compute) and kernel_dtype_ok(result_dtype)):
-            return False
-        if any(isinstance(a, torch.Tensor) and not kernel_dtype_ok(a.dtype) for a in args):
-            return False
-        compute_tl = TL_DTYPE[compute]
-        kinds = [TENSOR if isinstance(a, torch.Tensor) else SCALAR for a in args] + [SCALAR] * MAX_INPUTS
-        casts = [compute_tl if self.promote is None or i in self.promote else None for i in range(len(args))]
-        return result_dtype, kinds[:MAX_INPUTS], casts + [None] * (MAX_INPUTS - len(args))
-
-    def _general(self, args, out):
-        compute, result_dtype = self.dtypes(args)
-        tensors = [a for a in args if isinstance(a, torch.Tensor)]
-        # a CPU 0-d tensor next to device tensors is a scalar (torch allows that mix)
-        if VENDOR is not None and VENDOR.device_type != "cpu":
-            args = tuple(a.item() if isinstance(a, torch.Tensor) and a.dim() == 0 and a.device.type == "cpu"
-                         and any(t.device.type != "cpu" for t in tensors) else a for a in args)
-            tensors = [a for a in args if isinstance(a, torch.Tensor)]
-        if not tensors or not on_vendor_device(*tensors, out):
+        key = tuple((a.dtype, a.dim() == 0) if isinstance(a, _Tensor) else type(a) for a in args)
+        plan = self._plans.get(key) or self._plan(key, args)
+        compute, result_dtype, casts, ok, fn, kinds, singles, c, pad = plan
+        if not ok:
             raise Unsupported
-        if not (kernel_dtype_ok(compute) and kernel_dtype_ok(result_dtype)):
-            raise Unsupported
-        if any(not kernel_dtype_ok(t.dtype) for t in tensors):
-            raise Unsupported
-        shape = _broadcast_shape(tensors)
-        if out is None:
-            out = _new_output(tensors, shape, result_dtype)
-        else:
-            _check_out(out, shape, result_dtype, tensors)
-        if out.numel() == 0:
-            return out
-        self._launch(args, out, shape, compute)
-        return out
-
-    def _launch(self, args, out, shape, compute):
-        ndim = len(shape)
-        kinds, ptrs, casts, strides = [], [], [], []
-        compute_tl = TL_DTYPE[compute]
-        for i, a in enumerate(args):
-            participates = self.promote is None or i in self.promote
-            if isinstance(a, torch.Tensor):
-                if a.numel() == 1:
-                    kinds.append(SINGLE)
-                    strides.append([0] * ndim)
-                else:
-                    kinds.append(TENSOR)
-                    # broadcast strides: size-1 or missing dims read with stride 0
-                    st = [0] * (ndim - a.dim()) + [0 if sz == 1 else s for sz, s in zip(a.shape, a.stride())]
-                    strides.append(st)
-                ptrs.append(a)
+        if out is None and result_dtype is not None and compute != torch.float64:
+            # the common case, kept lean: contiguous tensors of one shape on the device
+            first = None
+            for a in args:
+                if isinstance(a, _Tensor):
+                    if first is None:
+                        first = a
+                    elif a.shape != first.shape:
+                        break
+                    if not (a.is_contiguous() and _on_device(a)):
+                        break
             else:
-                if compute == torch.float64 and isinstance(a, float):
-                    # Triton passes Python floats as fp32; keep full precision in a 0-d tensor
-                    a = torch.tensor(a, dtype=torch.float64, device=out.device)
-                    kinds.append(SINGLE)
-                else:
-                    kinds.append(SCALAR)
-                strides.append([0] * ndim)
-                ptrs.append(a)
-            casts.append(compute_tl if participates else None)
-        nin = len(args)
-        while len(ptrs) < MAX_INPUTS:  # unused slots: never read (NIN prunes them)
-            ptrs.append(0)
-            kinds.append(SCALAR)
-            casts.append(None)
-            strides.append([0] * ndim)
-        n = out.numel()
-        int64 = needs_int64(out, *[p for p in ptrs if isinstance(p, torch.Tensor)])
-        grid = (triton.cdiv(n, BLOCK),)
-        out_strides = [0 if sz == 1 else s for sz, s in zip(out.shape, out.stride())]
-        if is_dense(out) and all(
-            st == out_strides for k, st in zip(kinds, strides) if k == TENSOR
-        ) and all(p.shape == shape for p, k in zip(ptrs, kinds) if k == TENSOR):
-            # identical dense layouts: walk storage linearly
-            _launch_flat(
-                grid, out, ptrs[0], ptrs[1], ptrs[2], n,
-                FN=self.fn, NIN=nin, K0=kinds[0], K1=kinds[1], K2=kinds[2],
-                C0=casts[0], C1=casts[1], C2=casts[2], INT64=int64, BLOCK=BLOCK,
-            )
-            return
-        sizes, (o_st, *in_st) = _coalesce(list(shape), [out_strides] + strides)
-        rank = len(sizes)
-        if rank > MAX_RANK:
+                if first is not None:
+                    out = torch.empty_like(first, dtype=result_dtype)  # much cheaper than torch.empty
+                    n = out.numel()
+                    if n:
+                        k = singles if n == 1 else kinds
+                        x = args + pad
+                        _launch_flat(
+                            ((n + BLOCK - 1) // BLOCK,), out, x[0], x[1], x[2], x[3], n,
+                            FN=fn, NIN=len(args), K0=k[0], K1=k[1], K2=k[2], K3=k[3],
+                            C0=c[0], C1=c[1], C2=c[2], C3=c[3], RES=None, INT64=n > INT32_MAX, BLOCK=BLOCK,
+                        )
+                    return out
+        tensors = [a for a in args if isinstance(a, _Tensor)]
+        dev = _DEVICE_TYPE
+        if not all(map(_on_device, tensors)):
+            # a CPU 0-d tensor next to device tensors is a scalar (torch allows that mix)
+            if dev == "cpu" or not any(t.device.type == dev for t in tensors):
+                raise Unsupported
+            args = tuple(a.item() if isinstance(a, _Tensor) and a.dim() == 0 and a.device.type == "cpu"
+                         else a for a in args)
+            tensors = [a for a in args if isinstance(a, _Tensor)]
+            if not all(map(_on_device, tensors)):
+                raise Unsupported
+        if out is not None and not _on_device(out):
             raise Unsupported
-        pad = MAX_RANK - rank
-        sizes_p = sizes + [1] * pad
-        all_st = [st + [0] * pad for st in [o_st, *in_st]]
-        _launch_strided(
-            grid, out, ptrs[0], ptrs[1], ptrs[2], n,
-            sizes_p[1], sizes_p[2], sizes_p[3], sizes_p[4],
-            *all_st[0], *all_st[1], *all_st[2], *all_st[3],
-            FN=self.fn, NIN=nin, K0=kinds[0], K1=kinds[1], K2=kinds[2],
-            C0=casts[0], C1=casts[1], C2=casts[2], RANK=rank, INT64=int64, BLOCK=BLOCK,
+        if result_dtype is None:
+            # a casting store into ``out`` (copy_, fill_): its shape and dtype rule
+            if out is None or not kernel_dtype_ok(out.dtype):
+                raise Unsupported
+            shape = out.shape
+            if any(t.shape != shape for t in tensors) and torch.broadcast_shapes(
+                    shape, *(t.shape for t in tensors)) != shape:
+                raise Unsupported
+            _check_out(out, shape, out.dtype, tensors)
+            res = None
+        else:
+            shape = tensors[0].shape
+            for t in tensors:
+                if t.shape != shape:
+                    shape = torch.broadcast_shapes(*(t.shape for t in tensors))
+                    break
+            if out is None:
+                out = _new_output(tensors, shape, result_dtype)
+            else:
+                _check_out(out, shape, result_dtype, tensors)
+            res = None if out.dtype == result_dtype else TL_DTYPE[result_dtype]
+        n = out.numel()
+        if n == 0:
+            return out
+        if compute == torch.float64 and any(type(a) is float for a in args):
+            # Triton passes Python floats as fp32: keep a float64 scalar in a 0-d tensor
+            # (filled by torch's own kernel: no host-device copy, no sync)
+            args = tuple(f64_scalar(a, out.device) if type(a) is float else a for a in args)
+        # fast path: every tensor contiguous with the output's shape
+        if out.is_contiguous() and all(t.shape == shape and t.is_contiguous() for t in tensors):
+            slots = [
+                (a, SINGLE if a.numel() == 1 else TENSOR, c) if isinstance(a, _Tensor) else (a, SCALAR, c)
+                for a, c in zip(args, casts)
+            ]
+            _flat(fn, out, n, slots, res)
+            return out
+        _general(fn, args, casts, out, shape, res)
+        return out
+
+
+def _flat(fn, out, n, slots, res):
+    """Launch the flat kernel: every tensor in ``slots`` laid out like ``out`` (or one element)."""
+    nin = len(slots)
+    slots += [_UNUSED] * (MAX_INPUTS - nin)
+    (p0, k0, c0), (p1, k1, c1), (p2, k2, c2), (p3, k3, c3) = slots
+    _launch_flat(
+        ((n + BLOCK - 1) // BLOCK,), out, p0, p1, p2, p3, n,
+        FN=fn, NIN=nin, K0=k0, K1=k1, K2=k2, K3=k3,
+        C0=c0, C1=c1, C2=c2, C3=c3, RES=res, INT64=n > INT32_MAX, BLOCK=BLOCK,
+    )
+
+
+def _general(fn, args, casts, out, shape, res):
+    """Any layout: the flat kernel if all tensors share the output's dense layout, else strided."""
+    ndim = len(shape)
+    ptrs, kinds, strides = [], [], []
+    zeros = [0] * ndim
+    for a in args:
+        if isinstance(a, _Tensor) and a.numel() != 1:
+            kinds.append(TENSOR)
+            # broadcast strides: size-1 or missing dims read with stride 0
+            strides.append([0] * (ndim - a.dim()) + [0 if sz == 1 else s for sz, s in zip(a.shape, a.stride())])
+        else:
+            kinds.append(SINGLE if isinstance(a, _Tensor) else SCALAR)
+            strides.append(zeros)
+        ptrs.append(a)
+    casts = list(casts)
+    nin = len(args)
+    while len(ptrs) < MAX_INPUTS:  # unused slots: never read (NIN prunes them)
+        ptrs.append(0)
+        kinds.append(SCALAR)
+        casts.append(None)
+        strides.append(zeros)
+    n = out.numel()
+    int64 = needs_int64(out, args)
+    grid = (triton.cdiv(n, BLOCK),)
+    out_strides = [0 if sz == 1 else s for sz, s in zip(out.shape, out.stride())]
+    if is_dense(out) and all(st == out_strides for k, st in zip(kinds, strides) if k == TENSOR):
+        # identical dense layouts (e.g. all transposed alike): walk storage linearly
+        _launch_flat(
+            grid, out, *ptrs, n,
+            FN=fn, NIN=nin, K0=kinds[0], K1=kinds[1], K2=kinds[2], K3=kinds[3],
+            C0=casts[0], C1=casts[1], C2=casts[2], C3=casts[3], RES=res, INT64=int64, BLOCK=BLOCK,
         )
+        return
+    sizes, all_st = _coalesce(list(shape), [out_strides] + strides)
+    rank = len(sizes)
+    if rank > MAX_RANK:
+        raise Unsupported
+    pad = MAX_RANK - rank
+    sizes_p = sizes + [1] * pad
+    all_st = [st + [0] * pad for st in all_st]
+    _launch_strided(
+        grid, out, *ptrs, n,
+        sizes_p[1], sizes_p[2], sizes_p[3], sizes_p[4],
+        *all_st[0], *all_st[1], *all_st[2], *all_st[3], *all_st[4],
+        FN=fn, NIN=nin, K0=kinds[0], K1=kinds[1], K2=kinds[2], K3=kinds[3],
+        C0=casts[0], C1=casts[1], C2=casts[2], C3=casts[3], RES=res, RANK=rank, INT64=int64,
+        BLOCK=BLOCK,
+    )
 
 
-def _broadcast_shape(tensors):
-    shape = tensors[0].shape
-    if all(t.shape == shape for t in tensors):
-        return shape
-    return torch.broadcast_shapes(*(t.shape for t in tensors))
+def f64_scalar(value: float, device) -> torch.Tensor:
+    """A 0-d float64 tensor holding ``value`` exactly (Triton takes Python floats as fp32)."""
+    t = torch.empty((), dtype=torch.float64, device=device)
+    native("fill_.Scalar")(t, value)
+    return t
 
 
 def _new_output(tensors, shape, dtype):
@@ -362,10 +447,100 @@ def _check_out(out, shape, dtype, tensors):
         raise Unsupported
     if any(st == 0 and sz > 1 for st, sz in zip(out.stride(), out.shape)):
         raise Unsupported  # internal overlap: torch raises the proper error
+    base = None
     for t in tensors:
         if t is out:
             continue
-        if t.untyped_storage().data_ptr() == out.untyped_storage().data_ptr() and not (
+        if base is None:
+            base = out.untyped_storage().data_ptr()
+        if t.untyped_storage().data_ptr() == base and not (
             t.data_ptr() == out.data_ptr() and t.stride() == out.stride() and t.shape == out.shape
         ):
             raise Unsupported  # partial overlap with an input
+
+
+def declare_pointwise(family: str, run, overloads, public=None):
+    """Declare host functions for every aten overload in ``overloads``, all calling ``run``.
+
+    Returns the public entry point ``gemsops.ops.<family>``: ``run``, with inputs it does
+    not handle passed to ``public`` (default ``torch.<family>``).
+
+    ``run`` takes the functional overloads' arguments plus ``out=``. An overload whose
+    name ends in ``_`` (``mul_.Tensor``) runs in place (``out=self``); ``.out`` style
+    overloads pass their ``out``/``grad_input`` tensor as ``out``. The hosts forward
+    arguments as the dispatcher gives them (positional as in the schema, keyword-only
+    by name), so one ``run`` serves overloads whose schemas differ only in out/in-place.
+    """
+    impls = {}
+    for overload in overloads:
+        overload = overload.removesuffix(".default")  # torch.library spells default overloads bare
+        if overload.partition(".")[0].endswith("_"):
+            def host(*args, **kwargs):
+                return run(*args, out=args[0], **kwargs)
+        else:
+            def host(*args, **kwargs):
+                if "grad_input" in kwargs:
+                    kwargs["out"] = kwargs.pop("grad_input")
+                return run(*args, **kwargs)
+        host.__name__ = host.__qualname__ = f"{family}_{overload.replace('.', '_')}"
+        host.__doc__ = f"aten::{overload}"
+        impls[overload] = _with_fallback(overload, host)
+    declare(family, impls)
+    public = public or getattr(torch, family)
+
+    def entry(*args, **kwargs):
+        try:
+            return run(*args, **kwargs)
+        except Unsupported:
+            return public(*args, **kwargs)
+
+    entry.__name__ = entry.__qualname__ = family
+    entry.__doc__ = f"torch.{family} through gems (torch's kernel for inputs gems does not handle)."
+    return entry
+
+
+def _with_fallback(overload, host):
+    """``registry.with_fallback``, plus numbers put back into Tensor arguments.
+
+    The dispatcher hands a Python kernel the wrapped numbers of ``x * 2`` (``mul.Tensor``)
+    as Python numbers; torch's own kernel needs them as tensors again.
+    """
+    tensor_positions = []
+
+    def wrapped(*args, **kwargs):
+        try:
+            return host(*args, **kwargs)
+        except Unsupported:
+            if not tensor_positions:
+                tensor_positions.append(frozenset(
+                    i for i, a in enumerate(aten_overload(overload)._schema.arguments) if str(a.type) == "Tensor"))
+            return fallback(overload, *_rewrap_numbers(args, tensor_positions[0]), **kwargs)
+
+    wrapped.__name__, wrapped.__qualname__, wrapped.__doc__ = host.__name__, host.__qualname__, host.__doc__
+    wrapped.__wrapped__ = host
+    return wrapped
+
+
+def _rewrap_numbers(args, tensor_positions):
+    """0-d tensors for Python numbers, of a dtype that promotes as the wrapped number did."""
+    if not any(i in tensor_positions and not isinstance(a, _Tensor) for i, a in enumerate(args)):
+        return args
+    tensors = [a for a in args if isinstance(a, _Tensor)]
+    floating = any(t.is_floating_point() or t.is_complex() for t in tensors)
+    complex_ = any(t.is_complex() for t in tensors)
+    out = []
+    for i, a in enumerate(args):
+        if i in tensor_positions and isinstance(a, (bool, int, float, complex)):
+            # same category as the tensors: keeps the value exact and the dtype theirs;
+            # a higher category: the default dtype, as for a wrapped number
+            if isinstance(a, bool):
+                dtype = torch.bool
+            elif isinstance(a, int):
+                dtype = torch.int64
+            elif isinstance(a, float):
+                dtype = torch.float64 if floating else torch.get_default_dtype()
+            else:
+                dtype = torch.complex128 if complex_ else torch.complex64
+            a = torch.tensor(a, dtype=dtype)  # on the CPU: a scalar to every device, no copy
+        out.append(a)
+    return tuple(out)

@@ -176,3 +176,34 @@ def all_registered_ops() -> list[str]:
     stack = getattr(_tls, "stack", None)
     active = stack[-1] if stack else _state.global_active
     return sorted(active)
+
+
+def _interpreter_launches_run_natively() -> None:
+    """While Triton's interpreter runs a kernel, gems is off for that thread.
+
+    The interpreter moves kernel arguments with torch ops of its own (``copy_`` of every
+    argument's storage after each launch); those are not the model's calls, and routing
+    them to gems would re-enter the interpreter and fill the op log.
+    """
+    from triton.runtime import interpreter
+
+    call = interpreter.GridExecutor.__call__
+    if getattr(call, "_gems_native", False):
+        return
+
+    def run_natively(self, *args, **kwargs):
+        stack = getattr(_tls, "stack", None)
+        if stack is None:
+            stack = _tls.stack = []
+        stack.append(frozenset())
+        try:
+            return call(self, *args, **kwargs)
+        finally:
+            stack.pop()
+
+    run_natively._gems_native = True
+    interpreter.GridExecutor.__call__ = run_natively
+
+
+if VENDOR is not None and VENDOR.interpreter:
+    _interpreter_launches_run_natively()

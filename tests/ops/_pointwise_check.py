@@ -1,0 +1,86 @@
+"""Shared checks for the pointwise op tests: run a torch call through gems, compare with torch."""
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import torch
+
+import gemsops
+from gemsops.ops import _pointwise
+from gemsops.runtime.oplog import read_log
+from tests.util import DEVICE, assert_close, reference
+
+INTS = (torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8)
+
+
+def make(*shape, dtype=torch.float32, specials=False, low=-5, high=6, positive=False):
+    """A small test tensor; ``specials`` puts NaN, +-inf and +-0 in the first elements."""
+    if dtype == torch.bool:
+        return torch.rand(*shape, device=DEVICE) > 0.5
+    if dtype in INTS:
+        low = max(low, 0) if dtype == torch.uint8 else low
+        return torch.randint(low, high, shape, dtype=dtype, device=DEVICE)
+    x = torch.randn(*shape, dtype=torch.float32, device=DEVICE)
+    if positive:
+        x = x.abs() + 0.1
+    if specials and x.numel() >= 5:
+        flat = x.view(-1)
+        flat[:5] = torch.tensor([float("nan"), float("inf"), -float("inf"), 0.0, -0.0])
+    return x.to(dtype)
+
+
+class _CountLaunches:
+    """Counts the generator's kernel launches (the op log records calls, also those that fall back)."""
+
+    def __init__(self):
+        self.count = 0
+        self.saved = (_pointwise._launch_flat, _pointwise._launch_strided)
+
+    def _wrap(self, launch):
+        def counted(*args, **kwargs):
+            self.count += 1
+            return launch(*args, **kwargs)
+        return counted
+
+    def __enter__(self):
+        _pointwise._launch_flat, _pointwise._launch_strided = map(self._wrap, self.saved)
+        return self
+
+    def __exit__(self, *exc):
+        _pointwise._launch_flat, _pointwise._launch_strided = self.saved
+
+
+def run_gems(include, fn, *args, launches=False, **kwargs):
+    """``fn(*args, **kwargs)`` inside ``use_gems(include)``; (result, overloads logged[, launches])."""
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "ops.log"
+        with _CountLaunches() as counter, gemsops.use_gems(include=include, record=True, path=path):
+            result = fn(*args, **kwargs)
+        logged = [op.removeprefix("aten::") for _, op, _ in read_log(path)] if path.exists() else []
+    return (result, logged, counter.count) if launches else (result, logged)
+
+
+def check(include, fn, *args, exact=False, served=True, scale=1.0, **kwargs):
+    """gems agrees with torch: dtype and shape as torch's kernel, values as a float64 reference.
+
+    ``exact`` compares with torch's own result bit for bit (NaN equal); ``served`` asserts
+    that an overload of ``include`` ran through gems (else: that none did, torch ran).
+    """
+    clone = lambda v: v.clone() if isinstance(v, torch.Tensor) else v  # noqa: E731
+    native = fn(*[clone(a) for a in args], **kwargs)
+    got, logged, launched = run_gems(include, fn, *[clone(a) for a in args], launches=True, **kwargs)
+    families = {include} if isinstance(include, str) else set(include)
+    hit = [op for op in logged if op.split(".")[0] in families or op.split(".")[0].rstrip("_") in families
+           or op in families]
+    if served:
+        assert hit and (launched or got.numel() == 0), f"{include} did not run through gems (log: {logged})"
+    else:
+        assert not launched, f"expected torch's kernel, gems ran {hit}"
+    assert got.dtype == native.dtype and got.shape == native.shape, (got.dtype, native.dtype, got.shape)
+    if exact or not got.is_floating_point():
+        torch.testing.assert_close(got, native, atol=0, rtol=0, equal_nan=True)
+    else:
+        ref = reference(fn, *args, out_dtype=got.dtype, **kwargs)
+        assert_close(got, ref, scale=scale, equal_nan=True)
+    return got

@@ -1,0 +1,99 @@
+"""fill_/zero_/masked_fill, copy_ (casts, strides, broadcast) and _to_copy."""
+import pytest
+import torch
+
+from tests.ops._pointwise_check import check, make, run_gems
+from tests.util import DEVICE
+
+ALL = [torch.float32, torch.float16, torch.bfloat16, torch.float64, torch.int64, torch.int32, torch.int8,
+       torch.uint8, torch.bool]
+
+
+@pytest.mark.parametrize("dtype", ALL)
+def test_fill_and_zero(dtype):
+    x = make(3, 4, dtype=dtype)
+    for value in (2, -3, 2.75, True, 0.1):
+        if dtype == torch.uint8 and value == -3:
+            continue
+        check("fill_", lambda t: t.fill_(value), x, exact=True)
+        check("fill_", lambda t: t.t().fill_(value), x, exact=True)
+    check("fill_", lambda t: t.fill_(torch.tensor(5, device=DEVICE)), x, exact=True)
+    check("zero_", lambda t: t[:, ::2].zero_(), x, exact=True)
+    check("fill_", lambda t: torch.ops.aten.fill.Scalar(t, 1.5), x, exact=True)
+
+
+def test_fill_float64_and_int64_exact():
+    got, _ = run_gems("fill_", lambda: torch.empty(3, dtype=torch.float64, device=DEVICE).fill_(0.1))
+    assert got[0].item() == 0.1
+    got, _ = run_gems("fill_", lambda: torch.empty(3, dtype=torch.int64, device=DEVICE).fill_(2**40 + 1))
+    assert got[2].item() == 2**40 + 1
+    got, _ = run_gems("fill_", lambda: torch.empty(3, dtype=torch.int64, device=DEVICE).fill_(-7.9))
+    assert got.tolist() == [-7, -7, -7]
+
+
+def test_fill_with_aliasing_value_goes_native():
+    x = make(6)
+    check("fill_", lambda t: t.fill_(t[2]), x, served=False)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.int32, torch.bool])
+def test_masked_fill(dtype):
+    x = make(3, 5, dtype=dtype)
+    mask = make(3, 5, dtype=torch.bool)
+    check("masked_fill", torch.masked_fill, x, mask, 2.5 if dtype.is_floating_point else 3)
+    check("masked_fill", torch.masked_fill, x, mask[0], float("-inf") if dtype.is_floating_point else -1)
+    check("masked_fill", torch.masked_fill, x.t(), mask.t(), torch.tensor(1.0, device=DEVICE))
+    check("masked_fill", lambda t, m: t.masked_fill_(m, 0), x, mask)
+    check("masked_fill", torch.masked_fill, make(5, dtype=dtype), mask, 1)  # self broadcast to the mask
+
+
+def test_masked_fill_bad_mask_is_torchs_error():
+    with pytest.raises(RuntimeError):
+        run_gems("masked_fill", torch.masked_fill, make(3), make(3, dtype=torch.int32), 1.0)
+
+
+@pytest.mark.parametrize("src_dtype", [torch.float32, torch.float16, torch.bfloat16, torch.float64, torch.int32,
+                                       torch.bool])
+def test_copy_casts(src_dtype):
+    src = make(3, 6, dtype=src_dtype, specials=src_dtype == torch.float32)
+    if src_dtype == torch.float32:
+        src = torch.where(src.isfinite(), src * 50, src)
+    for dst_dtype in ALL:
+        if src_dtype == torch.float32 and not (dst_dtype.is_floating_point or dst_dtype == torch.bool):
+            # float -> int out of the target's range (NaN, inf, 150 -> int8) is undefined in C and torch
+            s = src.nan_to_num(0.0, 100.0, -100.0).clamp(-100, 100)
+            if dst_dtype == torch.uint8:
+                s = s.abs()
+        else:
+            s = src
+        dst = torch.empty(3, 6, dtype=dst_dtype, device=DEVICE)
+        check("copy_", lambda d, t: d.copy_(t), dst, s, exact=True)
+
+
+def test_copy_layouts():
+    check("copy_", lambda d, s: d.copy_(s), torch.empty(6, 4, device=DEVICE).t(), make(4, 6))
+    check("copy_", lambda d, s: d.copy_(s), torch.empty(4, 6, device=DEVICE)[:, ::2], make(4, 3).t().t())
+    check("copy_", lambda d, s: d.copy_(s), torch.empty(4, 6, device=DEVICE), make(6))  # broadcast src
+    check("copy_", lambda d, s: d.copy_(s), torch.empty(4, 6, device=DEVICE), torch.tensor(3.0, device=DEVICE))
+    check("copy_", lambda d, s: d.copy_(s), torch.empty(0, 6, device=DEVICE), make(0, 6))
+    with pytest.raises(RuntimeError, match="single memory location"):  # overlap: torch's error
+        run_gems("copy_", lambda d: d[1:].copy_(d[:-1]), make(8))
+    got, _ = run_gems("copy_", lambda: make(4, 6).clone())
+    assert got.shape == (4, 6)
+
+
+def test_to_copy():
+    x = make(4, 6, specials=True)
+    for dtype in (torch.float16, torch.bfloat16, torch.float64):
+        got = check("_to_copy", lambda t: t.to(dtype), x, exact=True)  # bf16 rounds to nearest even here too
+        assert got.dtype == dtype
+    got = check("_to_copy", lambda t: t.t().to(torch.float16), x)
+    assert got.stride() == x.t().stride()  # preserve_format keeps a dense layout
+    check("_to_copy", lambda t: t[:, ::2].to(torch.float64), x)
+    check("_to_copy", lambda t: t.to(torch.float16, memory_format=torch.contiguous_format), x.t())
+    check("_to_copy", lambda t: t.to(device=DEVICE, dtype=torch.int32, copy=True), x.nan_to_num(0.0, 9.0, -9.0))
+    check("_to_copy", lambda t: t.to("meta"), x, served=False)
+    c4 = make(2, 3, 4, 5).to(memory_format=torch.channels_last)
+    check("_to_copy", lambda t: t.to(torch.float16), c4)
+    check("_to_copy", lambda t: t.to(torch.float16, memory_format=torch.channels_last), make(2, 3, 4, 5),
+          served=False)
