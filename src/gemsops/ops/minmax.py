@@ -1,0 +1,74 @@
+"""amax/amin, max/min (with indices, and over everything), argmax/argmin. NaN wins; ties -> first index."""
+import torch
+import triton  # noqa: F401
+import triton.language as tl  # noqa: F401  (the interpreter needs it visible to every jit function)
+
+from ..runtime import Unsupported, declare, with_fallback
+from ._reduction import MAX, MIN, arg_reduce, reduce
+
+__all__ = ["amax", "amin", "max_dim", "min_dim", "max_all", "min_all", "argmax", "argmin"]
+
+
+def _extreme(self, dim, keepdim, op):
+    # an empty reduced dim has no identity: torch raises, so it goes native
+    return reduce(self, dim, keepdim, op=op, out_dtype=self.dtype, empty_ok=False)
+
+
+@with_fallback("amax.default")
+def amax(self, dim=(), keepdim=False):
+    """torch.amax(self, dim, keepdim)."""
+    return _extreme(self, dim, keepdim, MAX)
+
+
+@with_fallback("amin.default")
+def amin(self, dim=(), keepdim=False):
+    """torch.amin(self, dim, keepdim)."""
+    return _extreme(self, dim, keepdim, MIN)
+
+
+@with_fallback("max.default")
+def max_all(self):
+    """torch.max(self)."""
+    return _extreme(self, None, False, MAX)
+
+
+@with_fallback("min.default")
+def min_all(self):
+    """torch.min(self)."""
+    return _extreme(self, None, False, MIN)
+
+
+@with_fallback("max.dim")
+def max_dim(self, dim, keepdim=False):
+    """torch.max(self, dim, keepdim) -> (values, indices)."""
+    return arg_reduce(self, dim, keepdim, True, True)
+
+
+@with_fallback("min.dim")
+def min_dim(self, dim, keepdim=False):
+    """torch.min(self, dim, keepdim) -> (values, indices)."""
+    return arg_reduce(self, dim, keepdim, False, True)
+
+
+@with_fallback("argmax.default")
+def argmax(self, dim=None, keepdim=False):
+    """torch.argmax(self, dim, keepdim); dim None -> index into the flattened tensor."""
+    if self.dtype == torch.bool:
+        raise Unsupported  # torch: argmax is not implemented for bool
+    return arg_reduce(self, dim, keepdim, True, False)[1]
+
+
+@with_fallback("argmin.default")
+def argmin(self, dim=None, keepdim=False):
+    """torch.argmin(self, dim, keepdim); dim None -> index into the flattened tensor."""
+    if self.dtype == torch.bool:
+        raise Unsupported
+    return arg_reduce(self, dim, keepdim, False, False)[1]
+
+
+declare("amax", {"amax.default": amax})
+declare("amin", {"amin.default": amin})
+declare("max", {"max.default": max_all, "max.dim": max_dim})
+declare("min", {"min.default": min_all, "min.dim": min_dim})
+declare("argmax", {"argmax.default": argmax})
+declare("argmin", {"argmin.default": argmin})
