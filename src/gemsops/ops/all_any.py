@@ -27,7 +27,7 @@ def all_dim(self, dim, keepdim=False):
     return _run(self, dim, keepdim, True)
 
 
-@with_fallback("all.default")
+@with_fallback("all")
 def all_all(self):
     """torch.all(self)."""
     return _run(self, None, False, True)
@@ -44,11 +44,11 @@ def any_dim(self, dim, keepdim=False):
     return _run(self, dim, keepdim, False)
 
 
-@with_fallback("any.default")
+@with_fallback("any")
 def any_all(self):
     """torch.any(self)."""
     return _run(self, None, False, False)
 
 
-declare("all", {"all.dims": all_dims, "all.dim": all_dim, "all.default": all_all})
-declare("any", {"any.dims": any_dims, "any.dim": any_dim, "any.default": any_all})
+declare("all", {"all.dims": all_dims, "all.dim": all_dim, "all": all_all})
+declare("any", {"any.dims": any_dims, "any.dim": any_dim, "any": any_all})

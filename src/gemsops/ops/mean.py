@@ -24,7 +24,7 @@ def mean_dim(self, dim, keepdim=False, *, dtype=None):
     return _mean(self, dim, keepdim, dtype)
 
 
-@with_fallback("mean.default")
+@with_fallback("mean")
 def mean_all(self, *, dtype=None):
     """torch.mean(self, dtype=dtype)."""
     return _mean(self, None, False, dtype)
@@ -35,4 +35,4 @@ def mean_out(self, dim, keepdim=False, *, dtype=None, out):
     return _mean(self, dim, keepdim, dtype, out)
 
 
-declare("mean", {"mean.dim": mean_dim, "mean.default": mean_all, "mean.out": mean_out})
+declare("mean", {"mean.dim": mean_dim, "mean": mean_all, "mean.out": mean_out})

@@ -14,25 +14,25 @@ def _extreme(self, dim, keepdim, op):
     return reduce(self, dim, keepdim, op=op, out_dtype=self.dtype, empty_ok=False)
 
 
-@with_fallback("amax.default")
+@with_fallback("amax")
 def amax(self, dim=(), keepdim=False):
     """torch.amax(self, dim, keepdim)."""
     return _extreme(self, dim, keepdim, MAX)
 
 
-@with_fallback("amin.default")
+@with_fallback("amin")
 def amin(self, dim=(), keepdim=False):
     """torch.amin(self, dim, keepdim)."""
     return _extreme(self, dim, keepdim, MIN)
 
 
-@with_fallback("max.default")
+@with_fallback("max")
 def max_all(self):
     """torch.max(self)."""
     return _extreme(self, None, False, MAX)
 
 
-@with_fallback("min.default")
+@with_fallback("min")
 def min_all(self):
     """torch.min(self)."""
     return _extreme(self, None, False, MIN)
@@ -50,7 +50,7 @@ def min_dim(self, dim, keepdim=False):
     return arg_reduce(self, dim, keepdim, False, True)
 
 
-@with_fallback("argmax.default")
+@with_fallback("argmax")
 def argmax(self, dim=None, keepdim=False):
     """torch.argmax(self, dim, keepdim); dim None -> index into the flattened tensor."""
     if self.dtype == torch.bool:
@@ -58,7 +58,7 @@ def argmax(self, dim=None, keepdim=False):
     return arg_reduce(self, dim, keepdim, True, False)[1]
 
 
-@with_fallback("argmin.default")
+@with_fallback("argmin")
 def argmin(self, dim=None, keepdim=False):
     """torch.argmin(self, dim, keepdim); dim None -> index into the flattened tensor."""
     if self.dtype == torch.bool:
@@ -66,9 +66,9 @@ def argmin(self, dim=None, keepdim=False):
     return arg_reduce(self, dim, keepdim, False, False)[1]
 
 
-declare("amax", {"amax.default": amax})
-declare("amin", {"amin.default": amin})
-declare("max", {"max.default": max_all, "max.dim": max_dim})
-declare("min", {"min.default": min_all, "min.dim": min_dim})
-declare("argmax", {"argmax.default": argmax})
-declare("argmin", {"argmin.default": argmin})
+declare("amax", {"amax": amax})
+declare("amin", {"amin": amin})
+declare("max", {"max": max_all, "max.dim": max_dim})
+declare("min", {"min": min_all, "min.dim": min_dim})
+declare("argmax", {"argmax": argmax})
+declare("argmin", {"argmin": argmin})

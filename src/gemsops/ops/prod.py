@@ -22,10 +22,10 @@ def prod_dim(self, dim, keepdim=False, *, dtype=None):
     return _prod(self, dim, keepdim, dtype)
 
 
-@with_fallback("prod.default")
+@with_fallback("prod")
 def prod_all(self, *, dtype=None):
     """torch.prod(self, dtype=dtype)."""
     return _prod(self, None, False, dtype)
 
 
-declare("prod", {"prod.dim_int": prod_dim, "prod.default": prod_all})
+declare("prod", {"prod.dim_int": prod_dim, "prod": prod_all})

@@ -23,7 +23,7 @@ def sum_dim(self, dim, keepdim=False, *, dtype=None):
     return _sum(self, dim, keepdim, dtype)
 
 
-@with_fallback("sum.default")
+@with_fallback("sum")
 def sum_all(self, *, dtype=None):
     """torch.sum(self, dtype=dtype)."""
     return _sum(self, None, False, dtype)
@@ -42,7 +42,7 @@ def sum_all_out(self, *, dtype=None, out):
 
 declare("sum", {
     "sum.dim_IntList": sum_dim,
-    "sum.default": sum_all,
+    "sum": sum_all,
     "sum.IntList_out": sum_dim_out,
     "sum.out": sum_all_out,
 })

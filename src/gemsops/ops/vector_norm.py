@@ -11,7 +11,7 @@ from ._reduction import ABS, MAX, MIN, NONZERO, POW, ROOT, SQRT, SQUARE, SUM, re
 __all__ = ["linalg_vector_norm"]
 
 
-@with_fallback("linalg_vector_norm.default")
+@with_fallback("linalg_vector_norm")
 def linalg_vector_norm(self, ord=2, dim=None, keepdim=False, *, dtype=None):
     """torch.linalg.vector_norm(self, ord, dim, keepdim, dtype=dtype)."""
     if not self.dtype.is_floating_point or (dtype is not None and not dtype.is_floating_point):
@@ -38,4 +38,4 @@ def _acc(dtype):
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
-declare("linalg_vector_norm", {"linalg_vector_norm.default": linalg_vector_norm})
+declare("linalg_vector_norm", {"linalg_vector_norm": linalg_vector_norm})
