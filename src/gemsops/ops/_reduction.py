@@ -90,15 +90,24 @@ def _combine(a, b, OP: tl.constexpr):
 
 
 @triton.jit
-def _finish(acc, AXIS: tl.constexpr, OP: tl.constexpr):
+def _has_nan(acc, AXIS: tl.constexpr):
+    return tl.max((acc != acc).to(tl.int32), axis=AXIS) > 0
+
+
+@triton.jit
+def _finish(acc, AXIS: tl.constexpr, OP: tl.constexpr, FLOAT: tl.constexpr):
+    # built-in max/min (they may drop NaN) plus an explicit NaN check: the interpreter runs
+    # custom combine functions element by element, which is far too slow for CI
     if OP == 0:
         r = tl.sum(acc, axis=AXIS)
     elif OP == 1:
         r = tl.reduce(acc, AXIS, _mul)
     elif OP == 2:
-        r = tl.reduce(acc, AXIS, _max_nan)
+        r = tl.max(acc, axis=AXIS)
     else:
-        r = tl.reduce(acc, AXIS, _min_nan)
+        r = tl.min(acc, axis=AXIS)
+    if FLOAT and OP >= 2:
+        r = tl.where(_has_nan(acc, AXIS), float("nan"), r)
     return r
 
 
@@ -120,7 +129,7 @@ def _post(r, div, inv_p, POST: tl.constexpr):
 def _reduce_rows(
     x, out, center, M, R, I, so, sr, si, chunk, S, p, inv_p, div,
     OP: tl.constexpr, PRE: tl.constexpr, POST: tl.constexpr, CAST: tl.constexpr, ACC: tl.constexpr,
-    INIT: tl.constexpr, INT64: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    INIT: tl.constexpr, FLOAT: tl.constexpr, INT64: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
     pid_m = tl.program_id(0)
     pid_s = tl.program_id(1)
@@ -143,7 +152,7 @@ def _reduce_rows(
         v = tl.load(x + base[:, None] + cols[None, :] * sr, mask=mask, other=0)
         v = _prep(v, c[:, None], p, CAST, ACC, PRE)
         acc = _combine(acc, tl.where(mask, v, INIT), OP)
-    r = _post(_finish(acc, 1, OP), div, inv_p, POST)
+    r = _post(_finish(acc, 1, OP, FLOAT), div, inv_p, POST)
     tl.store(out + rows * S + pid_s, r.to(out.dtype.element_ty), mask=rmask)
 
 
@@ -151,7 +160,7 @@ def _reduce_rows(
 def _reduce_cols(
     x, out, center, O, R, I, so, sr, si, chunk, S, p, inv_p, div,
     OP: tl.constexpr, PRE: tl.constexpr, POST: tl.constexpr, CAST: tl.constexpr, ACC: tl.constexpr,
-    INIT: tl.constexpr, INT64: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_I: tl.constexpr,
+    INIT: tl.constexpr, FLOAT: tl.constexpr, INT64: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_I: tl.constexpr,
 ):
     pid = tl.program_id(0)
     pid_s = tl.program_id(1)
@@ -177,60 +186,44 @@ def _reduce_cols(
         v = tl.load(x + base[None, :] + rr[:, None] * sr, mask=mask, other=0)
         v = _prep(v, c[None, :], p, CAST, ACC, PRE)
         acc = _combine(acc, tl.where(mask, v, INIT), OP)
-    r = _post(_finish(acc, 0, OP), div, inv_p, POST)
+    r = _post(_finish(acc, 0, OP, FLOAT), div, inv_p, POST)
     tl.store(out + pid_s * O * I + o * I + cols, r.to(out.dtype.element_ty), mask=cmask)
 
 
 # ----------------------------------------------------------------------------- arg reductions
 @triton.jit
-def _beats(v, i, bv, bi, IS_MAX: tl.constexpr):
-    """(v, i) replaces (bv, bi): larger (smaller) value, NaN over numbers, then lower index."""
-    if IS_MAX:
-        gt = v > bv
-    else:
-        gt = v < bv
-    vn = v != v
-    bn = bv != bv
-    tie = (v == bv) | (vn & bn)
-    return gt | (vn & ~bn) | (tie & (i < bi))
-
-
-@triton.jit
-def _argmax_combine(v1, i1, v2, i2):
-    take = _beats(v2, i2, v1, i1, True)
-    return tl.where(take, v2, v1), tl.where(take, i2, i1)
-
-
-@triton.jit
-def _argmin_combine(v1, i1, v2, i2):
-    take = _beats(v2, i2, v1, i1, False)
-    return tl.where(take, v2, v1), tl.where(take, i2, i1)
-
-
-@triton.jit
 def _arg_step(bv, bi, v, i, IS_MAX: tl.constexpr):
-    # a later chunk's index is always larger in the same lane: strict comparison keeps the first
+    # a later chunk's index is always larger in the same lane, so ties keep the earlier one
     if IS_MAX:
         gt = v > bv
     else:
         gt = v < bv
-    take = gt | ((v != v) & (bv == bv))
+    # ties only replace the sentinel index of a lane that has not seen an element yet
+    take = gt | ((v != v) & (bv == bv)) | ((v == bv) & (i < bi))
     return tl.where(take, v, bv), tl.where(take, i, bi)
 
 
 @triton.jit
-def _arg_finish(bv, bi, AXIS: tl.constexpr, IS_MAX: tl.constexpr):
+def _arg_finish(bv, bi, AXIS: tl.constexpr, IS_MAX: tl.constexpr, FLOAT: tl.constexpr):
+    """(value, first index) over AXIS: the extreme (NaN if any), then the least index holding it."""
     if IS_MAX:
-        v, i = tl.reduce((bv, bi), AXIS, _argmax_combine)
+        m = tl.max(bv, axis=AXIS)
     else:
-        v, i = tl.reduce((bv, bi), AXIS, _argmin_combine)
-    return v, i
+        m = tl.min(bv, axis=AXIS)
+    hit = bv == tl.expand_dims(m, AXIS)
+    if FLOAT:
+        nan = bv != bv
+        any_nan = _has_nan(bv, AXIS)
+        m = tl.where(any_nan, float("nan"), m)
+        hit = tl.where(tl.expand_dims(any_nan, AXIS), nan, hit)
+    i = tl.min(tl.where(hit, bi, 2**62), axis=AXIS)
+    return m, i
 
 
 @triton.jit
 def _arg_rows(
     x, idx_in, vout, iout, M, R, I, so, sr, si, chunk, S,
-    IS_MAX: tl.constexpr, ACC: tl.constexpr, INIT: tl.constexpr, IDX_IN: tl.constexpr,
+    IS_MAX: tl.constexpr, ACC: tl.constexpr, INIT: tl.constexpr, FLOAT: tl.constexpr, IDX_IN: tl.constexpr,
     INT64: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
     pid_m = tl.program_id(0)
@@ -253,7 +246,7 @@ def _arg_rows(
         if IDX_IN:
             i = tl.load(idx_in + offs, mask=mask, other=2**62)
         bv, bi = _arg_step(bv, bi, v, tl.where(mask, i, 2**62), IS_MAX)
-    v, i = _arg_finish(bv, bi, 1, IS_MAX)
+    v, i = _arg_finish(bv, bi, 1, IS_MAX, FLOAT)
     tl.store(vout + rows * S + pid_s, v.to(vout.dtype.element_ty), mask=rmask)
     tl.store(iout + rows * S + pid_s, i, mask=rmask)
 
@@ -261,7 +254,7 @@ def _arg_rows(
 @triton.jit
 def _arg_cols(
     x, idx_in, vout, iout, O, R, I, so, sr, si, chunk, S,
-    IS_MAX: tl.constexpr, ACC: tl.constexpr, INIT: tl.constexpr, IDX_IN: tl.constexpr,
+    IS_MAX: tl.constexpr, ACC: tl.constexpr, INIT: tl.constexpr, FLOAT: tl.constexpr, IDX_IN: tl.constexpr,
     INT64: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_I: tl.constexpr,
 ):
     pid = tl.program_id(0)
@@ -287,7 +280,7 @@ def _arg_cols(
         if IDX_IN:
             i = tl.load(idx_in + offs, mask=mask, other=2**62)
         bv, bi = _arg_step(bv, bi, v, tl.where(mask, i, 2**62), IS_MAX)
-    v, i = _arg_finish(bv, bi, 0, IS_MAX)
+    v, i = _arg_finish(bv, bi, 0, IS_MAX, FLOAT)
     dst = pid_s * O * I + o * I + cols
     tl.store(vout + dst, v.to(vout.dtype.element_ty), mask=cmask)
     tl.store(iout + dst, i, mask=cmask)
@@ -488,6 +481,7 @@ def launch_reduce(x, g: Geometry, out, *, op, acc, pre=NONE, post=NONE, cast=Non
     int64 = needs_int64(x)
     init = init_value(op, acc)
     acc_tl = _tl(acc)
+    flt = acc.is_floating_point
     cast_tl = None if cast is None else _tl(cast)
     inv_p = 1.0 / p if p not in (0, 0.0) else 0.0
     if center is None:
@@ -501,14 +495,14 @@ def launch_reduce(x, g: Geometry, out, *, op, acc, pre=NONE, post=NONE, cast=Non
             dst = out if S == 1 else torch.empty((g.M, S), dtype=acc, device=out.device)
             _reduce_rows[(programs, S)](
                 x, dst, center, g.M, g.R, g.I, g.so, g.sr, g.si, chunk, S, p, inv_p, div,
-                OP=op, PRE=pre, POST=post if S == 1 else NONE, CAST=cast_tl, ACC=acc_tl, INIT=init,
+                OP=op, PRE=pre, POST=post if S == 1 else NONE, CAST=cast_tl, ACC=acc_tl, INIT=init, FLOAT=flt,
                 INT64=int64, BLOCK_M=bm, BLOCK_N=bn, num_warps=cfg["num_warps"],
             )
             if S > 1:
                 bm2, bn2 = _row_blocks(cfg, g.M, S)
                 _reduce_rows[(triton.cdiv(g.M, bm2), 1)](
                     dst, out, out, g.M, S, 1, S, 1, 0, S, 1, p, inv_p, div,
-                    OP=op, PRE=NONE, POST=post, CAST=None, ACC=acc_tl, INIT=init,
+                    OP=op, PRE=NONE, POST=post, CAST=None, ACC=acc_tl, INIT=init, FLOAT=flt,
                     INT64=int64, BLOCK_M=bm2, BLOCK_N=bn2, num_warps=cfg["num_warps"],
                 )
         else:
@@ -518,14 +512,14 @@ def launch_reduce(x, g: Geometry, out, *, op, acc, pre=NONE, post=NONE, cast=Non
             dst = out if S == 1 else torch.empty((S, g.M), dtype=acc, device=out.device)
             _reduce_cols[(programs, S)](
                 x, dst, center, g.O, g.R, g.I, g.so, g.sr, g.si, chunk, S, p, inv_p, div,
-                OP=op, PRE=pre, POST=post if S == 1 else NONE, CAST=cast_tl, ACC=acc_tl, INIT=init,
+                OP=op, PRE=pre, POST=post if S == 1 else NONE, CAST=cast_tl, ACC=acc_tl, INIT=init, FLOAT=flt,
                 INT64=int64, BLOCK_R=br, BLOCK_I=bi, num_warps=cfg["num_warps"],
             )
             if S > 1:
                 br2, bi2 = _col_blocks(cfg, S, g.M)
                 _reduce_cols[(triton.cdiv(g.M, bi2), 1)](
                     dst, out, out, 1, S, g.M, 0, g.M, 1, S, 1, p, inv_p, div,
-                    OP=op, PRE=NONE, POST=post, CAST=None, ACC=acc_tl, INIT=init,
+                    OP=op, PRE=NONE, POST=post, CAST=None, ACC=acc_tl, INIT=init, FLOAT=flt,
                     INT64=int64, BLOCK_R=br2, BLOCK_I=bi2, num_warps=cfg["num_warps"],
                 )
 
@@ -588,7 +582,7 @@ def arg_reduce(x, dim, keepdim, is_max: bool, values: bool):
     vdst = vout if values else torch.empty(out_shape, dtype=acc, device=dev)
 
     def run(cfg):
-        common = dict(IS_MAX=is_max, ACC=acc_tl, INIT=init, INT64=int64, num_warps=cfg["num_warps"])
+        common = dict(IS_MAX=is_max, ACC=acc_tl, INIT=init, FLOAT=acc.is_floating_point, INT64=int64, num_warps=cfg["num_warps"])
         if g.rows:
             bm, bn = _row_blocks(cfg, g.M, g.R)
             programs = triton.cdiv(g.M, bm)
