@@ -476,10 +476,11 @@ def _tl(dtype):
 
 
 def launch_reduce(x, g: Geometry, out, *, op, acc, pre=NONE, post=NONE, cast=None, p=0.0, div=1,
-                  center=None):
+                  center=None, init=None):
     """Reduce ``x`` (already ``source``-d) laid out as ``g`` into the contiguous ``out`` ([M])."""
     int64 = needs_int64(x)
-    init = init_value(op, acc)
+    if init is None:
+        init = init_value(op, acc)
     acc_tl = _tl(acc)
     flt = acc.is_floating_point
     cast_tl = None if cast is None else _tl(cast)
@@ -529,11 +530,12 @@ def launch_reduce(x, g: Geometry, out, *, op, acc, pre=NONE, post=NONE, cast=Non
 
 
 def reduce(x, dim, keepdim, *, op, out_dtype, acc=None, pre=NONE, post=NONE, cast=None, p=0.0,
-           div=None, out=None, empty_ok=True, empty_all=True):
+           div=None, out=None, empty_ok=True, empty_all=True, init=None):
     """``x`` reduced over ``dim`` (int, list or None) into a new ``out_dtype`` tensor, or ``out``.
 
     ``div=None`` with a dividing ``post`` divides by the reduced element count (mean).
     ``empty_ok=False``: an empty reduced dim has no identity (amax), torch raises.
+    ``init``: the identity when it is not the op's usual one (all/any over 0/1 values).
     """
     check_input(x, out)
     if not kernel_dtype_ok(out_dtype) or (cast is not None and not kernel_dtype_ok(cast)):
@@ -552,7 +554,8 @@ def reduce(x, dim, keepdim, *, op, out_dtype, acc=None, pre=NONE, post=NONE, cas
         acc = acc_dtype(cast or x.dtype)
     if div is None:
         div = g.R
-    launch_reduce(source(x, g), g, out, op=op, acc=acc, pre=pre, post=post, cast=cast, p=p, div=div)
+    launch_reduce(source(x, g), g, out, op=op, acc=acc, pre=pre, post=post, cast=cast, p=p, div=div,
+                  init=init)
     return out
 
 

@@ -13,7 +13,7 @@ def _run(self, dim, keepdim, is_all):
     out_dtype = torch.uint8 if self.dtype == torch.uint8 else torch.bool
     # each element becomes 0/1 in int32; all = min, any = max (empty: min -> 1, max -> 0)
     return reduce(self, dim, keepdim, op=MIN if is_all else MAX, pre=NONZERO, acc=torch.int32,
-                  out_dtype=out_dtype, empty_all=False)
+                  out_dtype=out_dtype, empty_all=False, init=int(is_all))
 
 
 @with_fallback("all.dims")

@@ -25,6 +25,8 @@ def linalg_vector_norm(self, ord=2, dim=None, keepdim=False, *, dtype=None):
     if ord == 1:
         return reduce(self, dim, keepdim, op=SUM, pre=ABS, **kw)
     if ord == 0:
+        # compare in fp32 (exact for half types; the interpreter mishandles bf16 != 0 here)
+        kw["cast"] = torch.float32 if dtype in (torch.float16, torch.bfloat16) else cast
         return reduce(self, dim, keepdim, op=SUM, pre=NONZERO, acc=_acc(dtype), **kw)
     if math.isinf(ord):
         # no identity for max/min of an empty set: torch raises
