@@ -28,7 +28,7 @@ import triton
 import triton.language as tl
 
 from ..runtime import VENDOR, Tuner, Unsupported, bucket, on_vendor_device
-from ._common import kernel_dtype_ok, needs_int64
+from ._common import TL_DTYPE, kernel_dtype_ok, needs_int64
 
 # combine ops (constexpr OP)
 SUM, PROD, MAX, MIN = 0, 1, 2, 3
@@ -322,7 +322,7 @@ def _merge(dims):
 
 
 class Geometry:
-    __slots__ = ("O", "R", "I", "so", "sr", "si", "out_shape", "perm", "rows")
+    __slots__ = ("O", "R", "I", "so", "sr", "si", "out_shape", "perm", "rows", "int64", "key")
 
     @property
     def M(self):
@@ -380,6 +380,8 @@ def plan(x: torch.Tensor, dims: tuple, keepdim: bool, ordered: bool = False) -> 
         else:
             (g.O, g.so), (g.I, g.si) = km
     g.rows = g.I == 1 or abs(g.sr) <= abs(g.si)
+    g.int64 = needs_int64(x)
+    g.key = (g.rows, min(bucket(g.R), 1 << 16), min(bucket(g.M), 1 << 14), x.element_size())
     if len(_PLANS) > 4096:
         _PLANS.clear()
     _PLANS[key] = g
@@ -415,12 +417,16 @@ def _interp() -> bool:
     return VENDOR is None or VENDOR.interpreter
 
 
-def _splits(programs: int, R: int, block: int) -> tuple[int, int]:
-    """(S, chunk): split the reduced dim over S programs when the outputs alone leave the GPU idle."""
+def _splits(programs: int, R: int, block: int, width: int) -> tuple[int, int]:
+    """(S, chunk): split the reduced dim over S programs when the outputs alone leave the GPU idle.
+
+    ``block`` is the step along the reduced dim, ``width`` the outputs a program holds;
+    a split keeps at least about 16K elements per program.
+    """
     if _interp():
         target, min_chunk = 4, 2 * block  # small, so CI exercises the two-stage path
     else:
-        target, min_chunk = 4 * _num_sms(), max(4 * block, 4096)
+        target, min_chunk = 4 * _num_sms(), max(2 * block, 16384 // width)
     if programs * 2 >= target or R < 2 * min_chunk:
         return 1, R
     s = min(triton.cdiv(target, programs), triton.cdiv(R, min_chunk), 65535)
@@ -446,8 +452,6 @@ def _col_blocks(cfg, R, I):
     return br, bi
 
 
-def _key(kind: str, g: Geometry, x: torch.Tensor):
-    return (kind, min(bucket(g.R), 1 << 16), min(bucket(g.M), 1 << 14), x.element_size())
 
 
 def init_value(op: int, acc: torch.dtype):
@@ -471,14 +475,13 @@ def acc_dtype(dtype: torch.dtype) -> torch.dtype:
 
 
 def _tl(dtype):
-    from ._common import TL_DTYPE
     return TL_DTYPE[dtype]
 
 
 def launch_reduce(x, g: Geometry, out, *, op, acc, pre=NONE, post=NONE, cast=None, p=0.0, div=1,
                   center=None, init=None):
     """Reduce ``x`` (already ``source``-d) laid out as ``g`` into the contiguous ``out`` ([M])."""
-    int64 = needs_int64(x)
+    int64 = g.int64
     if init is None:
         init = init_value(op, acc)
     acc_tl = _tl(acc)
@@ -492,7 +495,7 @@ def launch_reduce(x, g: Geometry, out, *, op, acc, pre=NONE, post=NONE, cast=Non
         if g.rows:
             bm, bn = _row_blocks(cfg, g.M, g.R)
             programs = triton.cdiv(g.M, bm)
-            S, chunk = _splits(programs, g.R, bn)
+            S, chunk = _splits(programs, g.R, bn, bm)
             dst = out if S == 1 else torch.empty((g.M, S), dtype=acc, device=out.device)
             _reduce_rows[(programs, S)](
                 x, dst, center, g.M, g.R, g.I, g.so, g.sr, g.si, chunk, S, p, inv_p, div,
@@ -509,7 +512,7 @@ def launch_reduce(x, g: Geometry, out, *, op, acc, pre=NONE, post=NONE, cast=Non
         else:
             br, bi = _col_blocks(cfg, g.R, g.I)
             programs = g.O * triton.cdiv(g.I, bi)
-            S, chunk = _splits(programs, g.R, br)
+            S, chunk = _splits(programs, g.R, br, bi)
             dst = out if S == 1 else torch.empty((S, g.M), dtype=acc, device=out.device)
             _reduce_cols[(programs, S)](
                 x, dst, center, g.O, g.R, g.I, g.so, g.sr, g.si, chunk, S, p, inv_p, div,
@@ -525,7 +528,7 @@ def launch_reduce(x, g: Geometry, out, *, op, acc, pre=NONE, post=NONE, cast=Non
                 )
 
     tuner = _row_tuner if g.rows else _col_tuner
-    run(tuner.choose(_key("val", g, x), run))
+    run(tuner.choose(("val",) + g.key, run))
     return out
 
 
@@ -576,12 +579,11 @@ def arg_reduce(x, dim, keepdim, is_max: bool, values: bool):
     if iout.numel() == 0:
         return vout, iout
     src = source(x, g)
-    acc = torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
-    if acc == torch.bool:
-        acc = torch.int32
+    # compare half types in fp32 and every integer type in int64 (exact), one loop-carried dtype
+    acc = acc_dtype(x.dtype)
     acc_tl = _tl(acc)
     init = init_value(MAX if is_max else MIN, acc)
-    int64 = needs_int64(src)
+    int64 = g.int64
     vdst = vout if values else torch.empty(out_shape, dtype=acc, device=dev)
 
     def run(cfg):
@@ -589,7 +591,7 @@ def arg_reduce(x, dim, keepdim, is_max: bool, values: bool):
         if g.rows:
             bm, bn = _row_blocks(cfg, g.M, g.R)
             programs = triton.cdiv(g.M, bm)
-            S, chunk = _splits(programs, g.R, bn)
+            S, chunk = _splits(programs, g.R, bn, bm)
             if S == 1:
                 _arg_rows[(programs, 1)](src, src, vdst, iout, g.M, g.R, g.I, g.so, g.sr, g.si, g.R, 1,
                                          IDX_IN=False, BLOCK_M=bm, BLOCK_N=bn, **common)
@@ -604,7 +606,7 @@ def arg_reduce(x, dim, keepdim, is_max: bool, values: bool):
         else:
             br, bi = _col_blocks(cfg, g.R, g.I)
             programs = g.O * triton.cdiv(g.I, bi)
-            S, chunk = _splits(programs, g.R, br)
+            S, chunk = _splits(programs, g.R, br, bi)
             if S == 1:
                 _arg_cols[(programs, 1)](src, src, vdst, iout, g.O, g.R, g.I, g.so, g.sr, g.si, g.R, 1,
                                          IDX_IN=False, BLOCK_R=br, BLOCK_I=bi, **common)
@@ -618,5 +620,5 @@ def arg_reduce(x, dim, keepdim, is_max: bool, values: bool):
                                                   IDX_IN=True, BLOCK_R=br2, BLOCK_I=bi2, **common)
 
     tuner = _row_tuner if g.rows else _col_tuner
-    run(tuner.choose(_key("arg", g, src), run))
+    run(tuner.choose(("arg",) + g.key, run))
     return vout, iout
