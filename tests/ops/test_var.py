@@ -10,10 +10,13 @@ from tests.util import DEVICE, FLOAT_DTYPES, ON_GPU, assert_close, reference
 V = importlib.import_module("gemsops.ops.var")
 
 
+@pytest.mark.parametrize("onepass", [True, False])
 @pytest.mark.parametrize("dtype", FLOAT_DTYPES + [torch.float64])
 @pytest.mark.parametrize("shape,dims,keepdim", [((6, 40), [1], False), ((40, 6), [0], True),
                                                 ((3, 10, 4), [0, 2], True), ((5, 9), None, False)])
-def test_var_std(shape, dims, keepdim, dtype):
+def test_var_std(shape, dims, keepdim, dtype, onepass, monkeypatch):
+    if not onepass:
+        monkeypatch.setattr(V, "ONEPASS_MAX", 0)  # rows take the two-launch path too
     # an offset much larger than the spread: a one-pass sum of squares would lose it
     x = (torch.randn(shape, device=DEVICE) + 1000).to(dtype) if dtype != torch.bfloat16 else \
         torch.randn(shape, device=DEVICE).to(dtype)

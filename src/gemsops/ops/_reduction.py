@@ -381,7 +381,7 @@ def plan(x: torch.Tensor, dims: tuple, keepdim: bool, ordered: bool = False) -> 
             (g.O, g.so), (g.I, g.si) = km
     g.rows = g.I == 1 or abs(g.sr) <= abs(g.si)
     g.int64 = needs_int64(x)
-    g.key = (g.rows, min(bucket(g.R), 1 << 16), min(bucket(g.M), 1 << 14), x.element_size())
+    g.key = (g.rows, min(bucket(g.R), 1 << 16), min(bucket(g.M), 1 << 14))
     if len(_PLANS) > 4096:
         _PLANS.clear()
     _PLANS[key] = g
@@ -528,7 +528,7 @@ def launch_reduce(x, g: Geometry, out, *, op, acc, pre=NONE, post=NONE, cast=Non
                 )
 
     tuner = _row_tuner if g.rows else _col_tuner
-    run(tuner.choose(("val",) + g.key, run))
+    run(tuner.choose(("val", x.element_size()) + g.key, run))
     return out
 
 
@@ -620,5 +620,5 @@ def arg_reduce(x, dim, keepdim, is_max: bool, values: bool):
                                                   IDX_IN=True, BLOCK_R=br2, BLOCK_I=bi2, **common)
 
     tuner = _row_tuner if g.rows else _col_tuner
-    run(tuner.choose(("arg",) + g.key, run))
+    run(tuner.choose(("arg", x.element_size()) + g.key, run))
     return vout, iout
