@@ -452,8 +452,6 @@ def _col_blocks(cfg, R, I):
     return br, bi
 
 
-
-
 def init_value(op: int, acc: torch.dtype):
     if op == SUM:
         return 0
@@ -587,7 +585,8 @@ def arg_reduce(x, dim, keepdim, is_max: bool, values: bool):
     vdst = vout if values else torch.empty(out_shape, dtype=acc, device=dev)
 
     def run(cfg):
-        common = dict(IS_MAX=is_max, ACC=acc_tl, INIT=init, FLOAT=acc.is_floating_point, INT64=int64, num_warps=cfg["num_warps"])
+        common = dict(IS_MAX=is_max, ACC=acc_tl, INIT=init, FLOAT=acc.is_floating_point, INT64=int64,
+                      num_warps=cfg["num_warps"])
         if g.rows:
             bm, bn = _row_blocks(cfg, g.M, g.R)
             programs = triton.cdiv(g.M, bm)
