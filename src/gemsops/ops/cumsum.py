@@ -101,23 +101,22 @@ def _scan(self, dim, dtype, out=None):
     ogeo = _split(out, d)
     if ogeo is None or any(s == 0 and n > 1 for s, n in zip(out.stride(), out.shape)):
         raise Unsupported  # an overlapping out= is torch's error
+    if out is not self and out.untyped_storage().data_ptr() == self.untyped_storage().data_ptr() and not (
+            out.data_ptr() == self.data_ptr() and out.stride() == self.stride()):
+        raise Unsupported  # out= partly overlapping the input
     geo = _split(self, d)
     if geo is None:
         self = self.contiguous()
         geo = _split(self, d)
     O, R, I, so, sr, si = geo
     _, _, _, oo, orr, oi = ogeo
-    if O > 1 and oo == 0:
-        oo = R * I  # merged-away dims: any stride works, the index is 0
-    if I > 1 and oi == 0:
-        oi = 1
     acc = acc_dtype(dtype)
     cast = None if dtype == self.dtype else TL_DTYPE[dtype]
     int64 = needs_int64(self, out)
     rows = I == 1 or abs(sr) <= abs(si)
     key = (min(bucket(R), 1 << 16), min(bucket(O * I), 1 << 14), self.element_size())
 
-    def run(cfg):
+    def run(cfg, out=out):
         common = dict(CAST=cast, ACC=TL_DTYPE[acc], INT64=int64, num_warps=cfg["num_warps"])
         if rows:
             bn = min(cfg["BLOCK_N"], triton.next_power_of_2(R))
@@ -130,7 +129,10 @@ def _scan(self, dim, dtype, out=None):
             _scan_cols[(O * triton.cdiv(I, bi),)](self, out, O, R, I, so, sr, si, oo, orr, oi,
                                                  BLOCK_R=br, BLOCK_I=bi, **common)
 
-    run((_rows_tuner if rows else _cols_tuner).choose((rows,) + key, run))
+    # tuning launches every candidate: an in-place scan must not be applied to its input twice
+    trial = run if out is not self else (lambda cfg: run(cfg, torch.empty_strided(out.shape, out.stride(),
+                                                                                  dtype=out.dtype, device=out.device)))
+    run((_rows_tuner if rows else _cols_tuner).choose((rows,) + key, trial))
     return out
 
 
