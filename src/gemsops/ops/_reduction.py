@@ -310,7 +310,7 @@ def normalize_dims(ndim: int, dim, empty_all: bool = True) -> tuple:
     return tuple(sorted(out))
 
 
-def _merge(dims):
+def merge_dims(dims):
     """Merge (size, stride) pairs listed outermost first when each is contiguous over the next."""
     merged = []
     for size, stride in dims:
@@ -354,7 +354,7 @@ def plan(x: torch.Tensor, dims: tuple, keepdim: bool, ordered: bool = False) -> 
     if not ordered:
         rdims.sort(key=lambda p: -abs(p[1]))
     kdims = [(s, st) for d, (s, st) in enumerate(zip(shape, strides)) if d not in red and s != 1]
-    rm, km = _merge(rdims), _merge(kdims)
+    rm, km = merge_dims(rdims), merge_dims(kdims)
     g.perm = None
     if len(rm) > 1 or len(km) > 2 or any(s == 0 for s in shape):
         # copy once into (kept..., reduced...) order; also empty tensors (strides arbitrary)
@@ -403,6 +403,14 @@ def check_input(x: torch.Tensor, *others) -> None:
 _SMS = None
 
 
+def cdiv(a: int, b: int) -> int:
+    return -(-a // b)  # triton.cdiv is a jit function: slow to call from the host
+
+
+def next_pow2(n: int) -> int:
+    return 1 if n <= 1 else 1 << (n - 1).bit_length()
+
+
 def _num_sms() -> int:
     global _SMS
     if _SMS is None:
@@ -429,9 +437,9 @@ def _splits(programs: int, R: int, block: int, width: int) -> tuple[int, int]:
         target, min_chunk = 4 * _num_sms(), max(2 * block, 16384 // width)
     if programs * 2 >= target or R < 2 * min_chunk:
         return 1, R
-    s = min(triton.cdiv(target, programs), triton.cdiv(R, min_chunk), 65535)
-    chunk = triton.cdiv(triton.cdiv(R, s), block) * block
-    return triton.cdiv(R, chunk), chunk
+    s = min(cdiv(target, programs), cdiv(R, min_chunk), 65535)
+    chunk = cdiv(cdiv(R, s), block) * block
+    return cdiv(R, chunk), chunk
 
 
 # configs: BLOCK_N / BLOCK_I cap the block along the contiguous dim, TILE is the elements a
@@ -441,14 +449,14 @@ _col_tuner = Tuner("reduce_cols", kernels=[_reduce_cols, _arg_cols])
 
 
 def _row_blocks(cfg, M, R):
-    bn = min(cfg["BLOCK_N"], triton.next_power_of_2(max(R, 1)))
-    bm = min(max(1, cfg["TILE"] // bn), triton.next_power_of_2(M))
+    bn = min(cfg["BLOCK_N"], next_pow2(max(R, 1)))
+    bm = min(max(1, cfg["TILE"] // bn), next_pow2(M))
     return bm, bn
 
 
 def _col_blocks(cfg, R, I):
-    bi = min(cfg["BLOCK_I"], triton.next_power_of_2(I))
-    br = min(max(1, cfg["TILE"] // bi), triton.next_power_of_2(max(R, 1)))
+    bi = min(cfg["BLOCK_I"], next_pow2(I))
+    br = min(max(1, cfg["TILE"] // bi), next_pow2(max(R, 1)))
     return br, bi
 
 
@@ -492,7 +500,7 @@ def launch_reduce(x, g: Geometry, out, *, op, acc, pre=NONE, post=NONE, cast=Non
     def run(cfg):
         if g.rows:
             bm, bn = _row_blocks(cfg, g.M, g.R)
-            programs = triton.cdiv(g.M, bm)
+            programs = cdiv(g.M, bm)
             S, chunk = _splits(programs, g.R, bn, bm)
             dst = out if S == 1 else torch.empty((g.M, S), dtype=acc, device=out.device)
             _reduce_rows[(programs, S)](
@@ -502,14 +510,14 @@ def launch_reduce(x, g: Geometry, out, *, op, acc, pre=NONE, post=NONE, cast=Non
             )
             if S > 1:
                 bm2, bn2 = _row_blocks(cfg, g.M, S)
-                _reduce_rows[(triton.cdiv(g.M, bm2), 1)](
+                _reduce_rows[(cdiv(g.M, bm2), 1)](
                     dst, out, out, g.M, S, 1, S, 1, 0, S, 1, p, inv_p, div,
                     OP=op, PRE=NONE, POST=post, CAST=None, ACC=acc_tl, INIT=init, FLOAT=flt,
                     INT64=int64, BLOCK_M=bm2, BLOCK_N=bn2, num_warps=cfg["num_warps"],
                 )
         else:
             br, bi = _col_blocks(cfg, g.R, g.I)
-            programs = g.O * triton.cdiv(g.I, bi)
+            programs = g.O * cdiv(g.I, bi)
             S, chunk = _splits(programs, g.R, br, bi)
             dst = out if S == 1 else torch.empty((S, g.M), dtype=acc, device=out.device)
             _reduce_cols[(programs, S)](
@@ -519,7 +527,7 @@ def launch_reduce(x, g: Geometry, out, *, op, acc, pre=NONE, post=NONE, cast=Non
             )
             if S > 1:
                 br2, bi2 = _col_blocks(cfg, S, g.M)
-                _reduce_cols[(triton.cdiv(g.M, bi2), 1)](
+                _reduce_cols[(cdiv(g.M, bi2), 1)](
                     dst, out, out, 1, S, g.M, 0, g.M, 1, S, 1, p, inv_p, div,
                     OP=op, PRE=NONE, POST=post, CAST=None, ACC=acc_tl, INIT=init, FLOAT=flt,
                     INT64=int64, BLOCK_R=br2, BLOCK_I=bi2, num_warps=cfg["num_warps"],
@@ -589,7 +597,7 @@ def arg_reduce(x, dim, keepdim, is_max: bool, values: bool):
                       num_warps=cfg["num_warps"])
         if g.rows:
             bm, bn = _row_blocks(cfg, g.M, g.R)
-            programs = triton.cdiv(g.M, bm)
+            programs = cdiv(g.M, bm)
             S, chunk = _splits(programs, g.R, bn, bm)
             if S == 1:
                 _arg_rows[(programs, 1)](src, src, vdst, iout, g.M, g.R, g.I, g.so, g.sr, g.si, g.R, 1,
@@ -600,11 +608,11 @@ def arg_reduce(x, dim, keepdim, is_max: bool, values: bool):
             _arg_rows[(programs, S)](src, src, pv, pi, g.M, g.R, g.I, g.so, g.sr, g.si, chunk, S,
                                      IDX_IN=False, BLOCK_M=bm, BLOCK_N=bn, **common)
             bm2, bn2 = _row_blocks(cfg, g.M, S)
-            _arg_rows[(triton.cdiv(g.M, bm2), 1)](pv, pi, vdst, iout, g.M, S, 1, S, 1, 0, S, 1,
+            _arg_rows[(cdiv(g.M, bm2), 1)](pv, pi, vdst, iout, g.M, S, 1, S, 1, 0, S, 1,
                                                   IDX_IN=True, BLOCK_M=bm2, BLOCK_N=bn2, **common)
         else:
             br, bi = _col_blocks(cfg, g.R, g.I)
-            programs = g.O * triton.cdiv(g.I, bi)
+            programs = g.O * cdiv(g.I, bi)
             S, chunk = _splits(programs, g.R, br, bi)
             if S == 1:
                 _arg_cols[(programs, 1)](src, src, vdst, iout, g.O, g.R, g.I, g.so, g.sr, g.si, g.R, 1,
@@ -615,7 +623,7 @@ def arg_reduce(x, dim, keepdim, is_max: bool, values: bool):
             _arg_cols[(programs, S)](src, src, pv, pi, g.O, g.R, g.I, g.so, g.sr, g.si, chunk, S,
                                      IDX_IN=False, BLOCK_R=br, BLOCK_I=bi, **common)
             br2, bi2 = _col_blocks(cfg, S, g.M)
-            _arg_cols[(triton.cdiv(g.M, bi2), 1)](pv, pi, vdst, iout, 1, S, g.M, 0, g.M, 1, S, 1,
+            _arg_cols[(cdiv(g.M, bi2), 1)](pv, pi, vdst, iout, 1, S, g.M, 0, g.M, 1, S, 1,
                                                   IDX_IN=True, BLOCK_R=br2, BLOCK_I=bi2, **common)
 
     tuner = _row_tuner if g.rows else _col_tuner

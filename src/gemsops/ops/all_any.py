@@ -1,7 +1,5 @@
 """all / any: over dims or everything; bool result (uint8 stays uint8, as in torch); NaN is true."""
 import torch
-import triton  # noqa: F401
-import triton.language as tl  # noqa: F401  (the interpreter needs it visible to every jit function)
 
 from ..runtime import declare, with_fallback
 from ._reduction import MAX, MIN, NONZERO, reduce

@@ -6,7 +6,7 @@ import triton.language as tl
 
 from ..runtime import Tuner, Unsupported, bucket, declare, with_fallback
 from ._common import TL_DTYPE, kernel_dtype_ok, needs_int64
-from ._reduction import INTEGRAL, _merge, acc_dtype, check_input, normalize_dims
+from ._reduction import INTEGRAL, acc_dtype, cdiv, check_input, merge_dims, next_pow2, normalize_dims
 
 __all__ = ["cumsum"]
 
@@ -76,8 +76,8 @@ _cols_tuner = Tuner("scan_cols", kernels=[_scan_cols])
 def _split(t, d):
     """(O, R, I, so, sr, si) of ``t`` around dim ``d``, or None when the dims before/after do not merge."""
     shape, strides = t.shape, t.stride()
-    pre = _merge([(s, st) for s, st in zip(shape[:d], strides[:d]) if s != 1])
-    post = _merge([(s, st) for s, st in zip(shape[d + 1:], strides[d + 1:]) if s != 1])
+    pre = merge_dims([(s, st) for s, st in zip(shape[:d], strides[:d]) if s != 1])
+    post = merge_dims([(s, st) for s, st in zip(shape[d + 1:], strides[d + 1:]) if s != 1])
     if len(pre) > 1 or len(post) > 1:
         return None
     O, so = pre[0] if pre else (1, 0)
@@ -119,14 +119,14 @@ def _scan(self, dim, dtype, out=None):
     def run(cfg, out=out):
         common = dict(CAST=cast, ACC=TL_DTYPE[acc], INT64=int64, num_warps=cfg["num_warps"])
         if rows:
-            bn = min(cfg["BLOCK_N"], triton.next_power_of_2(R))
-            bm = min(max(1, cfg["TILE"] // bn), triton.next_power_of_2(O * I))
-            _scan_rows[(triton.cdiv(O * I, bm),)](self, out, O * I, R, I, so, sr, si, oo, orr, oi,
+            bn = min(cfg["BLOCK_N"], next_pow2(R))
+            bm = min(max(1, cfg["TILE"] // bn), next_pow2(O * I))
+            _scan_rows[(cdiv(O * I, bm),)](self, out, O * I, R, I, so, sr, si, oo, orr, oi,
                                                   BLOCK_M=bm, BLOCK_N=bn, **common)
         else:
-            bi = min(cfg["BLOCK_I"], triton.next_power_of_2(I))
-            br = min(max(1, cfg["TILE"] // bi), triton.next_power_of_2(R))
-            _scan_cols[(O * triton.cdiv(I, bi),)](self, out, O, R, I, so, sr, si, oo, orr, oi,
+            bi = min(cfg["BLOCK_I"], next_pow2(I))
+            br = min(max(1, cfg["TILE"] // bi), next_pow2(R))
+            _scan_cols[(O * cdiv(I, bi),)](self, out, O, R, I, so, sr, si, oo, orr, oi,
                                                  BLOCK_R=br, BLOCK_I=bi, **common)
 
     # tuning launches every candidate: an in-place scan must not be applied to its input twice

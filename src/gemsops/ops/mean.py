@@ -1,7 +1,5 @@
 """mean: over dims or everything, with keepdim and ``dtype=``; integer inputs without dtype -> torch's error."""
 import torch
-import triton  # noqa: F401
-import triton.language as tl  # noqa: F401  (the interpreter needs it visible to every jit function)
 
 from ..runtime import Unsupported, declare, with_fallback
 from ._reduction import DIV, SUM, reduce

@@ -1,7 +1,5 @@
 """amax/amin, max/min (with indices, and over everything), argmax/argmin. NaN wins; ties -> first index."""
 import torch
-import triton  # noqa: F401
-import triton.language as tl  # noqa: F401  (the interpreter needs it visible to every jit function)
 
 from ..runtime import Unsupported, declare, with_fallback
 from ._reduction import MAX, MIN, arg_reduce, reduce

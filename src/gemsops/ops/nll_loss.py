@@ -11,6 +11,7 @@ import triton.language as tl
 
 from ..runtime import Tuner, Unsupported, declare, on_vendor_device, with_fallback
 from ._common import kernel_dtype_ok
+from ._reduction import cdiv, next_pow2
 
 __all__ = ["nll_loss_forward", "nll_loss_backward"]
 
@@ -108,12 +109,12 @@ def nll_loss_forward(self, target, weight, reduction, ignore_index):
     if reduction == NONE and self.dim() == 2:
         out = torch.empty((N,), dtype=self.dtype, device=self.device)
         if N:
-            bn = min(cfg["BLOCK_N"], triton.next_power_of_2(N))
-            _nll_fwd[(triton.cdiv(N, bn),)](self, target, w, out, tw, N, C, sxn, sxc, st, ignore_index,
+            bn = min(cfg["BLOCK_N"], next_pow2(N))
+            _nll_fwd[(cdiv(N, bn),)](self, target, w, out, tw, N, C, sxn, sxc, st, ignore_index,
                                             HAS_W=has_w, REDUCTION=NONE, BLOCK_N=bn, num_warps=cfg["num_warps"])
         return out, tw
     out = torch.empty((), dtype=self.dtype, device=self.device)
-    bn = min(cfg["BLOCK_N"], triton.next_power_of_2(max(N, 1)))
+    bn = min(cfg["BLOCK_N"], next_pow2(max(N, 1)))
     # a 1-D input with reduction none is one sample: its loss, unscaled, like sum
     red = SUM if reduction == NONE else reduction
     _nll_fwd[(1,)](self, target, w, out, tw, N, C, sxn, sxc, st, ignore_index,
@@ -135,11 +136,11 @@ def nll_loss_backward(grad_output, self, target, weight, reduction, ignore_index
     if gin.numel() == 0:
         return gin
     cfg = _tuner.default  # one config: the work is a gather per sample, or one write pass
-    bc = min(cfg["BLOCK_C"], triton.next_power_of_2(C))
+    bc = min(cfg["BLOCK_C"], next_pow2(C))
     sg = grad_output.stride(0) if per_sample else 0
     st = target.stride(0) if target.dim() == 1 else 0
     red = SUM if reduction == NONE else reduction
-    _nll_bwd[(N, triton.cdiv(C, bc))](grad_output, self, target, weight if weight is not None else self,
+    _nll_bwd[(N, cdiv(C, bc))](grad_output, self, target, weight if weight is not None else self,
                                        total_weight, gin, N, C, sg, st, ignore_index,
                                        HAS_W=weight is not None, REDUCTION=red, BLOCK_C=bc,
                                        num_warps=cfg["num_warps"])

@@ -1,7 +1,5 @@
 """prod: over one dim or everything, with keepdim and ``dtype=`` (integers and bool in int64)."""
 import torch
-import triton  # noqa: F401
-import triton.language as tl  # noqa: F401  (the interpreter needs it visible to every jit function)
 
 from ..runtime import declare, with_fallback
 from ._reduction import INTEGRAL, PROD, reduce

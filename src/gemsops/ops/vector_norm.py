@@ -2,8 +2,6 @@
 import math
 
 import torch
-import triton  # noqa: F401
-import triton.language as tl  # noqa: F401  (the interpreter needs it visible to every jit function)
 
 from ..runtime import Unsupported, declare, with_fallback
 from ._reduction import ABS, MAX, MIN, NONZERO, POW, ROOT, SQRT, SQUARE, SUM, reduce
