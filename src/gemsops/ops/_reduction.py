@@ -460,6 +460,36 @@ def _col_blocks(cfg, R, I):
     return br, bi
 
 
+_LAYOUTS: dict = {}
+
+
+def _layout(cfg, g: Geometry) -> tuple:
+    """Blocks, grid and split of ``g`` under ``cfg``, and of the combining launch (memoized).
+
+    (block along outputs or reduced dim, the other block, programs, S, chunk, then the
+    same two blocks and programs for the second launch when S > 1).
+    """
+    key = (id(cfg), g.rows, g.O, g.R, g.I)  # tuner configs live as long as the process
+    lay = _LAYOUTS.get(key)
+    if lay is None:
+        if g.rows:
+            a, b = _row_blocks(cfg, g.M, g.R)
+            programs = cdiv(g.M, a)
+            S, chunk = _splits(programs, g.R, b, a)
+            a2, b2 = _row_blocks(cfg, g.M, S)
+            programs2 = cdiv(g.M, a2)
+        else:
+            a, b = _col_blocks(cfg, g.R, g.I)
+            programs = g.O * cdiv(g.I, b)
+            S, chunk = _splits(programs, g.R, a, b)
+            a2, b2 = _col_blocks(cfg, S, g.M)
+            programs2 = cdiv(g.M, b2)
+        if len(_LAYOUTS) > 4096:
+            _LAYOUTS.clear()
+        lay = _LAYOUTS[key] = (a, b, programs, S, chunk, a2, b2, programs2)
+    return lay
+
+
 def init_value(op: int, acc: torch.dtype):
     if op == SUM:
         return 0
@@ -499,9 +529,7 @@ def launch_reduce(x, g: Geometry, out, *, op, acc, pre=NONE, post=NONE, cast=Non
 
     def run(cfg):
         if g.rows:
-            bm, bn = _row_blocks(cfg, g.M, g.R)
-            programs = cdiv(g.M, bm)
-            S, chunk = _splits(programs, g.R, bn, bm)
+            bm, bn, programs, S, chunk, bm2, bn2, programs2 = _layout(cfg, g)
             dst = out if S == 1 else torch.empty((g.M, S), dtype=acc, device=out.device)
             _reduce_rows[(programs, S)](
                 x, dst, center, g.M, g.R, g.I, g.so, g.sr, g.si, chunk, S, p, inv_p, div,
@@ -509,16 +537,13 @@ def launch_reduce(x, g: Geometry, out, *, op, acc, pre=NONE, post=NONE, cast=Non
                 INT64=int64, BLOCK_M=bm, BLOCK_N=bn, num_warps=cfg["num_warps"],
             )
             if S > 1:
-                bm2, bn2 = _row_blocks(cfg, g.M, S)
-                _reduce_rows[(cdiv(g.M, bm2), 1)](
+                _reduce_rows[(programs2, 1)](
                     dst, out, out, g.M, S, 1, S, 1, 0, S, 1, p, inv_p, div,
                     OP=op, PRE=NONE, POST=post, CAST=None, ACC=acc_tl, INIT=init, FLOAT=flt,
                     INT64=int64, BLOCK_M=bm2, BLOCK_N=bn2, num_warps=cfg["num_warps"],
                 )
         else:
-            br, bi = _col_blocks(cfg, g.R, g.I)
-            programs = g.O * cdiv(g.I, bi)
-            S, chunk = _splits(programs, g.R, br, bi)
+            br, bi, programs, S, chunk, br2, bi2, programs2 = _layout(cfg, g)
             dst = out if S == 1 else torch.empty((S, g.M), dtype=acc, device=out.device)
             _reduce_cols[(programs, S)](
                 x, dst, center, g.O, g.R, g.I, g.so, g.sr, g.si, chunk, S, p, inv_p, div,
@@ -526,8 +551,7 @@ def launch_reduce(x, g: Geometry, out, *, op, acc, pre=NONE, post=NONE, cast=Non
                 INT64=int64, BLOCK_R=br, BLOCK_I=bi, num_warps=cfg["num_warps"],
             )
             if S > 1:
-                br2, bi2 = _col_blocks(cfg, S, g.M)
-                _reduce_cols[(cdiv(g.M, bi2), 1)](
+                _reduce_cols[(programs2, 1)](
                     dst, out, out, 1, S, g.M, 0, g.M, 1, S, 1, p, inv_p, div,
                     OP=op, PRE=NONE, POST=post, CAST=None, ACC=acc_tl, INIT=init, FLOAT=flt,
                     INT64=int64, BLOCK_R=br2, BLOCK_I=bi2, num_warps=cfg["num_warps"],
@@ -596,9 +620,7 @@ def arg_reduce(x, dim, keepdim, is_max: bool, values: bool):
         common = dict(IS_MAX=is_max, ACC=acc_tl, INIT=init, FLOAT=acc.is_floating_point, INT64=int64,
                       num_warps=cfg["num_warps"])
         if g.rows:
-            bm, bn = _row_blocks(cfg, g.M, g.R)
-            programs = cdiv(g.M, bm)
-            S, chunk = _splits(programs, g.R, bn, bm)
+            bm, bn, programs, S, chunk, bm2, bn2, programs2 = _layout(cfg, g)
             if S == 1:
                 _arg_rows[(programs, 1)](src, src, vdst, iout, g.M, g.R, g.I, g.so, g.sr, g.si, g.R, 1,
                                          IDX_IN=False, BLOCK_M=bm, BLOCK_N=bn, **common)
@@ -607,13 +629,10 @@ def arg_reduce(x, dim, keepdim, is_max: bool, values: bool):
             pi = torch.empty((g.M, S), dtype=torch.int64, device=dev)
             _arg_rows[(programs, S)](src, src, pv, pi, g.M, g.R, g.I, g.so, g.sr, g.si, chunk, S,
                                      IDX_IN=False, BLOCK_M=bm, BLOCK_N=bn, **common)
-            bm2, bn2 = _row_blocks(cfg, g.M, S)
-            _arg_rows[(cdiv(g.M, bm2), 1)](pv, pi, vdst, iout, g.M, S, 1, S, 1, 0, S, 1,
-                                                  IDX_IN=True, BLOCK_M=bm2, BLOCK_N=bn2, **common)
+            _arg_rows[(programs2, 1)](pv, pi, vdst, iout, g.M, S, 1, S, 1, 0, S, 1,
+                                      IDX_IN=True, BLOCK_M=bm2, BLOCK_N=bn2, **common)
         else:
-            br, bi = _col_blocks(cfg, g.R, g.I)
-            programs = g.O * cdiv(g.I, bi)
-            S, chunk = _splits(programs, g.R, br, bi)
+            br, bi, programs, S, chunk, br2, bi2, programs2 = _layout(cfg, g)
             if S == 1:
                 _arg_cols[(programs, 1)](src, src, vdst, iout, g.O, g.R, g.I, g.so, g.sr, g.si, g.R, 1,
                                          IDX_IN=False, BLOCK_R=br, BLOCK_I=bi, **common)
@@ -622,9 +641,8 @@ def arg_reduce(x, dim, keepdim, is_max: bool, values: bool):
             pi = torch.empty((S, g.M), dtype=torch.int64, device=dev)
             _arg_cols[(programs, S)](src, src, pv, pi, g.O, g.R, g.I, g.so, g.sr, g.si, chunk, S,
                                      IDX_IN=False, BLOCK_R=br, BLOCK_I=bi, **common)
-            br2, bi2 = _col_blocks(cfg, S, g.M)
-            _arg_cols[(cdiv(g.M, bi2), 1)](pv, pi, vdst, iout, 1, S, g.M, 0, g.M, 1, S, 1,
-                                                  IDX_IN=True, BLOCK_R=br2, BLOCK_I=bi2, **common)
+            _arg_cols[(programs2, 1)](pv, pi, vdst, iout, 1, S, g.M, 0, g.M, 1, S, 1,
+                                      IDX_IN=True, BLOCK_R=br2, BLOCK_I=bi2, **common)
 
     tuner = _row_tuner if g.rows else _col_tuner
     run(tuner.choose(("arg", x.element_size()) + g.key, run))
