@@ -1,4 +1,5 @@
-"""The reduction skeleton shared by sum, mean, amax, max, argmax, prod, var, all/any, norms, cumsum.
+"""The reduction skeleton shared by sum, mean, amax/max/argmax, prod, var, all/any and vector_norm
+(cumsum's scan kernels reuse its dim handling).
 
 Every reduction sees its input as a strided 3-D view ``[O, R, I]`` (outer kept dims,
 reduced dims, inner kept dims) with element ``(o, r, i)`` at ``o*so + r*sr + i*si`` and
@@ -101,7 +102,7 @@ def _finish(acc, AXIS: tl.constexpr, OP: tl.constexpr, FLOAT: tl.constexpr):
     if OP == 0:
         r = tl.sum(acc, axis=AXIS)
     elif OP == 1:
-        r = tl.reduce(acc, AXIS, _mul)
+        r = tl.reduce(acc, AXIS, _mul)  # no built-in product (slow under the interpreter, fine on GPU)
     elif OP == 2:
         r = tl.max(acc, axis=AXIS)
     else:
@@ -396,6 +397,7 @@ def source(x: torch.Tensor, g: Geometry) -> torch.Tensor:
 
 
 def check_input(x: torch.Tensor, *others) -> None:
+    """Raise Unsupported unless every tensor is on the vendor's device and x's dtype is a kernel dtype."""
     if not on_vendor_device(x, *others) or not kernel_dtype_ok(x.dtype) or x.is_complex():
         raise Unsupported
 
@@ -491,6 +493,7 @@ def _layout(cfg, g: Geometry) -> tuple:
 
 
 def init_value(op: int, acc: torch.dtype):
+    """The identity of ``op`` in ``acc`` (what masked lanes and empty reductions hold)."""
     if op == SUM:
         return 0
     if op == PROD:
