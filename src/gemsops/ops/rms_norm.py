@@ -89,7 +89,8 @@ def _rms_bwd_kernel(
         r = tl.load(rstd + rows, mask=rmask, other=0.0)[:, None]
         gr = g + rows[:, None] * sg
         xr = x + rows[:, None] * sx
-        dr = dx + rows[:, None] * sdx
+        if NEED_DX:
+            dr = dx + rows[:, None] * sdx
         if ONE_PASS:
             mask = rmask[:, None] & cmask
             gv = tl.load(gr + cols, mask=mask, other=0.0).to(tl.float32)

@@ -46,7 +46,9 @@ def _softmax_fwd_kernel(
     cols = tl.arange(0, BLOCK_N)[None, :]
     if ONE_PASS:
         mask = rmask[:, None] & (cols < N)
-        v = tl.load(xr + cols * xs_n, mask=mask, other=-float("inf")).to(COMPUTE)
+        # padding columns are -inf; padding rows are 0 (finite, so no NaN work on them)
+        v = tl.load(xr + cols * xs_n, mask=mask, other=0.0).to(COMPUTE)
+        v = tl.where(cols < N, v, -float("inf"))
         m = tl.max(v, 1)[:, None]
         e = tl.exp(v - m)
         s = tl.sum(e, 1)[:, None]
@@ -63,7 +65,8 @@ def _softmax_fwd_kernel(
         for start in range(0, N, BLOCK_N):
             c = start + cols
             mask = rmask[:, None] & (c < N)
-            v = tl.load(xr + c * xs_n, mask=mask, other=-float("inf")).to(COMPUTE)
+            v = tl.load(xr + c * xs_n, mask=mask, other=0.0).to(COMPUTE)
+            v = tl.where(c < N, v, -float("inf"))
             m_new = tl.maximum(m, tl.max(v, 1))
             m_safe = tl.where(m_new == -float("inf"), 0.0, m_new)
             s = s * tl.exp(m - m_safe) + tl.sum(tl.exp(v - m_safe[:, None]), 1)
