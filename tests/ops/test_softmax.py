@@ -100,3 +100,13 @@ def test_public_softmax_is_differentiable():
     x2 = x.detach().requires_grad_()
     (gr,) = torch.autograd.grad(torch.softmax(x2, 1), x2, torch.arange(21.0, device=DEVICE).expand(4, 21))
     assert_close(gx, gr)
+
+
+def test_out_aliasing_input_and_wrong_shape_go_to_torch():
+    x = randn(4, 30)
+    expected = torch.softmax(x, 1)
+    _softmax_out(x, 1, False, out=x)  # in place through out=
+    assert_close(x, expected)
+    out = torch.empty(0, device=DEVICE)
+    _softmax_out(expected, 0, False, out=out)  # torch resizes out
+    assert_close(out, torch.softmax(expected, 0))

@@ -199,8 +199,9 @@ def softmax_forward(x: torch.Tensor, dim: int, out_dtype: torch.dtype, log: bool
     dim = _norm_dim(dim, x.dim())
     if out is None:
         out = torch.empty(x.shape, dtype=out_dtype, device=x.device)
-    elif out.shape != x.shape or out.dtype != out_dtype or not out.is_contiguous():
-        raise Unsupported
+    elif out.shape != x.shape or out.dtype != out_dtype or not out.is_contiguous() or (
+            out.numel() and out.untyped_storage().data_ptr() == x.untyped_storage().data_ptr()):
+        raise Unsupported  # resizing and in-place (aliased) outputs: torch's kernel
     if x.numel() == 0:
         return out
     xv, outer, n, inner, (xo, xi, xn) = _layout(x, dim)
