@@ -14,8 +14,7 @@ import triton
 import triton.language as tl
 
 from ..runtime import on_vendor_device
-from ._common import needs_int64
-from ._rows import RowPlanner, rows_2d
+from ._rows import RowPlanner, big, rows_2d
 from .rms_norm import KERNEL_DTYPES, _fused_rms_norm_backward
 
 __all__ = ["fused_add_rms_norm"]
@@ -90,7 +89,7 @@ def _supported(x, residual, weight) -> bool:
     return (on_vendor_device(x, residual, weight) and x.dtype in KERNEL_DTYPES and residual.dtype in KERNEL_DTYPES
             and x.shape == residual.shape and x.dim() >= 1 and x.shape[-1] > 0
             and (weight is None or (weight.dtype in KERNEL_DTYPES and tuple(weight.shape) == (x.shape[-1],)))
-            and not needs_int64(x, residual))
+            and not big(x, residual))
 
 
 def _launch(y, s_out, rstd, x, residual, weight, eps):

@@ -15,8 +15,7 @@ import triton
 import triton.language as tl
 
 from ..runtime import Unsupported, declare, on_vendor_device, with_fallback
-from ._common import needs_int64
-from ._rows import RowPlanner
+from ._rows import RowPlanner, big
 
 __all__ = []
 
@@ -135,7 +134,7 @@ def _check(input, weight, bias, N, C, HxW, group):
     for p in (weight, bias):
         if p is not None and (p.dtype not in KERNEL_DTYPES or p.numel() != C):
             raise Unsupported
-    if needs_int64(input) or input.numel() == 0:
+    if big(input) or input.numel() == 0:
         raise Unsupported  # empty inputs: torch's NaN/shape conventions
 
 

@@ -14,8 +14,7 @@ import triton
 import triton.language as tl
 
 from ..runtime import Unsupported, declare, on_vendor_device, with_fallback
-from ._common import needs_int64
-from ._rows import RowPlanner, column_sum, partial_programs, rows_2d
+from ._rows import RowPlanner, big, column_sum, partial_programs, rows_2d
 
 __all__ = []
 
@@ -195,7 +194,7 @@ def native_layer_norm(input, normalized_shape, weight, bias, eps):
     xv, sx = rows_2d(input, n)
     w = None if weight is None else weight.contiguous()
     b = None if bias is None else bias.contiguous()
-    int64 = needs_int64(xv, y)
+    int64 = big(xv, y)
 
     def launch(p):
         _ln_fwd_kernel[(triton.cdiv(m, p["BLOCK_M"]),)](
@@ -234,7 +233,7 @@ def native_layer_norm_backward(grad_out, input, normalized_shape, mean, rstd, we
         return dx, dw, db
     xv, sx = rows_2d(input, n)
     gv, sg = rows_2d(grad_out, n)
-    if needs_int64(xv, gv):
+    if big(xv, gv):
         raise Unsupported
     mu, r = mean.contiguous(), rstd.contiguous()
     w = None if weight is None else weight.contiguous()

@@ -17,8 +17,7 @@ import triton.language as tl
 
 from ..runtime import VENDOR, Unsupported, declare, on_vendor_device, with_fallback
 from ..runtime import registry
-from ._common import needs_int64
-from ._rows import RowPlanner, column_sum, partial_programs, rows_2d
+from ._rows import RowPlanner, big, column_sum, partial_programs, rows_2d
 
 __all__ = ["rms_norm"]
 
@@ -164,7 +163,7 @@ def rms_forward(input, normalized_shape, weight, eps):
         return y, rstd
     xv, sx = rows_2d(input, n)
     w = None if weight is None else weight.contiguous()
-    int64 = needs_int64(xv, y)
+    int64 = big(xv, y)
 
     def launch(p):
         _rms_fwd_kernel[(triton.cdiv(m, p["BLOCK_M"]),)](
@@ -198,7 +197,7 @@ def rms_backward(grad_out, input, normalized_shape, rstd, weight, output_mask):
     gv, sg = rows_2d(grad_out, n)
     r = rstd.contiguous()
     w = None if weight is None else weight.contiguous()
-    if needs_int64(xv, gv):
+    if big(xv, gv):
         raise Unsupported  # dw partials index rows in int64, but dx offsets would overflow
     plans = {}
 

@@ -12,8 +12,7 @@ import triton
 import triton.language as tl
 
 from ..runtime import Tuner, bucket, on_vendor_device
-from ._common import needs_int64
-from ._rows import rows_2d
+from ._rows import big, rows_2d
 
 __all__ = ["silu_and_mul", "gelu_and_mul"]
 
@@ -91,7 +90,7 @@ def _cfg(tuner, d, m, launch):
 def _forward(x, act, out=None):
     d = x.shape[-1] // 2 if x.dim() else 0
     if not (on_vendor_device(x, out) and x.dtype in KERNEL_DTYPES and x.dim() >= 1 and x.shape[-1] % 2 == 0
-            and not needs_int64(x)) or (out is not None and (out.dtype != x.dtype or out.shape != x.shape[:-1] + (d,))):
+            and not big(x)) or (out is not None and (out.dtype != x.dtype or out.shape != x.shape[:-1] + (d,))):
         res = _torch_gated(x, act)
         if out is None:
             return res
@@ -106,7 +105,7 @@ def _forward(x, act, out=None):
 
     def launch(cfg):
         _gated_fwd_kernel[(m, triton.cdiv(d, cfg["BLOCK"]))](
-            ov, xv, m, d, sx, so, ACT=act, INT64=needs_int64(ov, xv), BLOCK=cfg["BLOCK"],
+            ov, xv, m, d, sx, so, ACT=act, INT64=big(ov, xv), BLOCK=cfg["BLOCK"],
             num_warps=cfg["num_warps"])
 
     launch(_cfg(_FWD, d, m, launch))
@@ -118,7 +117,7 @@ def _forward(x, act, out=None):
 def _backward(g, x, act):
     d = x.shape[-1] // 2
     m = x.numel() // x.shape[-1] if x.shape[-1] else 0
-    if not (on_vendor_device(x, g) and x.dtype in KERNEL_DTYPES and g.dtype == x.dtype and not needs_int64(x)):
+    if not (on_vendor_device(x, g) and x.dtype in KERNEL_DTYPES and g.dtype == x.dtype and not big(x)):
         with torch.enable_grad():
             xd = x.detach().requires_grad_()
             (dx,) = torch.autograd.grad(_torch_gated(xd, act), xd, g)
@@ -131,7 +130,7 @@ def _backward(g, x, act):
 
     def launch(cfg):
         _gated_bwd_kernel[(m, triton.cdiv(d, cfg["BLOCK"]))](
-            dx, gv, xv, m, d, 2 * d, sg, sx, ACT=act, INT64=needs_int64(dx, xv), BLOCK=cfg["BLOCK"],
+            dx, gv, xv, m, d, 2 * d, sg, sx, ACT=act, INT64=big(dx, xv), BLOCK=cfg["BLOCK"],
             num_warps=cfg["num_warps"])
 
     launch(_cfg(_BWD, d, m, launch))

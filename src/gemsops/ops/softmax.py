@@ -14,8 +14,7 @@ import triton
 import triton.language as tl
 
 from ..runtime import Unsupported, declare, on_vendor_device, with_fallback
-from ._common import needs_int64
-from ._rows import RowPlanner, collapsed_stride
+from ._rows import RowPlanner, big, collapsed_stride
 
 __all__ = ["softmax"]
 
@@ -173,13 +172,13 @@ def _layout(t: torch.Tensor, dim: int):
     for s in shape[dim + 1:]:
         inner *= s
     outer = t.numel() // max(n * inner, 1) if t.numel() else 0
+    if t.is_contiguous():
+        return t, outer, n, inner, (n * inner, 1, inner)
     if t.dim() and dim == t.dim() - 1 and (t.stride(-1) == 1 or n == 1):
         s_outer = collapsed_stride(t)
         if s_outer is not None:
             return t, outer, n, 1, (s_outer, 0, 1)
-    if not t.is_contiguous():
-        t = t.contiguous()
-    return t, outer, n, inner, (n * inner, 1, inner)
+    return t.contiguous(), outer, n, inner, (n * inner, 1, inner)
 
 
 def _check(t: torch.Tensor):
@@ -207,7 +206,7 @@ def softmax_forward(x: torch.Tensor, dim: int, out_dtype: torch.dtype, log: bool
     xv, outer, n, inner, (xo, xi, xn) = _layout(x, dim)
     lastdim = inner == 1
     rows = outer * inner
-    int64 = needs_int64(xv, out)
+    int64 = big(xv, out)
     compute = tl.float32
 
     def launch(p):
@@ -239,7 +238,7 @@ def softmax_backward(grad: torch.Tensor, output: torch.Tensor, dim: int, input_d
         go, gi, gn = yo, yi, yn = n * inner, 1, inner
     lastdim = inner == 1
     rows = outer * inner
-    int64 = needs_int64(gv, yv, dx)
+    int64 = big(gv, yv, dx)
 
     def launch(p):
         grid = (triton.cdiv(rows, p["BLOCK_M"]),)
