@@ -128,3 +128,15 @@ def test_public_rms_norm_autograd():
     (gx,) = torch.autograd.grad(y, x, g)
     (gx_ref,) = torch.autograd.grad(torch.nn.functional.rms_norm(x2, [24]), x2, g.double())
     assert_close(gx, gx_ref.float(), scale=4)
+
+
+def test_broadcast_input_and_expanded_grad():
+    x = randn(1, 24).expand(5, 24)  # stride-0 rows
+    w = randn(24)
+    y, rstd = _fused_rms_norm(x, [24], w, 1e-6)
+    assert_close(y, _ref_forward(x, [24], w, 1e-6)[0].float())
+    g = torch.ones(1, 1, device=DEVICE).expand(5, 24)  # what y.sum().backward() sends
+    dx, dw = _fused_rms_norm_backward(g, x, [24], rstd, w, [True, True])
+    rdx, rdw = decomposed_backward(g.double(), x.double(), [24], rstd.double(), w.double(), [True, True])
+    assert_close(dx, rdx.float(), scale=4)
+    assert_close(dw, rdw.float(), scale=4)

@@ -110,3 +110,14 @@ def test_out_aliasing_input_and_wrong_shape_go_to_torch():
     out = torch.empty(0, device=DEVICE)
     _softmax_out(expected, 0, False, out=out)  # torch resizes out
     assert_close(out, torch.softmax(expected, 0))
+
+
+def test_broadcast_input_and_expanded_grad():
+    x = randn(1, 1, 19).expand(3, 4, 19)
+    y = _softmax(x, -1, False)
+    assert_close(y, reference(torch.softmax, x, -1).float())
+    g = torch.ones((), device=DEVICE).expand(3, 4, 19)
+    assert_close(_softmax_backward_data(g, y, -1, torch.float32),
+                 torch.ops.aten._softmax_backward_data(g, y, -1, torch.float32))
+    assert_close(_softmax_backward_data(g, y, 1, torch.float32),
+                 torch.ops.aten._softmax_backward_data(g, y, 1, torch.float32))

@@ -25,7 +25,9 @@ __all__ = ["rotary_embedding", "apply_rotary_pos_emb"]
 KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
-@triton.jit
+# the q/k branch below merges these values; kept as runtime ints so a size or stride of 1
+# (a single KV head) is not turned into a constant on one side of the branch only
+@triton.jit(do_not_specialize=["H_Q", "H_K", "sq_t", "sq_h", "sk_t", "sk_h"])
 def _vllm_rope_kernel(
     pos_ptr, q, k, cache, H_Q, H_K, sq_t, sq_h, sk_t, sk_h, s_cache,
     HALF: tl.constexpr, NEOX: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_R: tl.constexpr,
