@@ -70,3 +70,20 @@ def test_routed_to_native():
     d = randn(2, 4, 3, dtype=torch.float64)
     assert_close(native_group_norm(d, None, None, 2, 4, 3, 2, 1e-5)[0],
                  torch.ops.aten.native_group_norm(d, None, None, 2, 4, 3, 2, 1e-5)[0])
+
+
+def test_public_group_norm_is_differentiable():
+    x = randn(2, 4, 5).requires_grad_()
+    w, b = randn(4).requires_grad_(), randn(4).requires_grad_()
+    g = randn(2, 4, 5)
+    grads = torch.autograd.grad(gemsops.ops.group_norm(x, 2, w, b), (x, w, b), g)
+    xd, wd, bd = (t.detach().double().requires_grad_() for t in (x, w, b))
+    refs = torch.autograd.grad(torch.nn.functional.group_norm(xd, 2, wd, bd), (xd, wd, bd), g.double())
+    for a, e in zip(grads, refs):
+        assert_close(a, e.float(), scale=8)
+    xb = x.detach().requires_grad_()
+    (gx, gb) = torch.autograd.grad(gemsops.ops.group_norm(xb, 2, None, b), (xb, b), g)
+    xd2 = xb.detach().double().requires_grad_()  # torch's CPU backward rejects bias without weight
+    (rx,) = torch.autograd.grad(torch.nn.functional.group_norm(xd2, 2, None, None), xd2, g.double())
+    assert_close(gx, rx.float(), scale=8)
+    assert_close(gb, g.double().sum((0, 2)).float(), scale=8)

@@ -81,3 +81,14 @@ def test_autograd_through_enable(tmp_path, dtype):
         assert_close(a, e, dtype, scale=4)
     ops = [op for _, op, _ in read_log(log)]
     assert "aten::native_layer_norm" in ops and "aten::native_layer_norm_backward" in ops
+
+
+def test_public_layer_norm_is_differentiable():
+    x = randn(4, 2, 24).requires_grad_()
+    w, b = randn(24).requires_grad_(), randn(24).requires_grad_()
+    g = randn(4, 2, 24)
+    grads = torch.autograd.grad(gemsops.ops.layer_norm(x, 24, w, b), (x, w, b), g)
+    xd, wd, bd = (t.detach().double().requires_grad_() for t in (x, w, b))
+    refs = torch.autograd.grad(torch.nn.functional.layer_norm(xd, [24], wd, bd), (xd, wd, bd), g.double())
+    for a, e in zip(grads, refs):
+        assert_close(a, e.float(), scale=4)

@@ -57,3 +57,12 @@ def test_cross_entropy_gradients_through_gems(tmp_path):
     assert_close(gg, g)
     ops = {op for _, op, _ in read_log(log)}
     assert {"aten::_log_softmax", "aten::_log_softmax_backward_data"} <= ops
+
+
+def test_public_log_softmax_is_differentiable():
+    x = randn(3, 17, dtype=torch.float64).float().requires_grad_()
+    g = randn(3, 17)
+    (gx,) = torch.autograd.grad(gemsops.ops.log_softmax(x, 1), x, g)
+    x2 = x.detach().double().requires_grad_()
+    (gr,) = torch.autograd.grad(torch.log_softmax(x2, 1), x2, g.double())
+    assert_close(gx, gr.float())

@@ -17,7 +17,7 @@ import triton.language as tl
 from ..runtime import Unsupported, declare, on_vendor_device, with_fallback
 from ._rows import RowPlanner, big
 
-__all__ = []
+__all__ = ["group_norm"]
 
 KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
@@ -205,6 +205,34 @@ def native_group_norm_backward(grad_out, input, mean, rstd, weight, N, C, HxW, g
         if output_mask[2]:
             db = sg.sum(0).to(weight.dtype)
     return dx, dw, db
+
+
+def group_norm(input, num_groups, weight=None, bias=None, eps=1e-5):
+    """``torch.nn.functional.group_norm`` through the gems kernels (differentiable)."""
+    return _GroupNormFn.apply(input, num_groups, weight, bias, eps)
+
+
+class _GroupNormFn(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, num_groups, weight, bias, eps):
+        n, c = x.shape[0], x.shape[1]
+        hw = x.numel() // max(n * c, 1)
+        y, mean, rstd = native_group_norm(x, weight, bias, n, c, hw, num_groups, eps)
+        ctx.save_for_backward(x, mean, rstd, weight)
+        ctx.args = (n, c, hw, num_groups)
+        ctx.has_bias = bias is not None
+        return y
+
+    @staticmethod
+    def backward(ctx, g):
+        x, mean, rstd, weight = ctx.saved_tensors
+        need = ctx.needs_input_grad
+        has_w = weight is not None
+        mask = [need[0], has_w and need[2], has_w and ctx.has_bias and need[3]]
+        dx, dw, db = native_group_norm_backward(g, x, mean, rstd, weight, *ctx.args, mask)
+        if ctx.has_bias and need[3] and db is None:  # no weight: the bias gradient is sum(g)
+            db = g.reshape(ctx.args[0], ctx.args[1], -1).sum((0, 2))
+        return dx, None, dw, db, None
 
 
 declare("group_norm", {

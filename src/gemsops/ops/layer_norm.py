@@ -16,7 +16,7 @@ import triton.language as tl
 from ..runtime import Unsupported, declare, on_vendor_device, with_fallback
 from ._rows import RowPlanner, big, column_sum, partial_programs, rows_2d
 
-__all__ = []
+__all__ = ["layer_norm"]
 
 KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
@@ -260,6 +260,30 @@ def native_layer_norm_backward(grad_out, input, normalized_shape, mean, rstd, we
         if need_db:
             db.copy_(sums[n:].view(bias.shape))
     return dx, dw, db
+
+
+def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):
+    """``torch.nn.functional.layer_norm`` through the gems kernels (differentiable)."""
+    if isinstance(normalized_shape, int):
+        normalized_shape = (normalized_shape,)
+    return _LayerNormFn.apply(input, tuple(normalized_shape), weight, bias, eps)
+
+
+class _LayerNormFn(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, normalized_shape, weight, bias, eps):
+        y, mean, rstd = native_layer_norm(x, list(normalized_shape), weight, bias, eps)
+        ctx.save_for_backward(x, mean, rstd, weight, bias)
+        ctx.normalized_shape = list(normalized_shape)
+        return y
+
+    @staticmethod
+    def backward(ctx, g):
+        x, mean, rstd, weight, bias = ctx.saved_tensors
+        need = ctx.needs_input_grad
+        mask = [need[0], weight is not None and need[2], bias is not None and need[3]]
+        dx, dw, db = native_layer_norm_backward(g, x, ctx.normalized_shape, mean, rstd, weight, bias, mask)
+        return dx, None, dw, db, None
 
 
 declare("layer_norm", {

@@ -5,10 +5,12 @@ Same kernels as softmax (``LOG=True``): ``x - max - log(sum(exp(x - max)))`` for
 """
 from __future__ import annotations
 
+import torch
+
 from ..runtime import declare, with_fallback
 from .softmax import _out_dtype, softmax_backward, softmax_forward
 
-__all__ = []
+__all__ = ["log_softmax"]
 
 
 @with_fallback("_log_softmax")
@@ -28,6 +30,27 @@ def _log_softmax_out(self, dim, half_to_float, *, out):
 def _log_softmax_backward_data(grad_output, output, dim, input_dtype):
     """aten::_log_softmax_backward_data."""
     return softmax_backward(grad_output, output, dim, input_dtype, True)
+
+
+def log_softmax(input, dim, dtype=None):
+    """``torch.log_softmax(input, dim, dtype)`` through the gems kernels (differentiable)."""
+    if dtype is not None:
+        input = input.to(dtype)
+    return _LogSoftmaxFn.apply(input, dim)
+
+
+class _LogSoftmaxFn(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, dim):
+        y = _log_softmax(x, dim, False)
+        ctx.save_for_backward(y)
+        ctx.dim, ctx.dtype = dim, x.dtype
+        return y
+
+    @staticmethod
+    def backward(ctx, g):
+        (y,) = ctx.saved_tensors
+        return _log_softmax_backward_data(g, y, ctx.dim, ctx.dtype), None
 
 
 declare("log_softmax", {
