@@ -140,3 +140,11 @@ def test_broadcast_input_and_expanded_grad():
     rdx, rdw = decomposed_backward(g.double(), x.double(), [24], rstd.double(), w.double(), [True, True])
     assert_close(dx, rdx.float(), scale=4)
     assert_close(dw, rdw.float(), scale=4)
+
+
+def test_public_rms_norm_inference_path():
+    x, w = randn(3, 40, dtype=torch.bfloat16), randn(40, dtype=torch.bfloat16)
+    with torch.no_grad():
+        y = gemsops.ops.rms_norm(x, (40,), w, 1e-6)
+    assert y.grad_fn is None
+    assert_close(y, _ref_forward(x, [40], w, 1e-6)[0].bfloat16())

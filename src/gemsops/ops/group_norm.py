@@ -209,6 +209,8 @@ def native_group_norm_backward(grad_out, input, mean, rstd, weight, N, C, HxW, g
 
 def group_norm(input, num_groups, weight=None, bias=None, eps=1e-5):
     """``torch.nn.functional.group_norm`` through the gems kernels (differentiable)."""
+    if not (torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (input, weight, bias))):
+        return _GroupNormFn.forward(None, input, num_groups, weight, bias, eps)
     return _GroupNormFn.apply(input, num_groups, weight, bias, eps)
 
 
@@ -218,9 +220,10 @@ class _GroupNormFn(torch.autograd.Function):
         n, c = x.shape[0], x.shape[1]
         hw = x.numel() // max(n * c, 1)
         y, mean, rstd = native_group_norm(x, weight, bias, n, c, hw, num_groups, eps)
-        ctx.save_for_backward(x, mean, rstd, weight)
-        ctx.args = (n, c, hw, num_groups)
-        ctx.has_bias = bias is not None
+        if ctx is not None:  # None: called directly for inference
+            ctx.save_for_backward(x, mean, rstd, weight)
+            ctx.args = (n, c, hw, num_groups)
+            ctx.has_bias = bias is not None
         return y
 
     @staticmethod

@@ -36,6 +36,8 @@ def log_softmax(input, dim, dtype=None):
     """``torch.log_softmax(input, dim, dtype)`` through the gems kernels (differentiable)."""
     if dtype is not None:
         input = input.to(dtype)
+    if not (torch.is_grad_enabled() and input.requires_grad):
+        return _log_softmax(input, dim, False)
     return _LogSoftmaxFn.apply(input, dim)
 
 

@@ -253,7 +253,13 @@ def rms_norm(input, normalized_shape, weight=None, eps=None):
     """``torch.nn.functional.rms_norm`` through the gems kernels (differentiable)."""
     if isinstance(normalized_shape, int):
         normalized_shape = (normalized_shape,)
+    if not _records_grad(input, weight):  # inference: no autograd node to build
+        return _fused_rms_norm(input, list(normalized_shape), weight, eps)[0]
     return _RMSNormFn.apply(input, tuple(normalized_shape), weight, eps)
+
+
+def _records_grad(*tensors) -> bool:
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
 
 
 class _RMSNormFn(torch.autograd.Function):

@@ -283,6 +283,8 @@ def softmax(input, dim, dtype=None):
     """``torch.softmax(input, dim, dtype)`` through the gems kernels (differentiable)."""
     if dtype is not None:
         input = input.to(dtype)
+    if not (torch.is_grad_enabled() and input.requires_grad):
+        return _softmax(input, dim, False)
     return _SoftmaxFn.apply(input, dim)
 
 
