@@ -7,6 +7,7 @@
   cached per (n, rows bucket) so the per-call host cost is one dict lookup.
 - ``rows_2d``: a [rows, n] view with unit stride inside a row, without copying when the
   leading dims collapse to one stride.
+- ``launcher``: the runtime's lean launch path for hot kernels, when the runtime has one.
 - ``big``: whether int64 offsets are needed, cheap for contiguous tensors.
 - ``column_sum``: sums per-program partial rows (weight/bias gradients) in a second kernel,
   deterministic and free of atomics.
@@ -20,6 +21,11 @@ import triton
 import triton.language as tl
 
 from ..runtime import VENDOR, Tuner, bucket
+
+try:
+    from ..runtime import Launcher
+except ImportError:  # a runtime without the lean launch path: Triton's own launch
+    Launcher = None
 from ._common import INT32_MAX, needs_int64
 
 
@@ -30,6 +36,13 @@ def _limits() -> dict:
 ONE_PASS_MAX = int(_limits().get("one_pass_max", 16384))
 CLASSES = (("narrow", 128), ("medium", 1024), ("wide", ONE_PASS_MAX), ("loop", None))
 _DEFAULT = {"BLOCK_M": 1, "BLOCK_N": 2048, "num_warps": 4}
+
+
+def launcher(kernel):
+    """``launcher(k)(grid, *args, **constexprs)`` launches like ``k[grid](*args, **constexprs)``."""
+    if Launcher is not None:
+        return Launcher(kernel)
+    return lambda grid, *args, **kw: kernel[grid](*args, **kw)
 
 
 def width_class(n: int) -> str:

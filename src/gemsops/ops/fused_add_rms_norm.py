@@ -14,7 +14,7 @@ import triton
 import triton.language as tl
 
 from ..runtime import on_vendor_device
-from ._rows import RowPlanner, big, rows_2d
+from ._rows import RowPlanner, big, launcher, rows_2d
 from .rms_norm import KERNEL_DTYPES, _fused_rms_norm_backward
 
 __all__ = ["fused_add_rms_norm"]
@@ -70,6 +70,7 @@ def _add_rms_kernel(
         tl.store(rstd + rows, r, mask=rmask)
 
 
+_L_add_rms_kernel = launcher(_add_rms_kernel)
 _PLANNER = RowPlanner("fused_add_rms_norm", [_add_rms_kernel])
 
 
@@ -104,8 +105,8 @@ def _launch(y, s_out, rstd, x, residual, weight, eps):
     w = None if weight is None else weight.contiguous()
 
     def launch(p, y_, s_, sy_, ss_):
-        _add_rms_kernel[(triton.cdiv(m, p["BLOCK_M"]),)](
-            y_, s_, rstd, xv, rv, w, m, n, sx, sr, sy_, ss_, float(eps),
+        _L_add_rms_kernel(
+            (triton.cdiv(m, p["BLOCK_M"]),), y_, s_, rstd, xv, rv, w, m, n, sx, sr, sy_, ss_, float(eps),
             HAS_W=w is not None, STORE_RSTD=rstd is not None, ONE_PASS=p["ONE_PASS"], INT64=False,
             BLOCK_M=p["BLOCK_M"], BLOCK_N=p["BLOCK_N"], num_warps=p["num_warps"],
         )

@@ -15,7 +15,7 @@ import triton
 import triton.language as tl
 
 from ..runtime import Unsupported, declare, on_vendor_device, with_fallback
-from ._rows import RowPlanner, big
+from ._rows import RowPlanner, big, launcher
 
 __all__ = ["group_norm"]
 
@@ -122,6 +122,8 @@ def _gn_bwd_dx_kernel(
             tl.store(dr + c, ((wg - c2 - xh * c1) * r).to(dx.dtype.element_ty), mask=mask)
 
 
+_L_gn_bwd_dx_kernel = launcher(_gn_bwd_dx_kernel)
+_L_gn_fwd_kernel = launcher(_gn_fwd_kernel)
 _FWD = RowPlanner("group_norm_fwd", [_gn_fwd_kernel])
 _BWD = RowPlanner("group_norm_bwd", [_gn_bwd_dx_kernel])
 
@@ -157,8 +159,8 @@ def native_group_norm(input, weight, bias, N, C, HxW, group, eps):
     b = None if bias is None else bias.contiguous()
 
     def launch(p):
-        _gn_fwd_kernel[(triton.cdiv(m, p["BLOCK_M"]),)](
-            y, mean, rstd, input, w, b, m, length, HxW, cpg, group, float(eps),
+        _L_gn_fwd_kernel(
+            (triton.cdiv(m, p["BLOCK_M"]),), y, mean, rstd, input, w, b, m, length, HxW, cpg, group, float(eps),
             HAS_W=w is not None, HAS_B=b is not None, ONE_PASS=p["ONE_PASS"],
             BLOCK_M=p["BLOCK_M"], BLOCK_N=p["BLOCK_N"], num_warps=p["num_warps"],
         )
@@ -186,8 +188,8 @@ def native_group_norm_backward(grad_out, input, mean, rstd, weight, N, C, HxW, g
         w = None if weight is None else weight.contiguous()
 
         def launch(p):
-            _gn_bwd_dx_kernel[(triton.cdiv(m, p["BLOCK_M"]),)](
-                dx, g, input, mu, r, w, m, length, HxW, cpg, group,
+            _L_gn_bwd_dx_kernel(
+                (triton.cdiv(m, p["BLOCK_M"]),), dx, g, input, mu, r, w, m, length, HxW, cpg, group,
                 HAS_W=w is not None, ONE_PASS=p["ONE_PASS"],
                 BLOCK_M=p["BLOCK_M"], BLOCK_N=p["BLOCK_N"], num_warps=p["num_warps"],
             )

@@ -14,7 +14,7 @@ import triton
 import triton.language as tl
 
 from ..runtime import Unsupported, declare, on_vendor_device, with_fallback
-from ._rows import RowPlanner, big, column_sum, partial_programs, rows_2d
+from ._rows import RowPlanner, big, column_sum, launcher, partial_programs, rows_2d
 
 __all__ = ["layer_norm"]
 
@@ -151,6 +151,8 @@ def _ln_bwd_kernel(
             tl.store(prow + N + cols, tl.sum(db_acc, 0)[None, :], mask=cmask)
 
 
+_L_ln_bwd_kernel = launcher(_ln_bwd_kernel)
+_L_ln_fwd_kernel = launcher(_ln_fwd_kernel)
 _FWD = RowPlanner("layer_norm_fwd", [_ln_fwd_kernel])
 _BWD = RowPlanner("layer_norm_bwd", [_ln_bwd_kernel])
 
@@ -197,8 +199,8 @@ def native_layer_norm(input, normalized_shape, weight, bias, eps):
     int64 = big(xv, y)
 
     def launch(p):
-        _ln_fwd_kernel[(triton.cdiv(m, p["BLOCK_M"]),)](
-            y, mean, rstd, xv, w, b, m, n, sx, n, float(eps),
+        _L_ln_fwd_kernel(
+            (triton.cdiv(m, p["BLOCK_M"]),), y, mean, rstd, xv, w, b, m, n, sx, n, float(eps),
             HAS_W=w is not None, HAS_B=b is not None, ONE_PASS=p["ONE_PASS"], INT64=int64,
             BLOCK_M=p["BLOCK_M"], BLOCK_N=p["BLOCK_N"], num_warps=p["num_warps"],
         )
@@ -245,8 +247,8 @@ def native_layer_norm_backward(grad_out, input, normalized_shape, mean, rstd, we
         part = None
         if need_p:  # the looped path accumulates into its partial rows
             part = (torch.empty if p["ONE_PASS"] else torch.zeros)((G, 2 * n), dtype=torch.float32, device=dev)
-        _ln_bwd_kernel[(G,)](
-            dx, part, gv, xv, mu, r, w, m, n, sg, sx, n,
+        _L_ln_bwd_kernel(
+            (G,), dx, part, gv, xv, mu, r, w, m, n, sg, sx, n,
             HAS_W=w is not None, NEED_DX=need_dx, NEED_P=need_p, ONE_PASS=p["ONE_PASS"],
             BLOCK_M=p["BLOCK_M"], BLOCK_N=p["BLOCK_N"], num_warps=p["num_warps"],
         )

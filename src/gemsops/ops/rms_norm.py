@@ -17,7 +17,7 @@ import triton.language as tl
 
 from ..runtime import VENDOR, Unsupported, declare, on_vendor_device, with_fallback
 from ..runtime import registry
-from ._rows import RowPlanner, big, column_sum, partial_programs, rows_2d
+from ._rows import RowPlanner, big, column_sum, launcher, partial_programs, rows_2d
 
 __all__ = ["rms_norm"]
 
@@ -131,6 +131,8 @@ def _rms_bwd_kernel(
             tl.store(part + cols, tl.sum(dw_acc, 0)[None, :], mask=cmask)
 
 
+_L_rms_bwd_kernel = launcher(_rms_bwd_kernel)
+_L_rms_fwd_kernel = launcher(_rms_fwd_kernel)
 _FWD = RowPlanner("rms_norm_fwd", [_rms_fwd_kernel])
 _BWD = RowPlanner("rms_norm_bwd", [_rms_bwd_kernel])
 
@@ -166,8 +168,8 @@ def rms_forward(input, normalized_shape, weight, eps):
     int64 = big(xv, y)
 
     def launch(p):
-        _rms_fwd_kernel[(triton.cdiv(m, p["BLOCK_M"]),)](
-            y, rstd, xv, w, m, n, sx, n, eps,
+        _L_rms_fwd_kernel(
+            (triton.cdiv(m, p["BLOCK_M"]),), y, rstd, xv, w, m, n, sx, n, eps,
             HAS_W=w is not None, ONE_PASS=p["ONE_PASS"], INT64=int64,
             BLOCK_M=p["BLOCK_M"], BLOCK_N=p["BLOCK_N"], num_warps=p["num_warps"],
         )
@@ -207,8 +209,8 @@ def rms_backward(grad_out, input, normalized_shape, rstd, weight, output_mask):
         if need_dw:  # the looped path accumulates into its partial row
             alloc = torch.empty if p["ONE_PASS"] else torch.zeros
             part = alloc((G, n), dtype=torch.float32, device=input.device)
-        _rms_bwd_kernel[(G,)](
-            dx, part, gv, xv, r, w, m, n, sg, sx, n,
+        _L_rms_bwd_kernel(
+            (G,), dx, part, gv, xv, r, w, m, n, sg, sx, n,
             HAS_W=w is not None, NEED_DX=need_dx, NEED_DW=need_dw, ONE_PASS=p["ONE_PASS"],
             BLOCK_M=p["BLOCK_M"], BLOCK_N=p["BLOCK_N"], num_warps=p["num_warps"],
         )

@@ -19,6 +19,7 @@ import triton.language as tl
 
 from ..runtime import on_vendor_device
 from ._common import needs_int64
+from ._rows import launcher
 
 __all__ = ["rotary_embedding", "apply_rotary_pos_emb"]
 
@@ -63,6 +64,9 @@ def _vllm_rope_kernel(
         b = x2.to(tl.float32)
         tl.store(p + o1[None, :], (a * cos - b * sin).to(x1.dtype), mask=mask)
         tl.store(p + o2[None, :], (b * cos + a * sin).to(x1.dtype), mask=mask)
+
+
+_L_vllm_rope_kernel = launcher(_vllm_rope_kernel)
 
 
 def _torch_rotary(positions, query, key, head_size, cos_sin_cache, is_neox):
@@ -117,8 +121,8 @@ def rotary_embedding(positions, query, key, head_size, cos_sin_cache, is_neox=Tr
     hk = kv.shape[1] if kv is not None else 0
     block_r = triton.next_power_of_2(half)
     block_h = max(1, min(triton.next_power_of_2(max(qv.shape[1], hk, 1)), max(1, 4096 // block_r)))
-    _vllm_rope_kernel[(t, 2 if kv is not None else 1)](
-        pos, qv, kv if kv is not None else qv, cache, qv.shape[1], hk,
+    _L_vllm_rope_kernel(
+        (t, 2 if kv is not None else 1), pos, qv, kv if kv is not None else qv, cache, qv.shape[1], hk,
         qv.stride(0), qv.stride(1), (kv if kv is not None else qv).stride(0), (kv if kv is not None else qv).stride(1),
         cache.stride(0), HALF=half, NEOX=bool(is_neox), BLOCK_H=block_h, BLOCK_R=block_r,
         num_warps=4 if block_h * block_r <= 2048 else 8,
@@ -161,6 +165,9 @@ def _hf_rope_kernel(
     tl.store(op + HALF + i, y2.to(out.dtype.element_ty), mask=mask)
 
 
+_L_hf_rope_kernel = launcher(_hf_rope_kernel)
+
+
 def _three_strides(t):
     st = list(t.stride()[:-1])
     return [0] * (3 - len(st)) + st
@@ -176,8 +183,8 @@ def _hf_apply(x, cos_b, sin_b, backward, out_dtype):
     half = shape[3] // 2
     block_r = triton.next_power_of_2(half)
     block_m = max(1, min(64, 4096 // block_r))
-    _hf_rope_kernel[(triton.cdiv(r, block_m),)](
-        out, x, cos_b, sin_b, r, shape[1], shape[2],
+    _L_hf_rope_kernel(
+        (triton.cdiv(r, block_m),), out, x, cos_b, sin_b, r, shape[1], shape[2],
         *_three_strides(x), *_three_strides(out), *_three_strides(cos_b), *_three_strides(sin_b),
         HALF=half, BACKWARD=backward, BLOCK_M=block_m, BLOCK_R=block_r, num_warps=4,
     )

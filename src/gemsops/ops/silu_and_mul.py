@@ -12,7 +12,7 @@ import triton
 import triton.language as tl
 
 from ..runtime import Tuner, bucket, on_vendor_device
-from ._rows import big, rows_2d
+from ._rows import big, launcher, rows_2d
 
 __all__ = ["silu_and_mul", "gelu_and_mul"]
 
@@ -70,6 +70,8 @@ def _gated_bwd_kernel(dx, g, x, M, D, sdx, sg, sx, ACT: tl.constexpr, INT64: tl.
     tl.store(dx + row * sdx + D + cols, (gv * _act(a, ACT)).to(dx.dtype.element_ty), mask=mask)
 
 
+_L_gated_bwd_kernel = launcher(_gated_bwd_kernel)
+_L_gated_fwd_kernel = launcher(_gated_fwd_kernel)
 _FWD = Tuner("silu_and_mul_fwd", kernels=[_gated_fwd_kernel, _act])
 _BWD = Tuner("silu_and_mul_bwd", kernels=[_gated_bwd_kernel, _act, _act_grad])
 _DEFAULT = {"BLOCK": 1024, "num_warps": 4}
@@ -104,8 +106,8 @@ def _forward(x, act, out=None):
     ov, so = rows_2d(out, d)
 
     def launch(cfg):
-        _gated_fwd_kernel[(m, triton.cdiv(d, cfg["BLOCK"]))](
-            ov, xv, m, d, sx, so, ACT=act, INT64=big(ov, xv), BLOCK=cfg["BLOCK"],
+        _L_gated_fwd_kernel(
+            (m, triton.cdiv(d, cfg["BLOCK"])), ov, xv, m, d, sx, so, ACT=act, INT64=big(ov, xv), BLOCK=cfg["BLOCK"],
             num_warps=cfg["num_warps"])
 
     launch(_cfg(_FWD, d, m, launch))
@@ -129,8 +131,8 @@ def _backward(g, x, act):
     gv, sg = rows_2d(g, d)
 
     def launch(cfg):
-        _gated_bwd_kernel[(m, triton.cdiv(d, cfg["BLOCK"]))](
-            dx, gv, xv, m, d, 2 * d, sg, sx, ACT=act, INT64=big(dx, xv), BLOCK=cfg["BLOCK"],
+        _L_gated_bwd_kernel(
+            (m, triton.cdiv(d, cfg["BLOCK"])), dx, gv, xv, m, d, 2 * d, sg, sx, ACT=act, INT64=big(dx, xv), BLOCK=cfg["BLOCK"],
             num_warps=cfg["num_warps"])
 
     launch(_cfg(_BWD, d, m, launch))

@@ -14,7 +14,7 @@ import triton
 import triton.language as tl
 
 from ..runtime import Unsupported, declare, on_vendor_device, with_fallback
-from ._rows import RowPlanner, big, collapsed_stride
+from ._rows import RowPlanner, big, collapsed_stride, launcher
 
 __all__ = ["softmax"]
 
@@ -137,6 +137,8 @@ def _softmax_bwd_kernel(
 
 # ---------------------------------------------------------------- launch configuration
 
+_L_softmax_bwd_kernel = launcher(_softmax_bwd_kernel)
+_L_softmax_fwd_kernel = launcher(_softmax_fwd_kernel)
 _FWD = RowPlanner("softmax_fwd", [_softmax_fwd_kernel])
 _BWD = RowPlanner("softmax_bwd", [_softmax_bwd_kernel])
 
@@ -211,8 +213,8 @@ def softmax_forward(x: torch.Tensor, dim: int, out_dtype: torch.dtype, log: bool
 
     def launch(p):
         grid = (triton.cdiv(rows, p["BLOCK_M"]),)
-        _softmax_fwd_kernel[grid](
-            out, xv, rows, n, inner, xo, xi, xn, n * inner, 1, inner,
+        _L_softmax_fwd_kernel(
+            grid, out, xv, rows, n, inner, xo, xi, xn, n * inner, 1, inner,
             LOG=log, LASTDIM=lastdim, ONE_PASS=p["ONE_PASS"], COMPUTE=compute, INT64=int64,
             BLOCK_M=p["BLOCK_M"], BLOCK_N=p["BLOCK_N"], num_warps=p["num_warps"],
         )
@@ -242,8 +244,8 @@ def softmax_backward(grad: torch.Tensor, output: torch.Tensor, dim: int, input_d
 
     def launch(p):
         grid = (triton.cdiv(rows, p["BLOCK_M"]),)
-        _softmax_bwd_kernel[grid](
-            dx, gv, yv, rows, n, inner, go, gi, gn, yo, yi, yn, n * inner, 1, inner,
+        _L_softmax_bwd_kernel(
+            grid, dx, gv, yv, rows, n, inner, go, gi, gn, yo, yi, yn, n * inner, 1, inner,
             LOG=log, LASTDIM=lastdim, ONE_PASS=p["ONE_PASS"], COMPUTE=tl.float32, INT64=int64,
             BLOCK_M=p["BLOCK_M"], BLOCK_N=p["BLOCK_N"], num_warps=p["num_warps"],
         )
