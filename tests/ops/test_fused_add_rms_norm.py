@@ -3,7 +3,7 @@ import pytest
 import torch
 
 import gemsops
-from tests.util import DEVICE, FLOAT_DTYPES, ON_GPU, assert_close, randn
+from tests.util import FLOAT_DTYPES, ON_GPU, assert_close, randn
 
 SHAPES = [(5, 7), (3, 300), (2, 3, 33), (1, 64)]
 if ON_GPU:

@@ -5,7 +5,7 @@ import torch
 import gemsops
 from gemsops.ops.layer_norm import native_layer_norm, native_layer_norm_backward
 from gemsops.runtime.oplog import read_log
-from tests.util import DEVICE, FLOAT_DTYPES, ON_GPU, assert_close, randn, reference
+from tests.util import FLOAT_DTYPES, ON_GPU, assert_close, randn, reference
 
 CASES = [((5, 7), [7]), ((3, 300), [300]), ((2, 3, 33), [33]), ((4, 6, 5), [6, 5])]
 if ON_GPU:
