@@ -1,0 +1,160 @@
+"""Shared pieces of the row-wise kernels (softmax, norms, fused LLM ops).
+
+- ``RowPlanner``: launch parameters per row width. Rows up to ``ONE_PASS_MAX`` wide are
+  kept whole in registers (``BLOCK_N = next_pow2(n)``); wider rows loop over chunks. Each
+  width class (narrow <= 128, medium <= 1024, wide <= ONE_PASS_MAX, loop) has its own
+  tuner, ``<name>_<class>`` in the vendor YAML, so candidates fit the class. Decisions are
+  cached per (n, rows bucket) so the per-call host cost is one dict lookup.
+- ``rows_2d``: a [rows, n] view with unit stride inside a row, without copying when the
+  leading dims collapse to one stride.
+- ``launcher``: the runtime's lean launch path for hot kernels, when the runtime has one.
+- ``big``: whether int64 offsets are needed, cheap for contiguous tensors.
+- ``column_sum``: sums per-program partial rows (weight/bias gradients) in a second kernel,
+  deterministic and free of atomics.
+"""
+from __future__ import annotations
+
+import functools
+
+import torch
+import triton
+import triton.language as tl
+
+from ..runtime import VENDOR, Tuner, bucket
+
+try:
+    from ..runtime import Launcher
+except ImportError:  # a runtime without the lean launch path: Triton's own launch
+    Launcher = None
+from ._common import INT32_MAX, needs_int64
+
+
+def _limits() -> dict:
+    return VENDOR.config("rows_limits").get("default", {}) if VENDOR else {}
+
+
+ONE_PASS_MAX = int(_limits().get("one_pass_max", 16384))
+CLASSES = (("narrow", 128), ("medium", 1024), ("wide", ONE_PASS_MAX), ("loop", None))
+_DEFAULT = {"BLOCK_M": 1, "BLOCK_N": 2048, "num_warps": 4}
+
+
+def launcher(kernel):
+    """``launcher(k)(grid, *args, **constexprs)`` launches like ``k[grid](*args, **constexprs)``."""
+    if Launcher is not None:
+        return Launcher(kernel)
+    return lambda grid, *args, **kw: kernel[grid](*args, **kw)
+
+
+def width_class(n: int) -> str:
+    for cls, limit in CLASSES:
+        if limit is None or n <= limit:
+            return cls
+    return "loop"
+
+
+class RowPlanner:
+    """Chooses BLOCK_M / BLOCK_N / ONE_PASS / num_warps for a row kernel."""
+
+    def __init__(self, name: str, kernels):
+        self.tuners = {cls: Tuner(f"{name}_{cls}", kernels=kernels) for cls, _ in CLASSES}
+        self.cache: dict = {}
+
+    def plan(self, n: int, rows: int, launch, key=()) -> dict:
+        ck = (n, bucket(min(rows, 65536)), key)
+        p = self.cache.get(ck)
+        if p is None:
+            cls = width_class(n)
+            cfg = self.tuners[cls].choose(
+                (n if cls == "narrow" else bucket(n), ck[1], key),
+                lambda c: launch(self.to_plan(c, n, cls)))
+            p = self.cache[ck] = self.to_plan(cfg, n, cls)
+        return p
+
+    @staticmethod
+    def to_plan(cfg, n, cls) -> dict:
+        cfg = cfg or _DEFAULT
+        one_pass = cls != "loop"
+        block_n = triton.next_power_of_2(n) if one_pass else int(cfg.get("BLOCK_N", 2048))
+        plan = dict(cfg)
+        plan.update(BLOCK_M=int(cfg.get("BLOCK_M", 1)), BLOCK_N=block_n, ONE_PASS=one_pass,
+                    num_warps=int(cfg.get("num_warps", 4)))
+        return plan
+
+
+def big(*tensors) -> bool:
+    """``needs_int64`` with a cheap answer for contiguous tensors (the common case)."""
+    for t in tensors:
+        if t is None:
+            continue
+        if t.is_contiguous():
+            if t.numel() > INT32_MAX:
+                return True
+        elif needs_int64(t):
+            return True
+    return False
+
+
+def collapsed_stride(t: torch.Tensor):
+    """Stride between rows when all leading dims of ``t`` walk memory uniformly, else None."""
+    if t.dim() <= 1:
+        return t.shape[-1] if t.dim() else 1
+    expected = None
+    size_after = 1
+    for size, stride in zip(reversed(t.shape[:-1]), reversed(t.stride()[:-1])):
+        if size == 1:
+            continue
+        if expected is None:
+            expected = stride
+        elif stride != expected * size_after:
+            return None
+        size_after *= size
+    return expected if expected is not None else t.shape[-1]
+
+
+def rows_2d(t: torch.Tensor, n: int):
+    """(tensor, row stride) such that row r, column c of the [numel/n, n] view is at r*stride + c."""
+    if t.is_contiguous():
+        return t, n
+    if t.dim() >= 1 and t.shape[-1] == n and (t.stride(-1) == 1 or n == 1):
+        s = collapsed_stride(t)
+        if s is not None:
+            return t, s
+    v = t.reshape(-1, n)
+    if v.stride(1) != 1 and n != 1:
+        v = v.contiguous()
+    return v, v.stride(0) if v.shape[0] > 1 else n
+
+
+@functools.lru_cache(maxsize=None)
+def _sm_count(device_index) -> int:
+    return torch.cuda.get_device_properties(device_index).multi_processor_count
+
+
+def partial_programs(row_blocks: int, device: torch.device) -> int:
+    """How many programs share the rows of a weight-gradient reduction."""
+    if device.type == "cuda":
+        return max(1, min(row_blocks, 2 * _sm_count(device.index or 0)))
+    return max(1, min(row_blocks, 4))  # the interpreter runs programs one by one
+
+
+@triton.jit
+def _column_sum_kernel(out, part, G, N, BLOCK_G: tl.constexpr, BLOCK_N: tl.constexpr):
+    pid = tl.program_id(0)
+    cols = pid * BLOCK_N + tl.arange(0, BLOCK_N)
+    cmask = cols < N
+    acc = tl.zeros([BLOCK_G, BLOCK_N], tl.float32)
+    for start in range(0, G, BLOCK_G):
+        g = start + tl.arange(0, BLOCK_G)
+        mask = (g < G)[:, None] & cmask[None, :]
+        acc += tl.load(part + g[:, None].to(tl.int64) * N + cols[None, :], mask=mask, other=0.0)
+    tl.store(out + cols, tl.sum(acc, 0).to(out.dtype.element_ty), mask=cmask)
+
+
+def column_sum(part: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """out[c] = sum over g of part[g, c] (part fp32 [G, N] contiguous, out contiguous)."""
+    G, N = part.shape
+    BLOCK_N = 128 if N >= 128 else triton.next_power_of_2(N)
+    BLOCK_G = min(32, triton.next_power_of_2(G))
+    _column_sum_kernel[(triton.cdiv(N, BLOCK_N),)](out, part, G, N, BLOCK_G=BLOCK_G, BLOCK_N=BLOCK_N,
+                                                   num_warps=4)
+    return out

@@ -1,0 +1,94 @@
+"""layer_norm: aten native_layer_norm / native_layer_norm_backward against torch in float64."""
+import pytest
+import torch
+
+import gemsops
+from gemsops.ops.layer_norm import native_layer_norm, native_layer_norm_backward
+from gemsops.runtime.oplog import read_log
+from tests.util import FLOAT_DTYPES, ON_GPU, assert_close, randn, reference
+
+CASES = [((5, 7), [7]), ((3, 300), [300]), ((2, 3, 33), [33]), ((4, 6, 5), [6, 5])]
+if ON_GPU:
+    CASES += [((4096, 4096), [4096]), ((64, 32768), [32768]), ((7, 1000), [1000])]
+
+
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES)
+@pytest.mark.parametrize("shape,ns", CASES)
+@pytest.mark.parametrize("affine", [True, False])
+def test_forward_backward_kernels(shape, ns, dtype, affine):
+    x = randn(*shape, dtype=dtype) * 2 + 0.5
+    w = randn(*ns, dtype=dtype) if affine else None
+    b = randn(*ns, dtype=dtype) if affine else None
+    y, mean, rstd = native_layer_norm(x, ns, w, b, 1e-5)
+    y_nat, mean_nat, rstd_nat = torch.ops.aten.native_layer_norm(x, ns, w, b, 1e-5)
+    y_ref, mean_ref, rstd_ref = reference(torch.ops.aten.native_layer_norm, x, ns, w, b, 1e-5)
+    for got, nat in ((y, y_nat), (mean, mean_nat), (rstd, rstd_nat)):
+        assert got.dtype == nat.dtype and got.shape == nat.shape
+    assert_close(y, y_ref.to(dtype), dtype, scale=2)
+    assert_close(mean, mean_ref.to(mean.dtype), mean.dtype, scale=2)
+    assert_close(rstd, rstd_ref.to(rstd.dtype), rstd.dtype, scale=10)
+    g = randn(*shape, dtype=dtype)
+    mask = [True, affine, affine]
+    dx, dw, db = native_layer_norm_backward(g, x, ns, mean, rstd, w, b, mask)
+    rdx, rdw, rdb = reference(torch.ops.aten.native_layer_norm_backward, g, x, ns, mean_ref, rstd_ref, w, b, mask)
+    assert_close(dx, rdx.to(dtype), dtype, scale=4)
+    if affine:
+        assert dw.dtype == dtype and db.dtype == dtype
+        assert_close(dw, rdw.to(dtype), dtype, scale=4)
+        assert_close(db, rdb.to(dtype), dtype, scale=4)
+    else:
+        assert dw is None and db is None
+
+
+def test_masks_layouts_and_fallbacks():
+    x = randn(8, 50)[:, 5:45]
+    w, b, g = randn(40), randn(40), randn(8, 40)
+    y, mean, rstd = native_layer_norm(x, [40], w, b, 1e-6)
+    assert_close(y, reference(torch.ops.aten.native_layer_norm, x, [40], w, b, 1e-6)[0].float())
+    nat = torch.ops.aten.native_layer_norm_backward(g, x, [40], mean, rstd, w, b, [False, True, False])
+    got = native_layer_norm_backward(g, x, [40], mean, rstd, w, b, [False, True, False])
+    assert got[0] is None and got[2] is None
+    assert_close(got[1], nat[1], scale=4)
+    got = native_layer_norm_backward(g, x, [40], mean, rstd, w, None, [True, False, True])
+    assert got[2] is None  # no bias: no bias gradient
+    assert_close(got[0], torch.ops.aten.native_layer_norm_backward(g, x, [40], mean, rstd, w, None,
+                                                                   [True, False, False])[0], scale=4)
+    h = randn(3, 16, dtype=torch.bfloat16)  # fp32 params on bf16 input (torch's mixed-type rule)
+    wf, bf = randn(16), randn(16)
+    for got, nat in zip(native_layer_norm(h, [16], wf, bf, 1e-5), torch.ops.aten.native_layer_norm(h, [16], wf, bf, 1e-5)):
+        assert got.dtype == nat.dtype
+        assert_close(got, nat, got.dtype, scale=2)
+    d = randn(3, 8, dtype=torch.float64)  # routed to native
+    assert_close(native_layer_norm(d, [8], None, None, 1e-5)[0], torch.ops.aten.native_layer_norm(d, [8], None, None, 1e-5)[0])
+    y, mean, rstd = native_layer_norm(randn(0, 8), [8], None, None, 1e-5)
+    assert y.shape == (0, 8) and mean.shape == (0, 1)
+
+
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES)
+def test_autograd_through_enable(tmp_path, dtype):
+    log = tmp_path / "ops.log"
+    x = randn(2, 3, 40, dtype=dtype).requires_grad_()
+    w = randn(40, dtype=dtype).requires_grad_()
+    b = randn(40, dtype=dtype).requires_grad_()
+    g = randn(2, 3, 40, dtype=dtype)
+    y = torch.nn.functional.layer_norm(x, [40], w, b)
+    grads = torch.autograd.grad(y, (x, w, b), g)
+    with gemsops.use_gems(include=["layer_norm"], record=True, path=log):
+        y2 = torch.nn.functional.layer_norm(x, [40], w, b)
+        grads2 = torch.autograd.grad(y2, (x, w, b), g)
+    assert_close(y2, y, dtype, scale=2)
+    for a, e in zip(grads2, grads):
+        assert_close(a, e, dtype, scale=4)
+    ops = [op for _, op, _ in read_log(log)]
+    assert "aten::native_layer_norm" in ops and "aten::native_layer_norm_backward" in ops
+
+
+def test_public_layer_norm_is_differentiable():
+    x = randn(4, 2, 24).requires_grad_()
+    w, b = randn(24).requires_grad_(), randn(24).requires_grad_()
+    g = randn(4, 2, 24)
+    grads = torch.autograd.grad(gemsops.ops.layer_norm(x, 24, w, b), (x, w, b), g)
+    xd, wd, bd = (t.detach().double().requires_grad_() for t in (x, w, b))
+    refs = torch.autograd.grad(torch.nn.functional.layer_norm(xd, [24], wd, bd), (xd, wd, bd), g.double())
+    for a, e in zip(grads, refs):
+        assert_close(a, e.float(), scale=4)

@@ -1,0 +1,123 @@
+"""softmax (_softmax, _softmax.out, _softmax_backward_data) against torch, reference in float64."""
+import pytest
+import torch
+
+import gemsops
+from gemsops.ops.softmax import _softmax, _softmax_backward_data, _softmax_out
+from gemsops.runtime.oplog import read_log
+from tests.util import DEVICE, FLOAT_DTYPES, ON_GPU, assert_close, randn, reference
+
+# (shape, dim): last dim narrow/odd, wider than the interpreter's one-pass limit (looped),
+# middle and first dims (strided kernel), and 1-D
+CASES = [((5, 7), -1), ((3, 300), 1), ((2, 3, 33), 2), ((4, 6, 5), 1), ((4, 6, 5), 0), ((2, 300, 3), 1), ((9,), 0)]
+if ON_GPU:
+    CASES += [((64, 4096), -1), ((16, 32768), -1), ((8, 1000, 64), 1), ((128, 50257), -1)]
+
+
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES)
+@pytest.mark.parametrize("shape,dim", CASES)
+def test_forward_and_backward_kernels(shape, dim, dtype):
+    x = randn(*shape, dtype=dtype) * 3
+    y = _softmax(x, dim, False)
+    ref = reference(torch.softmax, x, dim)
+    assert y.dtype == dtype and y.shape == x.shape
+    assert_close(y, ref.to(dtype), dtype)
+    g = randn(*shape, dtype=dtype)
+    dx = _softmax_backward_data(g, y, dim, dtype)
+    dref = reference(torch.ops.aten._softmax_backward_data, g, ref, dim, torch.float64)
+    assert_close(dx, dref.to(dtype), dtype, scale=2)
+
+
+def test_non_contiguous_inputs():
+    base = randn(6, 40)
+    for x, dim in [(base[:, 3:30], 1), (base.t(), 1), (base.t(), 0), (base[::2], -1), (randn(4, 5, 6).permute(2, 0, 1), 1)]:
+        assert_close(_softmax(x, dim, False), reference(torch.softmax, x, dim).float())
+        g = randn(*x.shape)
+        y = torch.softmax(x, dim)
+        assert_close(_softmax_backward_data(g, y, dim, torch.float32),
+                     torch.ops.aten._softmax_backward_data(g, y, dim, torch.float32))
+
+
+def test_zero_dim_empty_and_infinities():
+    s = randn(())
+    assert_close(_softmax(s, 0, False), torch.softmax(s, 0))
+    e = randn(0, 5)
+    assert _softmax(e, 1, False).shape == (0, 5)
+    assert _softmax(randn(3, 0), 1, False).shape == (3, 0)
+    for width in (7, 300):  # one pass and looped
+        x = randn(4, width)
+        x[0] = -float("inf")  # all -inf: NaN like torch
+        x[1, : width // 2] = -float("inf")  # -inf prefix, then finite values
+        x[2, 3] = float("nan")
+        x[3, 5] = float("inf")
+        assert_close(_softmax(x, 1, False), torch.softmax(x, 1), equal_nan=True)
+
+
+def test_half_to_float_and_out():
+    x = randn(3, 300, dtype=torch.float16)
+    y = _softmax(x, 1, True)
+    assert y.dtype == torch.float32
+    assert_close(y, reference(torch.softmax, x, 1).float())
+    dx = _softmax_backward_data(torch.ones_like(y), y, 1, torch.float16)
+    assert dx.dtype == torch.float16
+    out = torch.empty(3, 300, dtype=torch.float16, device=DEVICE)
+    assert _softmax_out(x, 1, False, out=out) is out
+    assert_close(out, reference(torch.softmax, x, 1).half())
+
+
+def test_routed_to_native():
+    x = randn(4, 9, dtype=torch.float64)
+    assert_close(_softmax(x, 1, False), torch.softmax(x, 1))  # fp64: torch's kernel
+    with pytest.raises((IndexError, RuntimeError)):
+        _softmax(randn(3, 4), 2, False)
+    with pytest.raises(RuntimeError):
+        _softmax(randn(3, 4), 1, True)  # half_to_float on fp32: torch's error
+
+
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES)
+def test_autograd_through_enable(tmp_path, dtype):
+    log = tmp_path / "ops.log"
+    x = randn(3, 5, 37, dtype=dtype).requires_grad_()
+    g = randn(3, 5, 37, dtype=dtype)
+    grads = []
+    for dim in (-1, 1):
+        y = torch.softmax(x, dim)
+        (gx,) = torch.autograd.grad(y, x, g)
+        with gemsops.use_gems(include=["softmax"], record=True, path=log):
+            yg = torch.softmax(x, dim)
+            (gxg,) = torch.autograd.grad(yg, x, g)
+        assert_close(yg, y, dtype)
+        assert_close(gxg, gx, dtype, scale=2)
+        grads.append(gxg)
+    ops = [op for _, op, _ in read_log(log)]
+    assert ops.count("aten::_softmax") == 2 and ops.count("aten::_softmax_backward_data") == 2
+
+
+def test_public_softmax_is_differentiable():
+    x = randn(4, 21).requires_grad_()
+    y = gemsops.ops.softmax(x, 1)
+    (gx,) = torch.autograd.grad(y, x, torch.arange(21.0, device=DEVICE).expand(4, 21))
+    x2 = x.detach().requires_grad_()
+    (gr,) = torch.autograd.grad(torch.softmax(x2, 1), x2, torch.arange(21.0, device=DEVICE).expand(4, 21))
+    assert_close(gx, gr)
+
+
+def test_out_aliasing_input_and_wrong_shape_go_to_torch():
+    x = randn(4, 30)
+    expected = torch.softmax(x, 1)
+    _softmax_out(x, 1, False, out=x)  # in place through out=
+    assert_close(x, expected)
+    out = torch.empty(0, device=DEVICE)
+    _softmax_out(expected, 0, False, out=out)  # torch resizes out
+    assert_close(out, torch.softmax(expected, 0))
+
+
+def test_broadcast_input_and_expanded_grad():
+    x = randn(1, 1, 19).expand(3, 4, 19)
+    y = _softmax(x, -1, False)
+    assert_close(y, reference(torch.softmax, x, -1).float())
+    g = torch.ones((), device=DEVICE).expand(3, 4, 19)
+    assert_close(_softmax_backward_data(g, y, -1, torch.float32),
+                 torch.ops.aten._softmax_backward_data(g, y, -1, torch.float32))
+    assert_close(_softmax_backward_data(g, y, 1, torch.float32),
+                 torch.ops.aten._softmax_backward_data(g, y, 1, torch.float32))
