@@ -63,12 +63,22 @@ def _bits(dtype, kind, value, negative_zero):
     return bits - (1 << width) if bits >= 1 << (width - 1) else bits
 
 
+def scalar_bits(dtype, value):
+    """``value`` converted to ``dtype`` as torch converts a Scalar, as raw signed integer bits.
+
+    None where torch would raise or the conversion is not handled here (complex values).
+    """
+    if isinstance(value, complex) or not isinstance(value, (int, float)):
+        return None
+    kind = type(value)
+    return _bits(dtype, kind, value, kind is float and value == 0 and math.copysign(1.0, value) < 0)
+
+
 def _fill(out, value):
     """Store ``value`` in every element of the dense tensor ``out``."""
-    if isinstance(value, complex) or not is_dense(out):
+    if not is_dense(out):
         raise Unsupported
-    kind = type(value)
-    bits = _bits(out.dtype, kind, value, kind is float and value == 0 and math.copysign(1.0, value) < 0)
+    bits = scalar_bits(out.dtype, value)
     if bits is None:
         raise Unsupported
     n = out.numel()
