@@ -35,9 +35,12 @@ def _seed_offset(device, increment):
     if device.type == "cuda":
         idx = device.index if device.index is not None else torch.cuda.current_device()
         gen = torch.cuda.default_generators[idx]
-        offset = gen.get_offset()
-        gen.set_offset(offset + increment)
-        return gen.initial_seed(), offset
+        try:
+            offset = gen.get_offset()
+            gen.set_offset(offset + increment)
+            return gen.initial_seed(), offset
+        except (AttributeError, RuntimeError):  # a generator without offsets: draw from the CPU one
+            pass
     seed, offset = torch.randint(0, 2**62, (2,)).tolist()
     return seed, offset
 
