@@ -63,3 +63,15 @@ def test_arange_through_enable(tmp_path):
 def test_arange_large():
     assert torch.equal(karange(50_000_000, device=DEVICE), torch.arange(50_000_000, device=DEVICE))
     assert_close(kstep(0, 1, 1e-6, device=DEVICE), torch.arange(0, 1, 1e-6, device=DEVICE))
+
+
+def test_arange_native_route_under_enable_does_not_recurse():
+    # float bounds with an integer dtype go to torch's kernel, also when gems serves arange
+    gemsops.only_enable(include=["arange"])
+    try:
+        got = torch.arange(1.0, 5.0, 2.0, dtype=torch.int64, device=DEVICE)
+        d = torch.arange(3, dtype=torch.float64, device=DEVICE)
+    finally:
+        gemsops.disable()
+    assert torch.equal(got, torch.arange(1.0, 5.0, 2.0, dtype=torch.int64, device=DEVICE))
+    assert torch.equal(d, torch.arange(3, dtype=torch.float64, device=DEVICE))

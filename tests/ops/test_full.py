@@ -93,3 +93,16 @@ def test_factories_through_enable(tmp_path):
 @pytest.mark.skipif(not ON_GPU, reason="large shapes on GPU only")
 def test_full_large():
     same(kzeros((8192, 8192), dtype=torch.bfloat16, device=DEVICE), torch.zeros(8192, 8192, dtype=torch.bfloat16, device=DEVICE))
+
+
+def test_factory_native_routes_under_enable_do_not_recurse():
+    gemsops.only_enable(include=["full", "ones", "zeros"])
+    try:
+        c = torch.full((2,), 1 + 2j, device=DEVICE)
+        z = torch.zeros(2, layout=torch.strided, dtype=torch.complex64, device=DEVICE)
+        f = torch.full_like(torch.ones(2, dtype=torch.int64, device=DEVICE), 2.5)
+    finally:
+        gemsops.disable()
+    same(c, torch.full((2,), 1 + 2j, device=DEVICE))
+    same(z, torch.zeros(2, dtype=torch.complex64, device=DEVICE))
+    same(f, torch.full((2,), 2, dtype=torch.int64, device=DEVICE))
