@@ -29,7 +29,7 @@ def test_scatter_src_and_value(dtype, dim):
     idx = unique_index(ishape, d, x.shape[d])
     src = randn(4, 5, 3).to(dtype)
     torch.testing.assert_close(kscatter(x, dim, idx, src), torch.scatter(x, dim, idx, src), rtol=0, atol=0)
-    for v in ([True, False] if dtype == torch.bool else [-3, 0.1, float("-inf")] if dtype.is_floating_point else [7]):
+    for v in ([True, False] if dtype == torch.bool else [-3, 0.1, float("-inf")] if dtype.is_floating_point else [7, 1]):
         torch.testing.assert_close(kvalue(x, dim, idx, v), torch.scatter(x, dim, idx, v), rtol=0, atol=0)
     y, z = x.clone(), x.clone()
     kscatter_(y, dim, idx, src)

@@ -176,7 +176,8 @@ def _gs_kernel(
         tl.store(src + a, tl.load(data + t, mask=mask), mask=mask)
     else:
         if SCALAR:
-            v = src
+            # a scalar equal to 1 arrives as a constexpr on the GPU: broadcast it to a block
+            v = tl.zeros((BLOCK,), dtype=data.dtype.element_ty) + src
         else:
             v = tl.load(src + a, mask=mask)
         v = v.to(data.dtype.element_ty)
