@@ -76,3 +76,17 @@ def test_embedding_large():
     g = randn(4, 2048, 4096, dtype=torch.bfloat16)
     ref = reference(torch.ops.aten.embedding_dense_backward, g, idx, 128256, -1, False, out_dtype=torch.bfloat16)
     assert_close(kbwd(g, idx, 128256, -1, False), ref)
+
+
+def test_deterministic_mode_routes_atomic_paths_to_native():
+    from gemsops.runtime import Unsupported
+    idx = torch.tensor([1, 1, 3], device=DEVICE)
+    g = randn(3, 4)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        with pytest.raises(Unsupported):
+            kbwd(g, idx, 5, -1, False)
+        got = embedding_dense_backward(g, idx, 5, -1, False)
+    finally:
+        torch.use_deterministic_algorithms(False)
+    torch.testing.assert_close(got, torch.ops.aten.embedding_dense_backward(g, idx, 5, -1, False))

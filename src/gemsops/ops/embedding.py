@@ -32,6 +32,8 @@ def embedding_dense_backward(grad_output, indices, num_weights, padding_idx, sca
     """
     if scale_grad_by_freq or not on_vendor_device(grad_output, indices):
         raise Unsupported
+    if torch.are_deterministic_algorithms_enabled():
+        raise Unsupported  # atomics: the summation order varies
     dtype = grad_output.dtype
     if dtype not in (torch.float32, torch.float16, torch.bfloat16) or grad_output.dim() == 0:
         raise Unsupported

@@ -38,6 +38,8 @@ def _run(self, indices, values, accumulate):
         raise Unsupported
     if values.dtype != self.dtype or (accumulate and self.dtype not in _ADD_DTYPES):
         raise Unsupported
+    if accumulate and torch.are_deterministic_algorithms_enabled():
+        raise Unsupported  # atomics: the summation order varies
     if any(st == 0 and sz > 1 for sz, st in zip(self.shape, self.stride())):
         raise Unsupported  # overlapping writes: torch's error
     if values.untyped_storage().data_ptr() == self.untyped_storage().data_ptr():

@@ -51,6 +51,8 @@ def _scatter(self, dim, index, src, inplace):
 
 
 def _scatter_add(self, dim, index, src, inplace):
+    if torch.are_deterministic_algorithms_enabled():
+        raise Unsupported  # atomics: the summation order varies
     if not on_vendor_device(self, index, src) or self.dtype not in _ADD_DTYPES or src.dtype != self.dtype:
         raise Unsupported
     if not kernel_dtype_ok(self.dtype):
