@@ -1,0 +1,142 @@
+"""cat: up to four inputs per launch, any dim, dtype promotion, torch's empty-tensor rules."""
+import functools
+
+import torch
+import triton
+import triton.language as tl
+
+from ..runtime import Unsupported, declare, on_vendor_device, with_fallback
+from ._common import kernel_dtype_ok
+from ._indexing import next_pow2, split3
+
+__all__ = ["cat"]
+
+PER_LAUNCH = 4
+TILE = 4096
+
+
+@triton.jit
+def _copy_tile(out, x, rows, cols, outer, inner, c, col_off, s_row, s_dim, s_inner, c_total):
+    mask = (rows < outer)[:, None] & (cols < c)[None, :]
+    col = (cols // inner) * s_dim + (cols % inner) * s_inner
+    v = tl.load(x + rows[:, None] * s_row + col[None, :], mask=mask)
+    tl.store(out + rows[:, None] * c_total + (cols + col_off)[None, :], v.to(out.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _cat_kernel(
+    out, x0, x1, x2, x3, outer, inner, c_total, col_blocks,
+    c0, c1, c2, c3, f0, f1, f2, f3, r0, r1, r2, r3, d0, d1, d2, d3, k0, k1, k2, k3,
+    N: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr,
+):
+    # one flat grid: (row block) x (input, column block); every input gets col_blocks blocks
+    pid = tl.program_id(0)
+    per_row = col_blocks * N
+    rb = pid // per_row
+    rest = pid % per_row
+    which = rest // col_blocks
+    cb = rest % col_blocks
+    rows = rb.to(tl.int64) * BLOCK_R + tl.arange(0, BLOCK_R)
+    cols = cb.to(tl.int64) * BLOCK_C + tl.arange(0, BLOCK_C)
+    if which == 0:
+        _copy_tile(out, x0, rows, cols, outer, inner, c0, f0, r0, d0, k0, c_total)
+    if N >= 2:
+        if which == 1:
+            _copy_tile(out, x1, rows, cols, outer, inner, c1, f1, r1, d1, k1, c_total)
+    if N >= 3:
+        if which == 2:
+            _copy_tile(out, x2, rows, cols, outer, inner, c2, f2, r2, d2, k2, c_total)
+    if N >= 4:
+        if which == 3:
+            _copy_tile(out, x3, rows, cols, outer, inner, c3, f3, r3, d3, k3, c_total)
+
+
+def _channels_last(t):
+    return t.dim() in (4, 5) and not t.is_contiguous() and (
+        t.is_contiguous(memory_format=torch.channels_last if t.dim() == 4 else torch.channels_last_3d))
+
+
+def _run(tensors, dim, out=None):
+    if not tensors or not on_vendor_device(*tensors, out):
+        raise Unsupported
+    dtype = functools.reduce(torch.promote_types, [t.dtype for t in tensors])
+    # legacy rule: 1-D empty tensors are skipped whatever the other shapes are
+    parts = [t for t in tensors if not (t.dim() == 1 and t.numel() == 0)]
+    if not parts or not kernel_dtype_ok(dtype) or any(not kernel_dtype_ok(t.dtype) for t in parts):
+        raise Unsupported
+    first = parts[0]
+    nd = first.dim()
+    if nd == 0:
+        raise Unsupported
+    dim = dim + nd if dim < 0 else dim
+    if not 0 <= dim < nd:
+        raise Unsupported
+    ref = first.shape
+    total = 0
+    for t in parts:
+        if t.dim() != nd or any(a != b for i, (a, b) in enumerate(zip(t.shape, ref)) if i != dim):
+            raise Unsupported  # torch's error message
+        if _channels_last(t):
+            raise Unsupported  # torch keeps that layout for the result
+        total += t.shape[dim]
+    shape = list(ref)
+    shape[dim] = total
+    if out is None:
+        out = torch.empty(shape, dtype=dtype, device=first.device)
+    else:
+        if list(out.shape) != shape or not out.is_contiguous() or not torch.can_cast(dtype, out.dtype):
+            raise Unsupported
+        base = out.untyped_storage().data_ptr()
+        if any(t.untyped_storage().data_ptr() == base for t in tensors):
+            raise Unsupported
+    if out.numel() == 0:
+        return out
+    inner = 1
+    for s in shape[dim + 1:]:
+        inner *= s
+    outer = out.numel() // (total * inner)
+    c_total = total * inner
+    items, off = [], 0
+    for t in parts:
+        c = t.shape[dim] * inner
+        if c:
+            try:
+                _, so, _, si = split3(t, dim, dim + 1)
+            except Unsupported:  # outer or inner dims not mergeable: copy this one input
+                t = t.contiguous()
+                _, so, _, si = split3(t, dim, dim + 1)
+            items.append((t, c, off, so, t.stride(dim), si))
+        off += c
+    for g in range(0, len(items), PER_LAUNCH):
+        _launch(out, items[g:g + PER_LAUNCH], outer, inner, c_total)
+    return out
+
+
+def _launch(out, group, outer, inner, c_total):
+    n = len(group)
+    cmax = max(it[1] for it in group)
+    block_c = min(next_pow2(cmax), 1024)
+    block_r = min(max(1, TILE // block_c), next_pow2(outer))
+    col_blocks = triton.cdiv(cmax, block_c)
+    pad = group + [group[0]] * (PER_LAUNCH - n)
+    grid = (triton.cdiv(outer, block_r) * col_blocks * n,)
+    _cat_kernel[grid](
+        out, *(p[0] for p in pad), outer, inner, c_total, col_blocks,
+        *(p[1] for p in pad), *(p[2] for p in pad), *(p[3] for p in pad), *(p[4] for p in pad),
+        *(p[5] for p in pad),
+        N=n, BLOCK_R=block_r, BLOCK_C=block_c,
+    )
+
+
+@with_fallback("cat")
+def cat(tensors, dim=0):
+    """torch.cat(tensors, dim)."""
+    return _run(tensors, dim)
+
+
+@with_fallback("cat.out")
+def cat_out(tensors, dim=0, *, out):
+    return _run(tensors, dim, out)
+
+
+declare("cat", {"cat": cat, "cat.out": cat_out})

@@ -1,0 +1,47 @@
+"""index_select: rows (or slices along any dim) picked by a 1-D int32/int64 index."""
+import torch
+import triton.language as tl  # noqa: F401  (the interpreter needs it visible to every jit function)
+
+from ..runtime import Unsupported, declare, on_vendor_device, with_fallback
+from ._common import kernel_dtype_ok
+from ._indexing import check_bounds, flat_index, split3, take
+
+__all__ = ["index_select"]
+
+
+def _run(self, dim, index, out=None):
+    if not on_vendor_device(self, index, out) or self.dim() == 0 or index.dim() > 1:
+        raise Unsupported
+    if not kernel_dtype_ok(self.dtype):
+        raise Unsupported
+    dim = dim + self.dim() if dim < 0 else dim
+    if not 0 <= dim < self.dim():
+        raise Unsupported
+    idx = flat_index(index)
+    size = self.shape[dim]
+    check_bounds(idx, size, allow_negative=False)
+    shape = list(self.shape)
+    shape[dim] = idx.numel()
+    if out is None:
+        out = torch.empty(shape, dtype=self.dtype, device=self.device)
+    elif list(out.shape) != shape or out.dtype != self.dtype or not out.is_contiguous():
+        raise Unsupported  # resizing / dtype errors are torch's
+    outer, s_outer, inner, s_inner = split3(self, dim, dim + 1)
+    n = idx.numel()
+    take(self, outer, s_outer, inner, s_inner, [(idx, self.stride(dim), size)],
+         out, (n * inner, inner, 1), mode=0, wrap=False)
+    return out
+
+
+@with_fallback("index_select")
+def index_select(self, dim, index):
+    """torch.index_select(self, dim, index)."""
+    return _run(self, dim, index)
+
+
+@with_fallback("index_select.out")
+def index_select_out(self, dim, index, *, out):
+    return _run(self, dim, index, out)
+
+
+declare("index_select", {"index_select": index_select, "index_select.out": index_select_out})

@@ -1,0 +1,86 @@
+import pytest
+import torch
+
+import gemsops
+from gemsops.ops.cat import cat, cat_out
+
+kcat, kcat_out = cat.__wrapped__, cat_out.__wrapped__  # no silent native fallback
+from tests.util import DEVICE, FLOAT_DTYPES, ON_GPU, randn
+
+
+def same(a, b):
+    assert a.dtype == b.dtype and a.shape == b.shape
+    torch.testing.assert_close(a, b, rtol=0, atol=0, equal_nan=True)
+
+
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES + [torch.int64, torch.bool])
+@pytest.mark.parametrize("dim", [0, 1, 2, -1])
+def test_cat_dims(dtype, dim):
+    xs = [randn(2, 3, 4).to(dtype) for _ in range(3)]
+    xs[1] = torch.cat([xs[1]] * 2, dim)  # a different size along dim
+    same(kcat(xs, dim), torch.cat(xs, dim))
+
+
+def test_cat_many_inputs_and_noncontiguous():
+    xs = [randn(3, 5)[:, i:i + 2] for i in range(3)] + [randn(4, 3).t()[:, :2]] * 3 + [randn(3, 1)]
+    for dim in (0, 1):
+        ys = xs if dim == 1 else [x.t() for x in xs]
+        same(kcat(ys, dim), torch.cat(ys, dim))
+    p = [randn(4, 3, 5).permute(1, 0, 2), randn(3, 4, 2)]  # outer dims not mergeable
+    same(kcat(p, 2), torch.cat(p, 2))
+
+
+def test_cat_promotion_and_empty_rules():
+    a = torch.ones(2, 3, dtype=torch.int64, device=DEVICE)
+    b = randn(1, 3, dtype=torch.float16)
+    c = torch.tensor([[True, False, True]], device=DEVICE)
+    same(cat([a, b, c]), torch.cat([a, b, c]))
+    legacy = torch.empty(0, dtype=torch.float64, device=DEVICE)  # skipped, but promotes
+    same(kcat([legacy, b, legacy], 1), torch.cat([legacy, b, legacy], 1))
+    e = torch.empty(0, 3, device=DEVICE)
+    same(kcat([e, b.float(), e]), torch.cat([e, b.float(), e]))
+    same(cat([e, e]), torch.cat([e, e]))
+    same(kcat([b, torch.tensor([[float("nan"), float("inf"), -float("inf")]], device=DEVICE)]),
+         torch.cat([b, torch.tensor([[float("nan"), float("inf"), -float("inf")]], device=DEVICE)]))
+
+
+def test_cat_native_routes():
+    with pytest.raises(RuntimeError):
+        cat([randn(2, 3), randn(3, 2)], 0)
+    with pytest.raises((RuntimeError, IndexError)):
+        cat([torch.tensor(1.0, device=DEVICE)], 0)
+    cl = randn(2, 3, 4, 5).to(memory_format=torch.channels_last)
+    r = cat([cl, cl], 1)
+    same(r, torch.cat([cl, cl], 1))
+    assert r.stride() == torch.cat([cl, cl], 1).stride()
+
+
+def test_cat_out():
+    a, b = randn(2, 3), randn(1, 3)
+    out = torch.empty(3, 3, dtype=torch.float64, device=DEVICE)
+    r = kcat_out([a, b], 0, out=out)
+    assert r.data_ptr() == out.data_ptr()
+    same(out, torch.cat([a, b]).double())
+    out2 = torch.empty(0, device=DEVICE)  # resized by torch
+    cat_out([a, b], 0, out=out2)
+    same(out2, torch.cat([a, b]))
+
+
+def test_cat_through_enable(tmp_path):
+    log = tmp_path / "log"
+    x = randn(2, 2, 4)
+    gemsops.only_enable(include=["cat"], record=True, path=log)
+    r = torch.cat((-x[..., 2:], x[..., :2]), dim=-1)  # rotate_half
+    gemsops.disable()
+    same(r, torch.cat((-x[..., 2:], x[..., :2]), dim=-1))
+    assert "aten::cat" in log.read_text()
+
+
+@pytest.mark.skipif(not ON_GPU, reason="large shapes on GPU only")
+def test_cat_large():
+    x = randn(4, 32, 2048, 128, dtype=torch.bfloat16)
+    same(kcat((-x[..., 64:], x[..., :64]), -1), torch.cat((-x[..., 64:], x[..., :64]), -1))
+    big = [randn(3_000_000) for _ in range(6)]
+    same(kcat(big), torch.cat(big))
+    kv = [randn(1, 8, 1000 + i, 128, dtype=torch.float16) for i in range(2)]
+    same(kcat(kv, 2), torch.cat(kv, 2))

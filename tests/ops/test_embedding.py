@@ -1,0 +1,92 @@
+import pytest
+import torch
+
+import gemsops
+from gemsops.ops.embedding import embedding, embedding_dense_backward
+
+kemb, kbwd = embedding.__wrapped__, embedding_dense_backward.__wrapped__  # no silent native fallback
+from tests.util import DEVICE, FLOAT_DTYPES, ON_GPU, assert_close, randn, reference
+
+
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES)
+@pytest.mark.parametrize("idx_dtype", [torch.int64, torch.int32])
+def test_embedding_forward(dtype, idx_dtype):
+    w = randn(10, 6, dtype=dtype)
+    idx = torch.randint(0, 10, (3, 4), dtype=idx_dtype, device=DEVICE)
+    torch.testing.assert_close(kemb(w, idx), torch.nn.functional.embedding(idx, w), rtol=0, atol=0)
+
+
+def test_embedding_noncontiguous_0d_empty():
+    w = randn(6, 10).t()  # (10, 6), strides (1, 10)
+    idx = torch.tensor([[1, 9], [0, 0]], device=DEVICE).t()
+    torch.testing.assert_close(kemb(w, idx), w[idx], rtol=0, atol=0)
+    torch.testing.assert_close(kemb(w, torch.tensor(3, device=DEVICE)), w[3], rtol=0, atol=0)
+    assert kemb(w, torch.empty(2, 0, dtype=torch.long, device=DEVICE)).shape == (2, 0, 6)
+
+
+@pytest.mark.skipif(ON_GPU, reason="torch device-asserts on the GPU")
+def test_embedding_out_of_range_raises():
+    w = randn(4, 3)
+    for bad in (4, -1):
+        with pytest.raises(IndexError):
+            embedding(w, torch.tensor([0, bad], device=DEVICE))
+
+
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES)
+@pytest.mark.parametrize("padding_idx", [-1, 2])
+def test_embedding_dense_backward(dtype, padding_idx):
+    idx = torch.tensor([[2, 5, 2], [0, 5, 5]], device=DEVICE)
+    g = randn(2, 3, 7, dtype=dtype)
+    got = kbwd(g, idx, 8, padding_idx, False)
+    ref = reference(torch.ops.aten.embedding_dense_backward, g, idx, 8, padding_idx, False, out_dtype=dtype)
+    assert got.dtype == dtype and got.shape == (8, 7)
+    assert_close(got, ref)
+    if padding_idx == 2:
+        assert (got[2] == 0).all()
+
+
+def test_embedding_backward_scale_grad_by_freq_native():
+    idx = torch.tensor([1, 1, 3], device=DEVICE)
+    g = randn(3, 4)
+    got = embedding_dense_backward(g, idx, 5, -1, True)
+    torch.testing.assert_close(got, torch.ops.aten.embedding_dense_backward(g, idx, 5, -1, True))
+
+
+def test_embedding_autograd_through_enable(tmp_path):
+    w = randn(9, 5).requires_grad_()
+    idx = torch.tensor([[1, 8, 1]], device=DEVICE)
+    log = tmp_path / "log"
+    gemsops.only_enable(include=["embedding", "embedding_dense_backward"], record=True, path=log)
+    out = torch.nn.functional.embedding(idx, w, padding_idx=8)
+    out.sum().backward()
+    gemsops.disable()
+    w2 = w.detach().clone().requires_grad_()
+    torch.nn.functional.embedding(idx, w2, padding_idx=8).sum().backward()
+    torch.testing.assert_close(out, w2[idx])
+    torch.testing.assert_close(w.grad, w2.grad)
+    text = log.read_text()
+    assert "aten::embedding\t" in text and "aten::embedding_dense_backward" in text
+
+
+@pytest.mark.skipif(not ON_GPU, reason="large shapes on GPU only")
+def test_embedding_large():
+    w = randn(128256, 4096, dtype=torch.bfloat16)
+    idx = torch.randint(0, 128256, (4, 2048), device=DEVICE)
+    torch.testing.assert_close(kemb(w, idx), w[idx], rtol=0, atol=0)
+    g = randn(4, 2048, 4096, dtype=torch.bfloat16)
+    ref = reference(torch.ops.aten.embedding_dense_backward, g, idx, 128256, -1, False, out_dtype=torch.bfloat16)
+    assert_close(kbwd(g, idx, 128256, -1, False), ref)
+
+
+def test_deterministic_mode_routes_atomic_paths_to_native():
+    from gemsops.runtime import Unsupported
+    idx = torch.tensor([1, 1, 3], device=DEVICE)
+    g = randn(3, 4)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        with pytest.raises(Unsupported):
+            kbwd(g, idx, 5, -1, False)
+        got = embedding_dense_backward(g, idx, 5, -1, False)
+    finally:
+        torch.use_deterministic_algorithms(False)
+    torch.testing.assert_close(got, torch.ops.aten.embedding_dense_backward(g, idx, 5, -1, False))
