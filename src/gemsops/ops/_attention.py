@@ -86,7 +86,8 @@ def _attn_tile(acc, m_i, l_i, q, K, V, BT, bt_row, k_base, v_base, k_start, star
     return acc, m_new, l_i
 
 
-@triton.jit
+# lengths of 1 must not become constexprs (Triton specializes ints equal to 1)
+@triton.jit(do_not_specialize=["seqlen_q", "seqlen_k"])
 def _attn_fwd_kernel(
     Q, K, V, O, LSE, CU_Q, CU_K, SEQUSED_K, BT,
     qk_scale, seqlen_q, seqlen_k,

@@ -30,7 +30,7 @@ __all__ = ["paged_attention"]
 LOG2E = 1.4426950408889634
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["num_kv_heads", "tokens_per_split"])
 def _paged_decode_kernel(
     Q, K, V, BT, SEQ, ALIBI, O, PART_O, PART_L,
     qk_scale, num_kv_heads, tokens_per_split,
