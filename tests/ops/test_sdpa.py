@@ -53,6 +53,22 @@ def test_kernel_direct(dtype, causal, shape):
                                rtol=2e-3 if dtype != torch.float32 else 1e-5)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("shape", [(1, 4, 2, 21, 21, 16), (2, 2, 2, 9, 9, 24)])
+def test_descriptor_config(monkeypatch, dtype, causal, shape):
+    # configs with DESC read through tensor descriptors (power-of-2 heads); others fall back
+    from gemsops.ops import _attention
+    cfg = dict(_attention._fwd_tuner.default, DESC=True)
+    monkeypatch.setattr(_attention._fwd_tuner, "choose", lambda key, run: cfg)
+    b, hq, hkv, sq, sk, d = shape
+    q = randn(b, sq, hq, d, dtype=dtype).transpose(1, 2)
+    k, v = randn(b, hkv, sk, d, dtype=dtype), randn(b, hkv, sk, d, dtype=dtype)
+    out, lse = sdpa_flash_forward(q, k, v, causal)
+    assert_close(out, _ref_bhsd(q, k, v, causal).to(dtype), dtype=dtype, scale=_tol_scale(dtype))
+    torch.testing.assert_close(lse.double(), _ref_lse(q, k, causal), atol=2e-3, rtol=2e-3)
+
+
 def test_kernel_scale():
     q, k, v = randn(1, 2, 6, 16), randn(1, 2, 9, 16), randn(1, 2, 9, 16)
     out, lse = sdpa_flash_forward(q, k, v, False, scale=0.05)

@@ -20,7 +20,12 @@ import triton
 import triton.language as tl
 
 from ..runtime import Tuner, bucket
-from ._common import dot_upcast, needs_int64
+from ._common import TL_DTYPE, dot_upcast, needs_int64
+
+try:
+    from triton.tools.tensor_descriptor import TensorDescriptor
+except ImportError:  # older Triton: the pointer kernel serves every config
+    TensorDescriptor = None
 
 LOG2E = 1.4426950408889634
 LN2 = 0.6931471805599453
@@ -38,6 +43,29 @@ def _kv_offsets(BT, bt_row, k_start, offs_n, stride_n, stride_page, n_mask,
         if INT64:
             rows = rows.to(tl.int64)
         return rows * stride_n
+
+
+@triton.jit
+def _softmax_step(acc, m_i, l_i, s, v, offs_m_seq, offs_n, k_len, causal_off,
+                  MASKED: tl.constexpr, CAUSAL: tl.constexpr, PREC: tl.constexpr):
+    """Online-softmax update with one tile of base-2 scores ``s`` [M, N] and values ``v`` [N, D]."""
+    if MASKED:
+        keep = (offs_n < k_len)[None, :]
+        if CAUSAL:
+            keep = keep & (offs_n[None, :] <= offs_m_seq[:, None] + causal_off)
+        s = tl.where(keep, s, float("-inf"))
+    m_new = tl.maximum(m_i, tl.max(s, 1))
+    if MASKED:
+        # a row that has seen no key yet keeps m = -inf; subtract 0 instead to avoid inf - inf
+        m_sub = tl.where(m_new == float("-inf"), 0.0, m_new)
+    else:
+        m_sub = m_new
+    p = tl.math.exp2(s - m_sub[:, None])
+    alpha = tl.math.exp2(m_i - m_sub)
+    l_i = l_i * alpha + tl.sum(p, 1)
+    acc = acc * alpha[:, None]
+    acc = tl.dot(p.to(v.dtype), v, acc, input_precision=PREC)
+    return acc, m_new, l_i
 
 
 @triton.jit
@@ -67,23 +95,7 @@ def _attn_tile(acc, m_i, l_i, q, K, V, BT, bt_row, k_base, v_base, k_start, star
         kt = kt.to(tl.float32)
         v = v.to(tl.float32)
     s = tl.dot(q, kt, input_precision=PREC) * qk_scale
-    if MASKED:
-        keep = n_mask[None, :]
-        if CAUSAL:
-            keep = keep & (offs_n[None, :] <= offs_m_seq[:, None] + causal_off)
-        s = tl.where(keep, s, float("-inf"))
-    m_new = tl.maximum(m_i, tl.max(s, 1))
-    if MASKED:
-        # a row that has seen no key yet keeps m = -inf; subtract 0 instead to avoid inf - inf
-        m_sub = tl.where(m_new == float("-inf"), 0.0, m_new)
-    else:
-        m_sub = m_new
-    p = tl.math.exp2(s - m_sub[:, None])
-    alpha = tl.math.exp2(m_i - m_sub)
-    l_i = l_i * alpha + tl.sum(p, 1)
-    acc = acc * alpha[:, None]
-    acc = tl.dot(p.to(v.dtype), v, acc, input_precision=PREC)
-    return acc, m_new, l_i
+    return _softmax_step(acc, m_i, l_i, s, v, offs_m_seq, offs_n, k_len, causal_off, MASKED, CAUSAL, PREC)
 
 
 # lengths of 1 must not become constexprs (Triton specializes ints equal to 1)
@@ -180,8 +192,82 @@ def _attn_fwd_kernel(
         tl.store(LSE + b64 * sl_b + h * sl_h + rows * sl_m, lse, mask=m_mask)
 
 
-_fwd_tuner = Tuner("attention_fwd", kernels=[_attn_fwd_kernel])
-_fwd_tuner_wide = Tuner("attention_fwd_d256", kernels=[_attn_fwd_kernel])
+@triton.jit(do_not_specialize=["seqlen_q", "seqlen_k"])
+def _attn_fwd_desc_kernel(
+    q_desc, k_desc, v_desc, o_desc, LSE, qk_scale, seqlen_q, seqlen_k, sl_b, sl_h, sl_m,
+    GROUP: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    CAUSAL: tl.constexpr, STORE_LSE: tl.constexpr, UPCAST: tl.constexpr, PREC: tl.constexpr,
+    OUT_DTYPE: tl.constexpr, NUM_STAGES: tl.constexpr,
+):
+    """Dense [B, H, S, D] attention through tensor descriptors (TMA on Hopper and later).
+
+    Same math as ``_attn_fwd_kernel``; descriptors zero-fill rows past the sequence on load
+    and drop them on store, so only the key-length and causal masks remain.
+    """
+    pid_m = tl.num_programs(0) - 1 - tl.program_id(0)
+    h = tl.program_id(1)
+    b = tl.program_id(2)
+    kh = h // GROUP
+    m0 = pid_m * BLOCK_M
+    q = q_desc.load([b, h, m0, 0]).reshape([BLOCK_M, HEAD_DIM])
+    if UPCAST:
+        q = q.to(tl.float32)
+    offs_m = m0 + tl.arange(0, BLOCK_M)
+    causal_off = seqlen_k - seqlen_q
+    if CAUSAL:
+        hi = tl.minimum(seqlen_k, m0 + BLOCK_M + causal_off)
+        full = tl.minimum(seqlen_k, m0 + causal_off + 1)
+    else:
+        hi = seqlen_k
+        full = seqlen_k
+    full = tl.maximum(full, 0) // BLOCK_N * BLOCK_N
+    hi = tl.maximum(hi, full)
+    m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
+    l_i = tl.zeros([BLOCK_M], tl.float32)
+    acc = tl.zeros([BLOCK_M, HEAD_DIM], tl.float32)
+    for n0 in tl.range(0, full, BLOCK_N, num_stages=NUM_STAGES):
+        k = k_desc.load([b, kh, n0, 0]).reshape([BLOCK_N, HEAD_DIM])
+        v = v_desc.load([b, kh, n0, 0]).reshape([BLOCK_N, HEAD_DIM])
+        if UPCAST:
+            k = k.to(tl.float32)
+            v = v.to(tl.float32)
+        s = tl.dot(q, tl.trans(k), input_precision=PREC) * qk_scale
+        acc, m_i, l_i = _softmax_step(acc, m_i, l_i, s, v, offs_m, n0 + tl.arange(0, BLOCK_N), seqlen_k,
+                                      causal_off, False, CAUSAL, PREC)
+    for n0 in tl.range(full, hi, BLOCK_N):
+        k = k_desc.load([b, kh, n0, 0]).reshape([BLOCK_N, HEAD_DIM])
+        v = v_desc.load([b, kh, n0, 0]).reshape([BLOCK_N, HEAD_DIM])
+        if UPCAST:
+            k = k.to(tl.float32)
+            v = v.to(tl.float32)
+        s = tl.dot(q, tl.trans(k), input_precision=PREC) * qk_scale
+        acc, m_i, l_i = _softmax_step(acc, m_i, l_i, s, v, offs_m, n0 + tl.arange(0, BLOCK_N), seqlen_k,
+                                      causal_off, True, CAUSAL, PREC)
+    empty = l_i == 0.0
+    out = acc / tl.where(empty, 1.0, l_i)[:, None]
+    o_desc.store([b, h, m0, 0], out.to(OUT_DTYPE).reshape([1, 1, BLOCK_M, HEAD_DIM]))
+    if STORE_LSE:
+        lse = tl.where(empty, float("-inf"), (m_i + tl.math.log2(tl.where(empty, 1.0, l_i))) * 0.6931471805599453)
+        tl.store(LSE + b.to(tl.int64) * sl_b + h * sl_h + offs_m * sl_m, lse, mask=offs_m < seqlen_q)
+
+
+_fwd_tuner = Tuner("attention_fwd", kernels=[_attn_fwd_kernel, _attn_fwd_desc_kernel])
+_fwd_tuner_wide = Tuner("attention_fwd_d256", kernels=[_attn_fwd_kernel, _attn_fwd_desc_kernel])
+
+
+def _desc_ok(tensors, head_dim) -> bool:
+    """Tensor descriptors need a power-of-2 head, unit last stride, 16-byte aligned rest."""
+    if TensorDescriptor is None or head_dim < 16 or head_dim & (head_dim - 1):
+        return False
+    for t in tensors:
+        size = t.element_size()
+        if t.stride(3) != 1 or t.data_ptr() % 16 or any((st * size) % 16 for st in t.stride()[:3]):
+            return False
+    return True
+
+
+def _descriptor(t, rows):
+    return TensorDescriptor(t, list(t.shape), list(t.stride()), [1, 1, rows, t.shape[3]])
 
 
 def _prec(dtype) -> str:
@@ -192,8 +278,12 @@ def _prec(dtype) -> str:
 def attention_forward(q, k, v, out, *, q_strides, k_strides, v_strides, o_strides,
                       batch, num_heads, num_kv_heads, head_dim, max_q, causal, scale,
                       seqlen_q=0, seqlen_k=0, cu_q=None, cu_k=None, seqused_k=None,
-                      block_table=None, page_size=1, lse=None, lse_strides=(0, 0, 0)):
-    """Launch the shared forward kernel. Strides are (batch-or-page, row, head, dim) tuples."""
+                      block_table=None, page_size=1, lse=None, lse_strides=(0, 0, 0), dense=None):
+    """Launch the shared forward kernel. Strides are (batch-or-page, row, head, dim) tuples.
+
+    ``dense``: the (q, k, v, out) ``[B, H, S, D]`` tensors of an SDPA call; configs with
+    ``DESC: true`` then read them through tensor descriptors when their layout allows.
+    """
     if batch == 0 or max_q == 0 or num_heads == 0:
         return
     block_d = max(16, triton.next_power_of_2(head_dim))
@@ -215,6 +305,16 @@ def attention_forward(q, k, v, out, *, q_strides, k_strides, v_strides, o_stride
         if max_q <= 16:
             block_m = 16  # decode-like batches: a 16-row tile is the smallest dot
         grid = (triton.cdiv(max_q, block_m), num_heads, batch)
+        if cfg.get("DESC") and dense is not None and _desc_ok(dense, head_dim):
+            dq, dk, dv, do = (_descriptor(t, rows) for t, rows in zip(dense, (block_m, block_n, block_n, block_m)))
+            _attn_fwd_desc_kernel[grid](
+                dq, dk, dv, do, lse if lse is not None else dummy, qk_scale, seqlen_q, seqlen_k, *lse_strides,
+                GROUP=group, HEAD_DIM=head_dim, BLOCK_M=block_m, BLOCK_N=block_n, CAUSAL=bool(causal),
+                STORE_LSE=lse is not None, UPCAST=upcast, PREC=_prec(q.dtype), OUT_DTYPE=TL_DTYPE[out.dtype],
+                NUM_STAGES=cfg.get("num_stages", 2),
+                num_warps=cfg.get("num_warps", 4), num_stages=cfg.get("num_stages", 2),
+            )
+            return
         _attn_fwd_kernel[grid](
             q, k, v, out, lse if lse is not None else dummy, cu_q_t, cu_k_t, su_t, bt_t,
             qk_scale, seqlen_q, seqlen_k,

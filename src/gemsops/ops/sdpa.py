@@ -61,7 +61,7 @@ def sdpa_flash_forward(query, key, value, is_causal=False, scale=None, out=None,
         v_strides=(vs[0], vs[2], vs[1], vs[3]), o_strides=(os_[0], os_[2], os_[1], os_[3]),
         batch=b, num_heads=h, num_kv_heads=hk, head_dim=d, max_q=sq, causal=is_causal,
         scale=default_scale(d, scale), seqlen_q=sq, seqlen_k=sk,
-        lse=lse, lse_strides=lse.stride(),
+        lse=lse, lse_strides=lse.stride(), dense=(query, key, value, out),
     )
     return out, lse
 
