@@ -28,7 +28,6 @@ except ImportError:  # older Triton: the pointer kernel serves every config
     TensorDescriptor = None
 
 LOG2E = 1.4426950408889634
-LN2 = 0.6931471805599453
 
 
 @triton.jit
@@ -136,7 +135,10 @@ def _attn_fwd_kernel(
         k_len = seqlen_k
     if SEQUSED:
         k_len = tl.load(SEQUSED_K + b)
+    # per-program base offsets in int64 (scalar work); per-element offsets stay int32 unless INT64
     b64 = b.to(tl.int64)
+    h64 = h.to(tl.int64)
+    kh64 = kh.to(tl.int64)
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, BLOCK_D)
     d_mask = offs_d < HEAD_DIM
@@ -144,17 +146,17 @@ def _attn_fwd_kernel(
     rows = q_start + offs_m
     if INT64:
         rows = rows.to(tl.int64)
-    q_ptrs = Q + b64 * sq_b + h * sq_h + rows[:, None] * sq_m + (offs_d * sq_d)[None, :]
+    q_ptrs = Q + b64 * sq_b + h64 * sq_h + rows[:, None] * sq_m + (offs_d * sq_d)[None, :]
     q = tl.load(q_ptrs, mask=m_mask[:, None] & d_mask[None, :], other=0.0)
     if UPCAST:
         q = q.to(tl.float32)
 
     if PAGED:
-        k_base = kh * sk_h
-        v_base = kh * sv_h
+        k_base = kh64 * sk_h
+        v_base = kh64 * sv_h
     else:
-        k_base = b64 * sk_b + kh * sk_h
-        v_base = b64 * sv_b + kh * sv_h
+        k_base = b64 * sk_b + kh64 * sk_h
+        v_base = b64 * sv_b + kh64 * sv_h
     bt_row = b64 * sbt_b
 
     causal_off = k_len - q_len
@@ -185,11 +187,11 @@ def _attn_fwd_kernel(
 
     empty = l_i == 0.0
     out = acc / tl.where(empty, 1.0, l_i)[:, None]
-    o_ptrs = O + b64 * so_b + h * so_h + rows[:, None] * so_m + (offs_d * so_d)[None, :]
+    o_ptrs = O + b64 * so_b + h64 * so_h + rows[:, None] * so_m + (offs_d * so_d)[None, :]
     tl.store(o_ptrs, out.to(O.dtype.element_ty), mask=m_mask[:, None] & d_mask[None, :])
     if STORE_LSE:
         lse = tl.where(empty, float("-inf"), (m_i + tl.math.log2(tl.where(empty, 1.0, l_i))) * 0.6931471805599453)
-        tl.store(LSE + b64 * sl_b + h * sl_h + rows * sl_m, lse, mask=m_mask)
+        tl.store(LSE + b64 * sl_b + h64 * sl_h + rows * sl_m, lse, mask=m_mask)
 
 
 @triton.jit(do_not_specialize=["seqlen_q", "seqlen_k"])
@@ -291,7 +293,7 @@ def attention_forward(q, k, v, out, *, q_strides, k_strides, v_strides, o_stride
     int64 = needs_int64(q, out) or (not paged and needs_int64(k, v))
     upcast = dot_upcast()
     dummy = q
-    key = (q.dtype, block_d, causal, paged, bucket(max_q) >= 128)
+    key = (q.dtype, block_d, causal, paged, dense is not None, bucket(max_q) >= 128)
     cu_q_t = cu_q if cu_q is not None else dummy
     cu_k_t = cu_k if cu_k is not None else dummy
     su_t = seqused_k if seqused_k is not None else dummy
