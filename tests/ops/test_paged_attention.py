@@ -72,10 +72,15 @@ def test_paged_decode(dtype, layout, case):
 
 
 def test_many_pairs_single_pass_and_out_arg():
-    # enough (sequence, kv head) pairs that no split happens; out= is written in place
+    # enough (sequence, kv head) pairs that no split happens; out= is written in place;
+    # int64 tables, and the query a strided slice of a fused qkv tensor
     seq_lens = [3, 16, 9, 0, 11, 7, 1, 12]
     q, kc, vc, bt, sl = _make(8, 4, 2, 16, 8, seq_lens, torch.float32, "flash")
-    out = torch.full_like(q, float("nan"))
+    qkv = randn(8, 3, 4, 16)
+    qkv[:, 0] = q
+    q = qkv[:, 0]
+    bt, sl = bt.long(), sl.long()
+    out = torch.full((8, 4, 16), float("nan"), device=DEVICE)
     res = paged_attention(q, kc, vc, bt, sl, scale=0.3, out=out)
     assert res.data_ptr() == out.data_ptr()
     _check(out, _reference(q, kc, vc, bt, seq_lens, "flash", scale=0.3), torch.float32)
