@@ -116,7 +116,8 @@ def test_empty_key_sequence_gives_zeros():
 
 def test_float64_goes_to_torch_path():
     lens = [3, 5]
-    q, k, v = randn(8, 2, 16, dtype=torch.float64), randn(8, 1, 16, dtype=torch.float64), randn(8, 1, 16, dtype=torch.float64)
+    f64 = torch.float64
+    q, k, v = randn(8, 2, 16, dtype=f64), randn(8, 1, 16, dtype=f64), randn(8, 1, 16, dtype=f64)
     out = flash_attn_varlen_func(q, k, v, _cu(lens), 5, _cu(lens), 5, causal=True)
     torch.testing.assert_close(out, _packed_ref(q, k, v, lens, lens, True))
 

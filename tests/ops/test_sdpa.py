@@ -12,7 +12,7 @@ from gemsops.ops import sdpa_flash_forward
 from gemsops.runtime.oplog import read_log
 from gemsops.runtime.registry import families
 from tests.ops.attention_ref import ref_attention, ref_lse
-from tests.util import DEVICE, ON_GPU, assert_close, randn
+from tests.util import ON_GPU, assert_close, randn
 
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
 

@@ -38,8 +38,10 @@ def _cache_write_kernel(
     mask = (offs_h < num_heads)[:, None] & (offs_d < HEAD_DIM)[None, :]
     k = tl.load(KEY + t * sk_t + offs_h[:, None] * sk_h + (offs_d * sk_d)[None, :], mask=mask)
     v = tl.load(VAL + t * sv_t + offs_h[:, None] * sv_h + (offs_d * sv_d)[None, :], mask=mask)
-    k_dst = blk * kc_blk + off * kc_off + offs_h[:, None] * kc_h + ((offs_d // KX) * kc_dhi + (offs_d % KX) * kc_dlo)[None, :]
-    v_dst = blk * vc_blk + off * vc_off + offs_h[:, None] * vc_h + ((offs_d // VX) * vc_dhi + (offs_d % VX) * vc_dlo)[None, :]
+    k_d = (offs_d // KX) * kc_dhi + (offs_d % KX) * kc_dlo
+    v_d = (offs_d // VX) * vc_dhi + (offs_d % VX) * vc_dlo
+    k_dst = blk * kc_blk + off * kc_off + offs_h[:, None] * kc_h + k_d[None, :]
+    v_dst = blk * vc_blk + off * vc_off + offs_h[:, None] * vc_h + v_d[None, :]
     tl.store(KC + k_dst, k, mask=mask)
     tl.store(VC + v_dst, v, mask=mask)
 
