@@ -95,6 +95,26 @@ def test_paged_mixed_prefill_decode(dtype, hnd):
     _check(out, ref, dtype)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("use_seqused", [False, True])
+def test_paged_decode_only_batch(dtype, use_seqused):
+    # max_seqlen_q == 1 takes the split-KV decode kernel; a sequence without a query
+    # (q_len 0) must neither shift the rows nor be written
+    hq, hkv, d, bs = 8, 2, 16, 8
+    q_lens, k_lens = [1, 0, 1, 1], [37, 5, 1, 16]
+    kc, vc, bt = _paged(k_lens, hkv, d, bs, dtype)
+    q = randn(sum(q_lens) + 1, hq, d, dtype=dtype)  # one padding row past cu_seqlens_q[-1]
+    out = torch.full(q.shape, 7.0, dtype=dtype, device=DEVICE)
+    kw = dict(seqused_k=torch.tensor(k_lens, dtype=torch.int32, device=DEVICE)) if use_seqused else {}
+    flash_attn_varlen_func(q, kc, vc, _cu(q_lens), 1, None if use_seqused else _cu(k_lens), max(k_lens),
+                           causal=True, block_table=bt, out=out, **kw)
+    ref = torch.full(q.shape, 7.0, dtype=torch.float64, device=DEVICE)
+    rows = {0: 0, 2: 1, 3: 2}
+    for b, r in rows.items():
+        ref[r:r + 1] = ref_attention(q[r:r + 1], gather_flash(kc, bt[b], k_lens[b]), gather_flash(vc, bt[b], k_lens[b]))
+    _check(out, ref, dtype)
+
+
 def test_paged_lengths_from_cu_seqlens_k():
     hq, hkv, d, bs = 2, 1, 16, 4
     q_lens, k_lens = [2, 3], [6, 3]

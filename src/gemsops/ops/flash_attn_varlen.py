@@ -6,6 +6,7 @@ import torch
 from ..runtime import on_vendor_device
 from ._attention import attention_forward, default_scale, torch_attention
 from ._common import kernel_dtype_ok
+from .paged_attention import _layout_strides, decode
 
 __all__ = ["flash_attn_varlen_func"]
 
@@ -40,6 +41,13 @@ def flash_attn_varlen_func(q, k, v, cu_seqlens_q, max_seqlen_q, cu_seqlens_k=Non
         out.copy_(_torch_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, seqused_k, scale, causal, block_table))
         return out
     paged = block_table is not None
+    if paged and int(max_seqlen_q) == 1 and block_table.stride(1) == 1:
+        # decode-only batch: the split-KV decode kernel reads each K/V tile once per GQA
+        # group and spreads long contexts over the GPU; causal changes nothing for one query
+        lens = seqused_k if seqused_k is not None else cu_seqlens_k[1:] - cu_seqlens_k[:-1]
+        decode(q, k, v, block_table, lens, scale, _layout_strides(k, v, "flash"), "flash", None, out,
+               cu_q=cu_seqlens_q)
+        return out
     if paged:
         k_strides = (k.stride(0), k.stride(1), k.stride(2), k.stride(3))
         v_strides = (v.stride(0), v.stride(1), v.stride(2), v.stride(3))

@@ -25,14 +25,14 @@ import triton.language as tl
 from ..runtime import VENDOR, Tuner, on_vendor_device
 from ._common import dot_upcast, kernel_dtype_ok
 
-__all__ = ["paged_attention"]
+__all__ = ["paged_attention"]  # decode() is also used by flash_attn_varlen_func
 
 LOG2E = 1.4426950408889634
 
 
 @triton.jit(do_not_specialize=["num_kv_heads", "tokens_per_split"])
 def _paged_decode_kernel(
-    Q, K, V, BT, SEQ, ALIBI, O, PART_O, PART_L,
+    Q, K, V, BT, SEQ, ALIBI, O, PART_O, PART_L, CU_Q,
     qk_scale, num_kv_heads, tokens_per_split,
     sq_b, sq_h, sq_d,
     sk_page, sk_slot, sk_head, sk_dhi, sk_dlo,
@@ -41,13 +41,21 @@ def _paged_decode_kernel(
     GROUP: tl.constexpr, BLOCK_G: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
     PAGE: tl.constexpr, BLOCK_N: tl.constexpr, KX: tl.constexpr, VX: tl.constexpr,
     NUM_SPLITS: tl.constexpr, HAS_ALIBI: tl.constexpr, UPCAST: tl.constexpr, PREC: tl.constexpr,
-    NUM_STAGES: tl.constexpr,
+    VARLEN_Q: tl.constexpr, NUM_STAGES: tl.constexpr,
 ):
     pair = tl.program_id(0)
     split = tl.program_id(1)
     b = pair // num_kv_heads
     kh = pair % num_kv_heads
     b64 = b.to(tl.int64)
+    # VARLEN_Q: packed queries of flash_attn_varlen_func, at most one per sequence; the
+    # query (and output) row of sequence b is cu_seqlens_q[b], and a sequence without one is skipped
+    if VARLEN_Q:
+        q_row = tl.load(CU_Q + b).to(tl.int64)
+        if tl.load(CU_Q + b + 1) == q_row:
+            return
+    else:
+        q_row = b64
     seq_len = tl.load(SEQ + b)
     start = split * tokens_per_split
     end = tl.minimum(start + tokens_per_split, seq_len)
@@ -57,7 +65,7 @@ def _paged_decode_kernel(
     heads = kh * GROUP + offs_g
     offs_d = tl.arange(0, BLOCK_D)
     d_mask = offs_d < HEAD_DIM
-    q = tl.load(Q + b64 * sq_b + heads[:, None] * sq_h + (offs_d * sq_d)[None, :],
+    q = tl.load(Q + q_row * sq_b + heads[:, None] * sq_h + (offs_d * sq_d)[None, :],
                 mask=g_mask[:, None] & d_mask[None, :], other=0.0)
     if UPCAST:
         q = q.to(tl.float32)
@@ -99,7 +107,7 @@ def _paged_decode_kernel(
 
     if NUM_SPLITS == 1:
         out = acc / tl.where(l_i == 0.0, 1.0, l_i)[:, None]
-        tl.store(O + b64 * so_b + heads[:, None] * so_h + (offs_d * so_d)[None, :],
+        tl.store(O + q_row * so_b + heads[:, None] * so_h + (offs_d * so_d)[None, :],
                  out.to(O.dtype.element_ty), mask=g_mask[:, None] & d_mask[None, :])
     else:
         # partials: [B, Hq, NUM_SPLITS, BLOCK_D] unnormalised outputs and [B, Hq, NUM_SPLITS]
@@ -112,12 +120,18 @@ def _paged_decode_kernel(
 
 
 @triton.jit
-def _merge_kernel(PART_O, PART_L, O, num_heads, so_b, so_h, so_d,
+def _merge_kernel(PART_O, PART_L, O, CU_Q, num_heads, so_b, so_h, so_d,
                   NUM_SPLITS: tl.constexpr, BLOCK_S: tl.constexpr, HEAD_DIM: tl.constexpr,
-                  BLOCK_D: tl.constexpr):
+                  BLOCK_D: tl.constexpr, VARLEN_Q: tl.constexpr):
     row = tl.program_id(0)  # b * num_heads + h
     b = row // num_heads
     h = row % num_heads
+    if VARLEN_Q:
+        q_row = tl.load(CU_Q + b).to(tl.int64)
+        if tl.load(CU_Q + b + 1) == q_row:
+            return
+    else:
+        q_row = b.to(tl.int64)
     offs_s = tl.arange(0, BLOCK_S)
     s_mask = offs_s < NUM_SPLITS
     offs_d = tl.arange(0, BLOCK_D)
@@ -129,7 +143,7 @@ def _merge_kernel(PART_O, PART_L, O, num_heads, so_b, so_h, so_d,
     o = tl.load(PART_O + (base + offs_s)[:, None] * BLOCK_D + offs_d[None, :], mask=s_mask[:, None], other=0.0)
     den = tl.sum(w, 0)
     out = tl.sum(o * w[:, None], 0) / tl.where(den == 0.0, 1.0, den)
-    tl.store(O + b.to(tl.int64) * so_b + h * so_h + offs_d * so_d, out.to(O.dtype.element_ty),
+    tl.store(O + q_row * so_b + h * so_h + offs_d * so_d, out.to(O.dtype.element_ty),
              mask=offs_d < HEAD_DIM)
 
 
@@ -181,8 +195,22 @@ def paged_attention(query, key_cache, value_cache, block_tables, seq_lens, *, sc
         out.copy_(_torch_paged(query, key_cache, value_cache, block_tables, seq_lens, scale, kv_layout,
                                alibi_slopes))
         return out
+    decode(query, key_cache, value_cache, block_tables, seq_lens, scale, lay, kv_layout, alibi_slopes, out)
+    return out
+
+
+def decode(query, key_cache, value_cache, block_tables, seq_lens, scale, lay, kv_layout, alibi_slopes, out,
+           cu_q=None):
+    """Launch the split-KV decode (and merge) on inputs already validated by the caller.
+
+    With ``cu_q`` the queries are packed varlen rows (at most one per sequence) and the
+    batch size is ``len(cu_q) - 1``.
+    """
+    hkv, page, d, ks, vs, kx, vx = lay
+    num_heads, head_dim = query.shape[1], query.shape[2]
+    num_seqs = cu_q.numel() - 1 if cu_q is not None else query.shape[0]
     if num_seqs == 0 or num_heads == 0:
-        return out
+        return
     group = num_heads // hkv
     block_g = max(16, triton.next_power_of_2(group))
     block_d = max(16, triton.next_power_of_2(head_dim))
@@ -192,6 +220,7 @@ def paged_attention(query, key_cache, value_cache, block_tables, seq_lens, *, sc
     upcast = dot_upcast()
     prec = "ieee" if query.dtype == torch.float32 else "tf32"
     has_alibi = alibi_slopes is not None
+    varlen = cu_q is not None
     qk_scale = scale * LOG2E
 
     def run(cfg):
@@ -213,27 +242,27 @@ def paged_attention(query, key_cache, value_cache, block_tables, seq_lens, *, sc
             part_o = part_l = out
         _paged_decode_kernel[(pairs, splits)](
             query, key_cache, value_cache, block_tables, seq_lens,
-            alibi_slopes if has_alibi else query, out, part_o, part_l,
+            alibi_slopes if has_alibi else query, out, part_o, part_l, cu_q if varlen else seq_lens,
             qk_scale, hkv, per_split,
             query.stride(0), query.stride(1), query.stride(2),
             *ks, *vs,
             block_tables.stride(0), out.stride(0), out.stride(1), out.stride(2),
             GROUP=group, BLOCK_G=block_g, HEAD_DIM=head_dim, BLOCK_D=block_d,
             PAGE=page, BLOCK_N=block_n, KX=kx, VX=vx, NUM_SPLITS=splits, HAS_ALIBI=has_alibi,
-            UPCAST=upcast, PREC=prec, NUM_STAGES=cfg.get("num_stages", 2),
+            UPCAST=upcast, PREC=prec, VARLEN_Q=varlen, NUM_STAGES=cfg.get("num_stages", 2),
             num_warps=cfg.get("num_warps", 4), num_stages=cfg.get("num_stages", 2),
         )
         if splits > 1:
             _merge_kernel[(num_seqs * num_heads,)](
-                part_o, part_l, out, num_heads, out.stride(0), out.stride(1), out.stride(2),
+                part_o, part_l, out, cu_q if varlen else seq_lens, num_heads,
+                out.stride(0), out.stride(1), out.stride(2),
                 NUM_SPLITS=splits, BLOCK_S=triton.next_power_of_2(splits), HEAD_DIM=head_dim,
-                BLOCK_D=block_d, num_warps=4,
+                BLOCK_D=block_d, VARLEN_Q=varlen, num_warps=4,
             )
 
     few = pairs < sms
     key = (query.dtype, block_d, page, block_g, kv_layout, few, few and max_ctx >= 16384)
     run(_tuner.choose(key, run))
-    return out
 
 
 def _kernel_ok(query, key_cache, value_cache, block_tables, seq_lens, alibi_slopes, out) -> bool:
