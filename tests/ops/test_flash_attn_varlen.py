@@ -9,11 +9,11 @@ from tests.util import DEVICE, ON_GPU, assert_close, randn
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
 
 
-def _cu(lens):
+def _cu(lens, dtype=torch.int32):
     c = [0]
     for n in lens:
         c.append(c[-1] + n)
-    return torch.tensor(c, dtype=torch.int32, device=DEVICE)
+    return torch.tensor(c, dtype=dtype, device=DEVICE)
 
 
 def _check(out, ref, dtype):
@@ -120,7 +120,9 @@ def test_paged_lengths_from_cu_seqlens_k():
     q_lens, k_lens = [2, 3], [6, 3]
     kc, vc, bt = _paged(k_lens, hkv, d, bs, torch.float32)
     q = randn(sum(q_lens), hq, d)
-    out = flash_attn_varlen_func(q, kc, vc, _cu(q_lens), 3, _cu(k_lens), 6, causal=False, block_table=bt)
+    i64 = torch.int64  # int64 offsets and tables are accepted as well
+    out = flash_attn_varlen_func(q, kc, vc, _cu(q_lens, i64), 3, _cu(k_lens, i64), 6, causal=False,
+                                 block_table=bt.long())
     ref = torch.cat([ref_attention(q[:2], gather_flash(kc, bt[0], 6), gather_flash(vc, bt[0], 6)),
                      ref_attention(q[2:], gather_flash(kc, bt[1], 3), gather_flash(vc, bt[1], 3))])
     _check(out, ref, torch.float32)

@@ -119,9 +119,10 @@ def _attn_fwd_kernel(
     h = tl.program_id(1)
     b = tl.program_id(2)
     kh = h // GROUP
+    # lengths and packed row starts fit int32 even when given as int64 tensors
     if VARLEN_Q:
-        q_start = tl.load(CU_Q + b)
-        q_len = tl.load(CU_Q + b + 1) - q_start
+        q_start = tl.load(CU_Q + b).to(tl.int32)
+        q_len = tl.load(CU_Q + b + 1).to(tl.int32) - q_start
     else:
         q_start = 0
         q_len = seqlen_q
@@ -129,12 +130,12 @@ def _attn_fwd_kernel(
         return
     k_start = 0
     if VARLEN_K:
-        k_start = tl.load(CU_K + b)
-        k_len = tl.load(CU_K + b + 1) - k_start
+        k_start = tl.load(CU_K + b).to(tl.int32)
+        k_len = tl.load(CU_K + b + 1).to(tl.int32) - k_start
     else:
         k_len = seqlen_k
     if SEQUSED:
-        k_len = tl.load(SEQUSED_K + b)
+        k_len = tl.load(SEQUSED_K + b).to(tl.int32)
     # per-program base offsets in int64 (scalar work); per-element offsets stay int32 unless INT64
     b64 = b.to(tl.int64)
     h64 = h.to(tl.int64)

@@ -56,7 +56,7 @@ def _paged_decode_kernel(
             return
     else:
         q_row = b64
-    seq_len = tl.load(SEQ + b)
+    seq_len = tl.load(SEQ + b).to(tl.int32)
     start = split * tokens_per_split
     end = tl.minimum(start + tokens_per_split, seq_len)
 
