@@ -128,6 +128,21 @@ def test_paged_lengths_from_cu_seqlens_k():
     _check(out, ref, torch.float32)
 
 
+def test_strided_block_table_and_lengths():
+    # a column-strided block table and strided seqused_k are read correctly (torch path)
+    hq, hkv, d, bs = 2, 1, 16, 4
+    q_lens, k_lens = [2, 3], [6, 3]
+    kc, vc, bt = _paged(k_lens, hkv, d, bs, torch.float32)
+    bt_strided = torch.stack([bt, bt], -1)[..., 0]
+    used = torch.tensor([[6, 0], [3, 0]], dtype=torch.int32, device=DEVICE)[:, 0]
+    assert bt_strided.stride(1) != 1 and used.stride(0) != 1
+    q = randn(sum(q_lens), hq, d)
+    out = flash_attn_varlen_func(q, kc, vc, _cu(q_lens), 3, None, 6, seqused_k=used, block_table=bt_strided)
+    ref = torch.cat([ref_attention(q[:2], gather_flash(kc, bt[0], 6), gather_flash(vc, bt[0], 6)),
+                     ref_attention(q[2:], gather_flash(kc, bt[1], 3), gather_flash(vc, bt[1], 3))])
+    _check(out, ref, torch.float32)
+
+
 def test_empty_key_sequence_gives_zeros():
     q = randn(3, 2, 16)
     k = randn(4, 2, 16)

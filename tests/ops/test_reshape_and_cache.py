@@ -83,6 +83,18 @@ def test_padded_tokens_and_flat_heads():
     torch.testing.assert_close(vc, _expected_flash(torch.zeros_like(vc), value[:t].view(t, h, d), slots))
 
 
+def test_strided_slot_mapping():
+    t, h, d, bs, nb = 4, 2, 16, 4, 2
+    key, value = randn(t, h, d), randn(t, h, d)
+    kc, vc = torch.zeros(nb, bs, h, d, device=DEVICE), torch.zeros(nb, bs, h, d, device=DEVICE)
+    slots = _slots(t, nb, bs, pad=(2,))
+    strided = torch.stack([slots, slots], 1)[:, 0]
+    assert strided.stride(0) != 1
+    reshape_and_cache_flash(key, value, kc, vc, strided)
+    torch.testing.assert_close(kc, _expected_flash(torch.zeros_like(kc), key, slots), atol=0, rtol=0)
+    torch.testing.assert_close(vc, _expected_flash(torch.zeros_like(vc), value, slots), atol=0, rtol=0)
+
+
 def test_all_padding_and_empty():
     kc, vc = randn(2, 4, 2, 16), randn(2, 4, 2, 16)
     before = kc.clone(), vc.clone()

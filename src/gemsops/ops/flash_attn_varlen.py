@@ -23,9 +23,13 @@ def _kernel_ok(q, k, v, cu_q, cu_k, seqused_k, block_table, out) -> bool:
         return False
     if k.shape[-2] == 0 or q.shape[1] % k.shape[-2] != 0 or v.shape[-2] != k.shape[-2]:
         return False
-    if any(t is not None and t.dtype not in _INDEX for t in (cu_q, cu_k, seqused_k, block_table)):
+    # the kernels index these with unit strides
+    if any(t is not None and (t.dtype not in _INDEX or t.dim() != 1 or t.stride(0) != 1)
+           for t in (cu_q, cu_k, seqused_k)):
         return False
     if block_table is not None:
+        if block_table.dtype not in _INDEX or block_table.dim() != 2 or block_table.stride(1) != 1:
+            return False
         return k.dim() == 4 and v.shape == k.shape and (seqused_k is not None or cu_k is not None)
     return k.dim() == 3 and v.shape[0] == k.shape[0] and cu_k is not None
 
@@ -41,7 +45,7 @@ def flash_attn_varlen_func(q, k, v, cu_seqlens_q, max_seqlen_q, cu_seqlens_k=Non
         out.copy_(_torch_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, seqused_k, scale, causal, block_table))
         return out
     paged = block_table is not None
-    if paged and int(max_seqlen_q) == 1 and block_table.stride(1) == 1:
+    if paged and int(max_seqlen_q) == 1:
         # decode-only batch: the split-KV decode kernel reads each K/V tile once per GQA
         # group and spreads long contexts over the GPU; causal changes nothing for one query
         lens = seqused_k if seqused_k is not None else cu_seqlens_k[1:] - cu_seqlens_k[:-1]

@@ -76,7 +76,7 @@ def _kernel_ok(key, value, key_cache, value_cache, slot_mapping) -> bool:
     dt = key.dtype
     return (kernel_dtype_ok(dt) and dt.is_floating_point and value.dtype == dt and key_cache.dtype == dt
             and value_cache.dtype == dt and slot_mapping.dtype in (torch.int32, torch.int64)
-            and slot_mapping.dim() == 1)
+            and slot_mapping.dim() == 1 and slot_mapping.stride(0) == 1)
 
 
 def _as_3d(key, value, num_heads, head_dim):
