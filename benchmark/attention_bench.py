@@ -122,6 +122,29 @@ def bench_varlen(batch=8, seqlen=2048, heads=32, kv_heads=8, d=128, causal=True,
     return res
 
 
+def bench_host_overhead(verbose=True):
+    """Per-call time of tiny calls (host work dominates): gems vs torch on the same tiny data."""
+    dt = torch.bfloat16
+    kc, vc, bt = _paged_cache(1, 16, 1, 64, 16, dt, "flash")
+    q = torch.randn(1, 1, 64, dtype=dt, device="cuda")
+    sl = torch.full((1,), 16, dtype=torch.int32, device="cuda")
+    out = torch.empty_like(q)
+    paged_attention(q, kc, vc, bt, sl, out=out)
+    key = torch.randn(1, 1, 64, dtype=dt, device="cuda")
+    slots = torch.zeros(1, dtype=torch.int64, device="cuda")
+    from gemsops.ops import reshape_and_cache_flash
+    reshape_and_cache_flash(key, key, kc, vc, slots)
+    q4, k4 = q.unsqueeze(2), kc[:1].permute(0, 2, 1, 3)
+    res = dict(case="host overhead (tiny inputs)",
+               paged_decode_us=_ms(lambda: paged_attention(q, kc, vc, bt, sl, out=out)) * 1e3,
+               cache_write_us=_ms(lambda: reshape_and_cache_flash(key, key, kc, vc, slots)) * 1e3,
+               torch_sdpa_us=_ms(lambda: F.scaled_dot_product_attention(q4, k4, k4)) * 1e3,
+               torch_index_put_us=_ms(lambda: kc.view(-1, 1, 64).index_copy_(0, slots, key)) * 1e3)
+    if verbose:
+        _print(res)
+    return res
+
+
 def _print(res):
     print("  ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in res.items()), flush=True)
 
@@ -137,6 +160,7 @@ def main():
     bench_prefill(batch=4, heads=32, seqlen=2048, causal=True)
     bench_prefill(batch=1, heads=32, seqlen=4096, causal=False)
     bench_varlen()
+    bench_host_overhead()
 
 
 if __name__ == "__main__":
