@@ -9,12 +9,14 @@ as shared/reference-numbers.md. The first gems call of a shape tunes (not timed)
 """
 from __future__ import annotations
 
+import gemsops  # first: under GEMS_VENDOR=interpreter it must set TRITON_INTERPRET before Triton loads
 import torch
 import torch.nn.functional as F
 import triton
-
-import gemsops
 from gemsops.ops import flash_attn_varlen_func, paged_attention, sdpa_flash_forward
+
+
+DEVICE = "cuda"
 
 
 def _ms(fn):
@@ -26,15 +28,15 @@ def _paged_cache(batch, context, hkv, d, block_size, dtype, layout):
     nb = batch * blocks_per_seq
     if layout == "vllm":
         x = 16 // torch.empty((), dtype=dtype).element_size()
-        kc = torch.randn(nb, hkv, d // x, block_size, x, dtype=dtype, device="cuda")
-        vc = torch.randn(nb, hkv, d, block_size, dtype=dtype, device="cuda")
+        kc = torch.randn(nb, hkv, d // x, block_size, x, dtype=dtype, device=DEVICE)
+        vc = torch.randn(nb, hkv, d, block_size, dtype=dtype, device=DEVICE)
     elif layout == "hnd":
-        kc = torch.randn(nb, hkv, block_size, d, dtype=dtype, device="cuda").permute(0, 2, 1, 3)
-        vc = torch.randn(nb, hkv, block_size, d, dtype=dtype, device="cuda").permute(0, 2, 1, 3)
+        kc = torch.randn(nb, hkv, block_size, d, dtype=dtype, device=DEVICE).permute(0, 2, 1, 3)
+        vc = torch.randn(nb, hkv, block_size, d, dtype=dtype, device=DEVICE).permute(0, 2, 1, 3)
     else:
-        kc = torch.randn(nb, block_size, hkv, d, dtype=dtype, device="cuda")
-        vc = torch.randn(nb, block_size, hkv, d, dtype=dtype, device="cuda")
-    bt = torch.randperm(nb, device="cuda").view(batch, blocks_per_seq).to(torch.int32)
+        kc = torch.randn(nb, block_size, hkv, d, dtype=dtype, device=DEVICE)
+        vc = torch.randn(nb, block_size, hkv, d, dtype=dtype, device=DEVICE)
+    bt = torch.randperm(nb, device=DEVICE).view(batch, blocks_per_seq).to(torch.int32)
     return kc, vc, bt
 
 
@@ -42,8 +44,8 @@ def bench_decode(batch=64, context=4096, hq=32, hkv=8, d=128, block_size=16, dty
                  layout="flash", verbose=True):
     """Paged decode: gems paged_attention vs torch SDPA (enable_gqa) on the same KV, contiguous."""
     kc, vc, bt = _paged_cache(batch, context, hkv, d, block_size, dtype, layout)
-    q = torch.randn(batch, hq, d, dtype=dtype, device="cuda")
-    seq_lens = torch.full((batch,), context, dtype=torch.int32, device="cuda")
+    q = torch.randn(batch, hq, d, dtype=dtype, device=DEVICE)
+    seq_lens = torch.full((batch,), context, dtype=torch.int32, device=DEVICE)
     out = torch.empty_like(q)
     kv_layout = "vllm" if layout == "vllm" else "flash"
     paged_attention(q, kc, vc, bt, seq_lens, kv_layout=kv_layout, out=out)  # tune + compile
@@ -54,7 +56,7 @@ def bench_decode(batch=64, context=4096, hq=32, hkv=8, d=128, block_size=16, dty
         k = kc[bt.long()].flatten(1, 2)[:, :context].transpose(1, 2).contiguous()
         v = vc[bt.long()].flatten(1, 2)[:, :context].transpose(1, 2).contiguous()
     else:
-        k = torch.randn(batch, hkv, context, d, dtype=dtype, device="cuda")
+        k = torch.randn(batch, hkv, context, d, dtype=dtype, device=DEVICE)
         v = torch.randn_like(k)
     q4 = q.unsqueeze(2)
     torch_ms = _ms(lambda: F.scaled_dot_product_attention(q4, k, v, enable_gqa=True))
@@ -75,8 +77,8 @@ def bench_prefill(batch=1, heads=32, seqlen=4096, d=128, causal=True, dtype=torc
                   verbose=True):
     """SDPA-shaped prefill: gems flash forward vs torch SDPA (its flash backend) on [B, H, S, D]."""
     kv_heads = kv_heads or heads
-    q = torch.randn(batch, heads, seqlen, d, dtype=dtype, device="cuda")
-    k = torch.randn(batch, kv_heads, seqlen, d, dtype=dtype, device="cuda")
+    q = torch.randn(batch, heads, seqlen, d, dtype=dtype, device=DEVICE)
+    k = torch.randn(batch, kv_heads, seqlen, d, dtype=dtype, device=DEVICE)
     v = torch.randn_like(k)
     gqa = kv_heads != heads
     sdpa_flash_forward(q, k, v, causal)
@@ -101,10 +103,10 @@ def bench_prefill(batch=1, heads=32, seqlen=4096, d=128, causal=True, dtype=torc
 def bench_varlen(batch=8, seqlen=2048, heads=32, kv_heads=8, d=128, causal=True, dtype=torch.bfloat16,
                  verbose=True):
     """flash_attn_varlen_func on packed equal-length sequences vs torch SDPA on the same data."""
-    q = torch.randn(batch * seqlen, heads, d, dtype=dtype, device="cuda")
-    k = torch.randn(batch * seqlen, kv_heads, d, dtype=dtype, device="cuda")
+    q = torch.randn(batch * seqlen, heads, d, dtype=dtype, device=DEVICE)
+    k = torch.randn(batch * seqlen, kv_heads, d, dtype=dtype, device=DEVICE)
     v = torch.randn_like(k)
-    cu = torch.arange(0, batch + 1, dtype=torch.int32, device="cuda") * seqlen
+    cu = torch.arange(0, batch + 1, dtype=torch.int32, device=DEVICE) * seqlen
     run = lambda: flash_attn_varlen_func(q, k, v, cu, seqlen, cu, seqlen, causal=causal)  # noqa: E731
     run()
     gems_ms = _ms(run)
@@ -126,12 +128,12 @@ def bench_host_overhead(verbose=True):
     """Per-call time of tiny calls (host work dominates): gems vs torch on the same tiny data."""
     dt = torch.bfloat16
     kc, vc, bt = _paged_cache(1, 16, 1, 64, 16, dt, "flash")
-    q = torch.randn(1, 1, 64, dtype=dt, device="cuda")
-    sl = torch.full((1,), 16, dtype=torch.int32, device="cuda")
+    q = torch.randn(1, 1, 64, dtype=dt, device=DEVICE)
+    sl = torch.full((1,), 16, dtype=torch.int32, device=DEVICE)
     out = torch.empty_like(q)
     paged_attention(q, kc, vc, bt, sl, out=out)
-    key = torch.randn(1, 1, 64, dtype=dt, device="cuda")
-    slots = torch.zeros(1, dtype=torch.int64, device="cuda")
+    key = torch.randn(1, 1, 64, dtype=dt, device=DEVICE)
+    slots = torch.zeros(1, dtype=torch.int64, device=DEVICE)
     from gemsops.ops import reshape_and_cache_flash
     reshape_and_cache_flash(key, key, kc, vc, slots)
     q4, k4 = q.unsqueeze(2), kc[:1].permute(0, 2, 1, 3)
