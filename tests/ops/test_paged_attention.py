@@ -95,6 +95,21 @@ def test_alibi(layout):
     _check(out, _reference(q, kc, vc, bt, seq_lens, layout, alibi=slopes), torch.float32)
 
 
+def test_no_tuning_during_graph_capture(monkeypatch):
+    # under CUDA graph capture nothing may be timed: an untuned key runs the default config
+    import importlib
+    _attention = importlib.import_module("gemsops.ops._attention")
+    pa = importlib.import_module("gemsops.ops.paged_attention")  # the module, not the function
+    monkeypatch.setattr(_attention, "_capturing", lambda: True)
+    monkeypatch.setattr(pa._tuner, "choose", None)  # must not be asked
+    monkeypatch.setattr(pa._tuner, "memory", {})
+    seq_lens = [5, 21]
+    q, kc, vc, bt, sl = _make(2, 4, 2, 16, 8, seq_lens, torch.float32, "flash")
+    out = paged_attention(q, kc, vc, bt, sl)
+    _check(out, _reference(q, kc, vc, bt, seq_lens, "flash"), torch.float32)
+    assert not pa._tuner.memory
+
+
 def test_all_empty_is_zero():
     q, kc, vc, bt, sl = _make(2, 2, 2, 16, 8, [0, 0], torch.float16, "flash")
     out = paged_attention(q, kc, vc, bt, sl)

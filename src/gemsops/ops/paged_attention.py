@@ -23,6 +23,7 @@ import triton
 import triton.language as tl
 
 from ..runtime import VENDOR, Tuner, on_vendor_device
+from . import _attention
 from ._common import dot_upcast, kernel_dtype_ok
 
 __all__ = ["paged_attention"]  # decode() is also used by flash_attn_varlen_func
@@ -262,7 +263,7 @@ def decode(query, key_cache, value_cache, block_tables, seq_lens, scale, lay, kv
 
     few = pairs < sms
     key = (query.dtype, block_d, page, block_g, kv_layout, few, few and max_ctx >= 16384)
-    run(_tuner.choose(key, run))
+    run(_attention.choose_config(_tuner, key, run))
 
 
 def _kernel_ok(query, key_cache, value_cache, block_tables, seq_lens, alibi_slopes, out) -> bool:
