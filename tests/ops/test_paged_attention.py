@@ -71,6 +71,14 @@ def test_paged_decode(dtype, layout, case):
     _check(out, _reference(q, kc, vc, bt, seq_lens, layout), dtype)
 
 
+def test_page_larger_than_tile():
+    # 32-token pages with 16-token K/V tiles (the interpreter's BLOCK_N): tiles inside one page
+    seq_lens = [45, 32]
+    q, kc, vc, bt, sl = _make(2, 4, 2, 16, 32, seq_lens, torch.float32, "flash")
+    out = paged_attention(q, kc, vc, bt, sl)
+    _check(out, _reference(q, kc, vc, bt, seq_lens, "flash"), torch.float32)
+
+
 def test_many_pairs_single_pass_and_out_arg():
     # enough (sequence, kv head) pairs that no split happens; out= is written in place;
     # int64 tables, and the query a strided slice of a fused qkv tensor
@@ -150,6 +158,27 @@ if ON_GPU:
         q, kc, vc, bt, sl = _make(num_seqs, hq, hkv, d, bs, seq_lens, dtype, layout)
         out = paged_attention(q, kc, vc, bt, sl, kv_layout="vllm" if layout == "vllm" else "flash")
         _check(out, _reference(q, kc, vc, bt, seq_lens, layout), dtype)
+
+    def test_cuda_graph_capture_gpu():
+        # warm up (tunes), then capture and replay with new cache contents: the split path
+        # allocates its partials inside the capture, from the graph's pool
+        seq_lens = [3000, 17]
+        q, kc, vc, bt, sl = _make(2, 32, 8, 128, 16, seq_lens, torch.bfloat16, "flash")
+        out = torch.empty_like(q)
+        paged_attention(q, kc, vc, bt, sl, out=out)
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):
+            paged_attention(q, kc, vc, bt, sl, out=out)
+        torch.cuda.current_stream().wait_stream(stream)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            paged_attention(q, kc, vc, bt, sl, out=out)
+        kc.copy_(torch.randn_like(kc))
+        q.copy_(torch.randn_like(q))
+        graph.replay()
+        torch.cuda.synchronize()
+        _check(out, _reference(q, kc, vc, bt, seq_lens, "flash"), torch.bfloat16)
 
     def test_long_single_sequence_split_gpu():
         seq_lens = [32768]
