@@ -1,0 +1,380 @@
+"""Shared attention forward (online softmax over K/V tiles) for varlen prefill and SDPA.
+
+One kernel serves three layouts, chosen by constexpr flags:
+- dense batched (SDPA): element (b, m, h, d) of Q/K/V/O at ``b*s_b + m*s_m + h*s_h + d*s_d``;
+- varlen: ``s_b = 0`` and the row index is offset by ``cu_seqlens[b]``;
+- paged K/V (varlen with ``block_table``): key ``j`` of sequence ``b`` lives in page
+  ``block_table[b, j // PAGE]`` at slot ``j % PAGE``; ``s_b`` is then the page stride.
+
+Causal masking is aligned bottom-right (FlashAttention-2): query ``i`` of a sequence with
+``q_len`` queries and ``k_len`` keys sees keys ``j <= i + k_len - q_len``. Rows that see no
+key produce zeros (and a log-sum-exp of -inf), never NaN. Scores are kept in base 2
+(scale * log2(e) folded into one multiply) and the returned log-sum-exp is natural-log.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import triton
+import triton.language as tl
+
+from ..runtime import VENDOR, Tuner, bucket
+from ._common import TL_DTYPE, dot_upcast, needs_int64
+
+try:
+    from triton.tools.tensor_descriptor import TensorDescriptor
+except ImportError:  # older Triton: the pointer kernel serves every config
+    TensorDescriptor = None
+
+LOG2E = 1.4426950408889634
+
+
+@triton.jit
+def _kv_offsets(BT, bt_row, k_start, offs_n, stride_n, stride_page, n_mask,
+                PAGED: tl.constexpr, PAGE: tl.constexpr, INT64: tl.constexpr):
+    """Element offset of the rows ``offs_n`` of one sequence's keys (without head/dim)."""
+    if PAGED:
+        page = tl.load(BT + bt_row + offs_n // PAGE, mask=n_mask, other=0).to(tl.int64)
+        return page * stride_page + (offs_n % PAGE) * stride_n
+    else:
+        rows = k_start + offs_n
+        if INT64:
+            rows = rows.to(tl.int64)
+        return rows * stride_n
+
+
+@triton.jit
+def _softmax_step(acc, m_i, l_i, s, v, offs_m_seq, offs_n, k_len, causal_off,
+                  MASKED: tl.constexpr, CAUSAL: tl.constexpr, PREC: tl.constexpr):
+    """Online-softmax update with one tile of base-2 scores ``s`` [M, N] and values ``v`` [N, D]."""
+    if MASKED:
+        keep = (offs_n < k_len)[None, :]
+        if CAUSAL:
+            keep = keep & (offs_n[None, :] <= offs_m_seq[:, None] + causal_off)
+        s = tl.where(keep, s, float("-inf"))
+    m_new = tl.maximum(m_i, tl.max(s, 1))
+    if MASKED:
+        # a row that has seen no key yet keeps m = -inf; subtract 0 instead to avoid inf - inf
+        m_sub = tl.where(m_new == float("-inf"), 0.0, m_new)
+    else:
+        m_sub = m_new
+    p = tl.math.exp2(s - m_sub[:, None])
+    alpha = tl.math.exp2(m_i - m_sub)
+    l_i = l_i * alpha + tl.sum(p, 1)
+    acc = acc * alpha[:, None]
+    acc = tl.dot(p.to(v.dtype), v, acc, input_precision=PREC)
+    return acc, m_new, l_i
+
+
+@triton.jit
+def _attn_tile(acc, m_i, l_i, q, K, V, BT, bt_row, k_base, v_base, k_start, start_n,
+               offs_m_seq, offs_d, d_mask, k_len, causal_off, qk_scale,
+               sk_n, sk_d, sk_page, sv_n, sv_d, sv_page,
+               MASKED: tl.constexpr, CAUSAL: tl.constexpr, PAGED: tl.constexpr, PAGE: tl.constexpr,
+               EVEN_D: tl.constexpr, INT64: tl.constexpr, UPCAST: tl.constexpr, PREC: tl.constexpr,
+               BLOCK_N: tl.constexpr):
+    """One K/V tile of the online softmax; MASKED tiles apply the length and causal masks."""
+    offs_n = start_n + tl.arange(0, BLOCK_N)
+    if MASKED:
+        n_mask = offs_n < k_len
+    else:
+        n_mask = offs_n >= 0  # constant true; lets the compiler drop the mask
+    k_rows = _kv_offsets(BT, bt_row, k_start, offs_n, sk_n, sk_page, n_mask, PAGED, PAGE, INT64)
+    v_rows = _kv_offsets(BT, bt_row, k_start, offs_n, sv_n, sv_page, n_mask, PAGED, PAGE, INT64)
+    k_ptrs = K + k_base + k_rows[None, :] + (offs_d * sk_d)[:, None]
+    v_ptrs = V + v_base + v_rows[:, None] + (offs_d * sv_d)[None, :]
+    if MASKED or not EVEN_D:
+        kt = tl.load(k_ptrs, mask=n_mask[None, :] & d_mask[:, None], other=0.0)
+        v = tl.load(v_ptrs, mask=n_mask[:, None] & d_mask[None, :], other=0.0)
+    else:
+        kt = tl.load(k_ptrs)
+        v = tl.load(v_ptrs)
+    if UPCAST:
+        kt = kt.to(tl.float32)
+        v = v.to(tl.float32)
+    s = tl.dot(q, kt, input_precision=PREC) * qk_scale
+    return _softmax_step(acc, m_i, l_i, s, v, offs_m_seq, offs_n, k_len, causal_off, MASKED, CAUSAL, PREC)
+
+
+# lengths of 1 must not become constexprs (Triton specializes ints equal to 1)
+@triton.jit(do_not_specialize=["seqlen_q", "seqlen_k"])
+def _attn_fwd_kernel(
+    Q, K, V, O, LSE, CU_Q, CU_K, SEQUSED_K, BT,
+    qk_scale, seqlen_q, seqlen_k,
+    sq_b, sq_m, sq_h, sq_d,
+    sk_b, sk_n, sk_h, sk_d,
+    sv_b, sv_n, sv_h, sv_d,
+    so_b, so_m, so_h, so_d,
+    sl_b, sl_h, sl_m,
+    sbt_b,
+    GROUP: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    CAUSAL: tl.constexpr, VARLEN_Q: tl.constexpr, VARLEN_K: tl.constexpr, SEQUSED: tl.constexpr,
+    PAGED: tl.constexpr, PAGE: tl.constexpr, STORE_LSE: tl.constexpr,
+    INT64: tl.constexpr, UPCAST: tl.constexpr, PREC: tl.constexpr, NUM_STAGES: tl.constexpr,
+):
+    # longest causal row blocks first: they are the slowest, the short ones fill the tail
+    pid_m = tl.num_programs(0) - 1 - tl.program_id(0)
+    h = tl.program_id(1)
+    b = tl.program_id(2)
+    kh = h // GROUP
+    # lengths and packed row starts fit int32 even when given as int64 tensors
+    if VARLEN_Q:
+        q_start = tl.load(CU_Q + b).to(tl.int32)
+        q_len = tl.load(CU_Q + b + 1).to(tl.int32) - q_start
+    else:
+        q_start = 0
+        q_len = seqlen_q
+    if pid_m * BLOCK_M >= q_len:
+        return
+    k_start = 0
+    if VARLEN_K:
+        k_start = tl.load(CU_K + b).to(tl.int32)
+        k_len = tl.load(CU_K + b + 1).to(tl.int32) - k_start
+    else:
+        k_len = seqlen_k
+    if SEQUSED:
+        k_len = tl.load(SEQUSED_K + b).to(tl.int32)
+    # per-program base offsets in int64 (scalar work); per-element offsets stay int32 unless INT64
+    b64 = b.to(tl.int64)
+    h64 = h.to(tl.int64)
+    kh64 = kh.to(tl.int64)
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, BLOCK_D)
+    d_mask = offs_d < HEAD_DIM
+    m_mask = offs_m < q_len
+    rows = q_start + offs_m
+    if INT64:
+        rows = rows.to(tl.int64)
+    q_ptrs = Q + b64 * sq_b + h64 * sq_h + rows[:, None] * sq_m + (offs_d * sq_d)[None, :]
+    q = tl.load(q_ptrs, mask=m_mask[:, None] & d_mask[None, :], other=0.0)
+    if UPCAST:
+        q = q.to(tl.float32)
+
+    if PAGED:
+        k_base = kh64 * sk_h
+        v_base = kh64 * sv_h
+    else:
+        k_base = b64 * sk_b + kh64 * sk_h
+        v_base = b64 * sv_b + kh64 * sv_h
+    bt_row = b64 * sbt_b
+
+    causal_off = k_len - q_len
+    if CAUSAL:
+        hi = tl.minimum(k_len, pid_m * BLOCK_M + BLOCK_M + causal_off)
+        full = tl.minimum(k_len, pid_m * BLOCK_M + causal_off + 1)
+    else:
+        hi = k_len
+        full = k_len
+    full = tl.maximum(full, 0) // BLOCK_N * BLOCK_N
+    hi = tl.maximum(hi, full)
+
+    m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
+    l_i = tl.zeros([BLOCK_M], tl.float32)
+    acc = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
+    for start_n in tl.range(0, full, BLOCK_N, num_stages=NUM_STAGES):
+        acc, m_i, l_i = _attn_tile(
+            acc, m_i, l_i, q, K, V, BT, bt_row, k_base, v_base, k_start, start_n,
+            offs_m, offs_d, d_mask, k_len, causal_off, qk_scale,
+            sk_n, sk_d, sk_b, sv_n, sv_d, sv_b,
+            False, CAUSAL, PAGED, PAGE, HEAD_DIM == BLOCK_D, INT64, UPCAST, PREC, BLOCK_N)
+    for start_n in tl.range(full, hi, BLOCK_N):
+        acc, m_i, l_i = _attn_tile(
+            acc, m_i, l_i, q, K, V, BT, bt_row, k_base, v_base, k_start, start_n,
+            offs_m, offs_d, d_mask, k_len, causal_off, qk_scale,
+            sk_n, sk_d, sk_b, sv_n, sv_d, sv_b,
+            True, CAUSAL, PAGED, PAGE, HEAD_DIM == BLOCK_D, INT64, UPCAST, PREC, BLOCK_N)
+
+    empty = l_i == 0.0
+    out = acc / tl.where(empty, 1.0, l_i)[:, None]
+    o_ptrs = O + b64 * so_b + h64 * so_h + rows[:, None] * so_m + (offs_d * so_d)[None, :]
+    tl.store(o_ptrs, out.to(O.dtype.element_ty), mask=m_mask[:, None] & d_mask[None, :])
+    if STORE_LSE:
+        lse = tl.where(empty, float("-inf"), (m_i + tl.math.log2(tl.where(empty, 1.0, l_i))) * 0.6931471805599453)
+        tl.store(LSE + b64 * sl_b + h64 * sl_h + rows * sl_m, lse, mask=m_mask)
+
+
+@triton.jit(do_not_specialize=["seqlen_q", "seqlen_k"])
+def _attn_fwd_desc_kernel(
+    q_desc, k_desc, v_desc, o_desc, LSE, qk_scale, seqlen_q, seqlen_k, sl_b, sl_h, sl_m,
+    GROUP: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    CAUSAL: tl.constexpr, STORE_LSE: tl.constexpr, UPCAST: tl.constexpr, PREC: tl.constexpr,
+    OUT_DTYPE: tl.constexpr, NUM_STAGES: tl.constexpr,
+):
+    """Dense [B, H, S, D] attention through tensor descriptors (TMA on Hopper and later).
+
+    Same math as ``_attn_fwd_kernel``; descriptors zero-fill rows past the sequence on load
+    and drop them on store, so only the key-length and causal masks remain.
+    """
+    pid_m = tl.num_programs(0) - 1 - tl.program_id(0)
+    h = tl.program_id(1)
+    b = tl.program_id(2)
+    kh = h // GROUP
+    m0 = pid_m * BLOCK_M
+    q = q_desc.load([b, h, m0, 0]).reshape([BLOCK_M, HEAD_DIM])
+    if UPCAST:
+        q = q.to(tl.float32)
+    offs_m = m0 + tl.arange(0, BLOCK_M)
+    causal_off = seqlen_k - seqlen_q
+    if CAUSAL:
+        hi = tl.minimum(seqlen_k, m0 + BLOCK_M + causal_off)
+        full = tl.minimum(seqlen_k, m0 + causal_off + 1)
+    else:
+        hi = seqlen_k
+        full = seqlen_k
+    full = tl.maximum(full, 0) // BLOCK_N * BLOCK_N
+    hi = tl.maximum(hi, full)
+    m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
+    l_i = tl.zeros([BLOCK_M], tl.float32)
+    acc = tl.zeros([BLOCK_M, HEAD_DIM], tl.float32)
+    for n0 in tl.range(0, full, BLOCK_N, num_stages=NUM_STAGES):
+        k = k_desc.load([b, kh, n0, 0]).reshape([BLOCK_N, HEAD_DIM])
+        v = v_desc.load([b, kh, n0, 0]).reshape([BLOCK_N, HEAD_DIM])
+        if UPCAST:
+            k = k.to(tl.float32)
+            v = v.to(tl.float32)
+        s = tl.dot(q, tl.trans(k), input_precision=PREC) * qk_scale
+        acc, m_i, l_i = _softmax_step(acc, m_i, l_i, s, v, offs_m, n0 + tl.arange(0, BLOCK_N), seqlen_k,
+                                      causal_off, False, CAUSAL, PREC)
+    for n0 in tl.range(full, hi, BLOCK_N):
+        k = k_desc.load([b, kh, n0, 0]).reshape([BLOCK_N, HEAD_DIM])
+        v = v_desc.load([b, kh, n0, 0]).reshape([BLOCK_N, HEAD_DIM])
+        if UPCAST:
+            k = k.to(tl.float32)
+            v = v.to(tl.float32)
+        s = tl.dot(q, tl.trans(k), input_precision=PREC) * qk_scale
+        acc, m_i, l_i = _softmax_step(acc, m_i, l_i, s, v, offs_m, n0 + tl.arange(0, BLOCK_N), seqlen_k,
+                                      causal_off, True, CAUSAL, PREC)
+    empty = l_i == 0.0
+    out = acc / tl.where(empty, 1.0, l_i)[:, None]
+    o_desc.store([b, h, m0, 0], out.to(OUT_DTYPE).reshape([1, 1, BLOCK_M, HEAD_DIM]))
+    if STORE_LSE:
+        lse = tl.where(empty, float("-inf"), (m_i + tl.math.log2(tl.where(empty, 1.0, l_i))) * 0.6931471805599453)
+        tl.store(LSE + b.to(tl.int64) * sl_b + h * sl_h + offs_m * sl_m, lse, mask=offs_m < seqlen_q)
+
+
+_fwd_tuner = Tuner("attention_fwd", kernels=[_attn_fwd_kernel, _attn_fwd_desc_kernel])
+_fwd_tuner_wide = Tuner("attention_fwd_d256", kernels=[_attn_fwd_kernel, _attn_fwd_desc_kernel])
+
+
+def _capturing() -> bool:
+    return VENDOR is not None and not VENDOR.interpreter and torch.cuda.is_current_stream_capturing()
+
+
+def choose_config(tuner, key, run) -> dict:
+    """``tuner.choose``, except under CUDA graph capture, where nothing can be timed: an
+    untuned key then gets the YAML default for this call only (tuned later, outside capture)."""
+    cfg = tuner.memory.get(key)
+    if cfg is not None:
+        return cfg
+    if _capturing():
+        return tuner.default or tuner.candidates[0]
+    return tuner.choose(key, run)
+
+
+def _desc_ok(tensors, head_dim) -> bool:
+    """Tensor descriptors need a power-of-2 head, unit last stride, 16-byte aligned rest."""
+    if TensorDescriptor is None or head_dim < 16 or head_dim & (head_dim - 1):
+        return False
+    for t in tensors:
+        size = t.element_size()
+        if t.stride(3) != 1 or t.data_ptr() % 16 or any((st * size) % 16 for st in t.stride()[:3]):
+            return False
+    return True
+
+
+def _descriptor(t, rows):
+    return TensorDescriptor(t, list(t.shape), list(t.stride()), [1, 1, rows, t.shape[3]])
+
+
+def _prec(dtype) -> str:
+    # fp32 inputs must not silently drop to tf32 on tensor-core GPUs
+    return "ieee" if dtype == torch.float32 else "tf32"
+
+
+def attention_forward(q, k, v, out, *, q_strides, k_strides, v_strides, o_strides,
+                      batch, num_heads, num_kv_heads, head_dim, max_q, causal, scale,
+                      seqlen_q=0, seqlen_k=0, cu_q=None, cu_k=None, seqused_k=None,
+                      block_table=None, page_size=1, lse=None, lse_strides=(0, 0, 0), dense=None):
+    """Launch the shared forward kernel. Strides are (batch-or-page, row, head, dim) tuples.
+
+    ``dense``: the (q, k, v, out) ``[B, H, S, D]`` tensors of an SDPA call; configs with
+    ``DESC: true`` then read them through tensor descriptors when their layout allows.
+    """
+    if batch == 0 or max_q == 0 or num_heads == 0:
+        return
+    block_d = max(16, triton.next_power_of_2(head_dim))
+    paged = block_table is not None
+    int64 = needs_int64(q, out) or (not paged and needs_int64(k, v))
+    upcast = dot_upcast()
+    dummy = q
+    key = (q.dtype, block_d, causal, paged, dense is not None, bucket(max_q) >= 128)
+    cu_q_t = cu_q if cu_q is not None else dummy
+    cu_k_t = cu_k if cu_k is not None else dummy
+    su_t = seqused_k if seqused_k is not None else dummy
+    bt_t = block_table if paged else dummy
+    group = num_heads // num_kv_heads
+    qk_scale = scale * LOG2E
+
+    def run(cfg):
+        block_m = cfg.get("BLOCK_M", 64)
+        block_n = cfg.get("BLOCK_N", 64)
+        if max_q <= 16:
+            block_m = 16  # decode-like batches: a 16-row tile is the smallest dot
+        grid = (triton.cdiv(max_q, block_m), num_heads, batch)
+        if cfg.get("DESC") and dense is not None and _desc_ok(dense, head_dim):
+            dq, dk, dv, do = (_descriptor(t, rows) for t, rows in zip(dense, (block_m, block_n, block_n, block_m)))
+            _attn_fwd_desc_kernel[grid](
+                dq, dk, dv, do, lse if lse is not None else dummy, qk_scale, seqlen_q, seqlen_k, *lse_strides,
+                GROUP=group, HEAD_DIM=head_dim, BLOCK_M=block_m, BLOCK_N=block_n, CAUSAL=bool(causal),
+                STORE_LSE=lse is not None, UPCAST=upcast, PREC=_prec(q.dtype), OUT_DTYPE=TL_DTYPE[out.dtype],
+                NUM_STAGES=cfg.get("num_stages", 2),
+                num_warps=cfg.get("num_warps", 4), num_stages=cfg.get("num_stages", 2),
+            )
+            return
+        _attn_fwd_kernel[grid](
+            q, k, v, out, lse if lse is not None else dummy, cu_q_t, cu_k_t, su_t, bt_t,
+            qk_scale, seqlen_q, seqlen_k,
+            *q_strides, *k_strides, *v_strides, *o_strides, *lse_strides,
+            block_table.stride(0) if paged else 0,
+            GROUP=group, HEAD_DIM=head_dim, BLOCK_D=block_d, BLOCK_M=block_m, BLOCK_N=block_n,
+            CAUSAL=bool(causal), VARLEN_Q=cu_q is not None, VARLEN_K=cu_k is not None,
+            SEQUSED=seqused_k is not None, PAGED=paged, PAGE=page_size,
+            STORE_LSE=lse is not None, INT64=int64, UPCAST=upcast, PREC=_prec(q.dtype),
+            NUM_STAGES=cfg.get("num_stages", 2),
+            num_warps=cfg.get("num_warps", 4), num_stages=cfg.get("num_stages", 2),
+        )
+
+    # heads wider than 128 get their own configs: a 128-row Q tile with 256-wide K/V
+    # tiles exceeds the register and shared-memory budget
+    tuner = _fwd_tuner_wide if block_d > 128 else _fwd_tuner
+    run(choose_config(tuner, key, run))
+
+
+def torch_attention(q, k, v, causal, scale):
+    """Plain PyTorch attention for one sequence: q [Sq, H, D], k/v [Sk, Hkv, D] (fallbacks)."""
+    sq, h, _ = q.shape
+    sk, hkv, _ = k.shape
+    if sk == 0:
+        return torch.zeros_like(q)
+    dt = torch.float64 if q.dtype == torch.float64 else torch.float32
+    qf, kf, vf = (t.to(dt).transpose(0, 1) for t in (q, k, v))
+    if hkv != h:
+        kf = kf.repeat_interleave(h // hkv, 0)
+        vf = vf.repeat_interleave(h // hkv, 0)
+    s = torch.matmul(qf, kf.transpose(1, 2)) * scale
+    if causal:
+        i = torch.arange(sq, device=q.device)[:, None]
+        j = torch.arange(sk, device=q.device)[None, :]
+        s = s.masked_fill(j > i + (sk - sq), float("-inf"))
+    m = s.amax(-1, keepdim=True)
+    m = torch.where(torch.isinf(m), torch.zeros_like(m), m)
+    p = torch.exp(s - m)
+    den = p.sum(-1, keepdim=True)
+    o = torch.matmul(p, vf) / torch.where(den == 0, torch.ones_like(den), den)
+    return o.transpose(0, 1).to(q.dtype)
+
+
+def default_scale(head_dim: int, scale) -> float:
+    return 1.0 / math.sqrt(head_dim) if scale is None else float(scale)

@@ -1,0 +1,322 @@
+"""paged_attention: decode attention (one query token per sequence) over a paged KV cache.
+
+Layouts (``kv_layout``):
+- "flash": K and V ``[num_blocks, block_size, num_kv_heads, head_size]``, any strides, so
+  HND views (``[num_blocks, num_kv_heads, block_size, head_size]`` permuted) work too;
+- "vllm": vLLM's original K ``[num_blocks, num_kv_heads, head_size // x, block_size, x]``
+  and V ``[num_blocks, num_kv_heads, head_size, block_size]``.
+Both reduce to one addressing scheme: element (page, slot, head, d) at
+``page*s_page + slot*s_slot + head*s_head + (d // X)*s_dhi + (d % X)*s_dlo``.
+
+One program owns one (sequence, KV head) pair and all query heads of its group, so every
+K/V tile is read once per group. When there are few pairs, each context is split into
+segments handled by separate programs (flash-decoding) that write a partial output and
+its log-sum-exp; a second kernel merges them. Sequences of length 0 give zeros.
+"""
+from __future__ import annotations
+
+import functools
+import math
+
+import torch
+import triton
+import triton.language as tl
+
+from ..runtime import VENDOR, Tuner, on_vendor_device
+from . import _attention
+from ._common import dot_upcast, kernel_dtype_ok
+
+__all__ = ["paged_attention"]  # decode() is also used by flash_attn_varlen_func
+
+LOG2E = 1.4426950408889634
+
+
+@triton.jit(do_not_specialize=["num_kv_heads", "tokens_per_split"])
+def _paged_decode_kernel(
+    Q, K, V, BT, SEQ, ALIBI, O, PART_O, PART_L, CU_Q,
+    qk_scale, num_kv_heads, tokens_per_split,
+    sq_b, sq_h, sq_d,
+    sk_page, sk_slot, sk_head, sk_dhi, sk_dlo,
+    sv_page, sv_slot, sv_head, sv_dhi, sv_dlo,
+    sbt_b, so_b, so_h, so_d,
+    GROUP: tl.constexpr, BLOCK_G: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
+    PAGE: tl.constexpr, BLOCK_N: tl.constexpr, KX: tl.constexpr, VX: tl.constexpr,
+    NUM_SPLITS: tl.constexpr, HAS_ALIBI: tl.constexpr, UPCAST: tl.constexpr, PREC: tl.constexpr,
+    VARLEN_Q: tl.constexpr, NUM_STAGES: tl.constexpr,
+):
+    pair = tl.program_id(0)
+    split = tl.program_id(1)
+    b = pair // num_kv_heads
+    kh = pair % num_kv_heads
+    b64 = b.to(tl.int64)
+    # VARLEN_Q: packed queries of flash_attn_varlen_func, at most one per sequence; the
+    # query (and output) row of sequence b is cu_seqlens_q[b], and a sequence without one is skipped
+    if VARLEN_Q:
+        q_row = tl.load(CU_Q + b).to(tl.int64)
+        if tl.load(CU_Q + b + 1) == q_row:
+            return
+    else:
+        q_row = b64
+    seq_len = tl.load(SEQ + b).to(tl.int32)
+    start = split * tokens_per_split
+    end = tl.minimum(start + tokens_per_split, seq_len)
+
+    offs_g = tl.arange(0, BLOCK_G)
+    g_mask = offs_g < GROUP
+    heads = kh * GROUP + offs_g
+    offs_d = tl.arange(0, BLOCK_D)
+    d_mask = offs_d < HEAD_DIM
+    q = tl.load(Q + q_row * sq_b + heads[:, None] * sq_h + (offs_d * sq_d)[None, :],
+                mask=g_mask[:, None] & d_mask[None, :], other=0.0)
+    if UPCAST:
+        q = q.to(tl.float32)
+    if HAS_ALIBI:
+        slope = tl.load(ALIBI + heads, mask=g_mask, other=0.0).to(tl.float32) * 1.4426950408889634
+
+    k_d = (offs_d // KX) * sk_dhi + (offs_d % KX) * sk_dlo
+    v_d = (offs_d // VX) * sv_dhi + (offs_d % VX) * sv_dlo
+    k_head = K + kh.to(tl.int64) * sk_head
+    v_head = V + kh.to(tl.int64) * sv_head
+    bt_row = BT + b64 * sbt_b
+
+    m_i = tl.full([BLOCK_G], float("-inf"), tl.float32)
+    l_i = tl.zeros([BLOCK_G], tl.float32)
+    acc = tl.zeros([BLOCK_G, BLOCK_D], tl.float32)
+    for n0 in tl.range(start, end, BLOCK_N, num_stages=NUM_STAGES):
+        offs_n = n0 + tl.arange(0, BLOCK_N)
+        n_mask = offs_n < end
+        page = tl.load(bt_row + offs_n // PAGE, mask=n_mask, other=0).to(tl.int64)
+        slot = offs_n % PAGE
+        k_rows = page * sk_page + slot * sk_slot
+        v_rows = page * sv_page + slot * sv_slot
+        kt = tl.load(k_head + k_rows[None, :] + k_d[:, None], mask=n_mask[None, :] & d_mask[:, None], other=0.0)
+        v = tl.load(v_head + v_rows[:, None] + v_d[None, :], mask=n_mask[:, None] & d_mask[None, :], other=0.0)
+        if UPCAST:
+            kt = kt.to(tl.float32)
+            v = v.to(tl.float32)
+        s = tl.dot(q, kt, input_precision=PREC) * qk_scale
+        if HAS_ALIBI:
+            s += slope[:, None] * (offs_n - seq_len + 1).to(tl.float32)[None, :]
+        s = tl.where(n_mask[None, :], s, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(s, 1))
+        # every loop tile holds at least one valid key, so m_new is finite here
+        p = tl.math.exp2(s - m_new[:, None])
+        alpha = tl.math.exp2(m_i - m_new)
+        l_i = l_i * alpha + tl.sum(p, 1)
+        acc = tl.dot(p.to(v.dtype), v, acc * alpha[:, None], input_precision=PREC)
+        m_i = m_new
+
+    if NUM_SPLITS == 1:
+        out = acc / tl.where(l_i == 0.0, 1.0, l_i)[:, None]
+        tl.store(O + q_row * so_b + heads[:, None] * so_h + (offs_d * so_d)[None, :],
+                 out.to(O.dtype.element_ty), mask=g_mask[:, None] & d_mask[None, :])
+    else:
+        # partials: [B, Hq, NUM_SPLITS, BLOCK_D] unnormalised outputs and [B, Hq, NUM_SPLITS]
+        # base-2 log-sum-exps (-inf for an empty segment)
+        row = (b64 * num_kv_heads * GROUP + heads) * NUM_SPLITS + split
+        out = acc / tl.where(l_i == 0.0, 1.0, l_i)[:, None]
+        lse = tl.where(l_i == 0.0, float("-inf"), m_i + tl.math.log2(tl.where(l_i == 0.0, 1.0, l_i)))
+        tl.store(PART_O + row[:, None] * BLOCK_D + offs_d[None, :], out, mask=g_mask[:, None])
+        tl.store(PART_L + row, lse, mask=g_mask)
+
+
+@triton.jit
+def _merge_kernel(PART_O, PART_L, O, CU_Q, num_heads, so_b, so_h, so_d,
+                  NUM_SPLITS: tl.constexpr, BLOCK_S: tl.constexpr, HEAD_DIM: tl.constexpr,
+                  BLOCK_D: tl.constexpr, VARLEN_Q: tl.constexpr):
+    row = tl.program_id(0)  # b * num_heads + h
+    b = row // num_heads
+    h = row % num_heads
+    if VARLEN_Q:
+        q_row = tl.load(CU_Q + b).to(tl.int64)
+        if tl.load(CU_Q + b + 1) == q_row:
+            return
+    else:
+        q_row = b.to(tl.int64)
+    offs_s = tl.arange(0, BLOCK_S)
+    s_mask = offs_s < NUM_SPLITS
+    offs_d = tl.arange(0, BLOCK_D)
+    base = row.to(tl.int64) * NUM_SPLITS
+    lse = tl.load(PART_L + base + offs_s, mask=s_mask, other=float("-inf"))
+    m = tl.max(lse, 0)
+    m = tl.where(m == float("-inf"), 0.0, m)
+    w = tl.math.exp2(lse - m)
+    o = tl.load(PART_O + (base + offs_s)[:, None] * BLOCK_D + offs_d[None, :], mask=s_mask[:, None], other=0.0)
+    den = tl.sum(w, 0)
+    out = tl.sum(o * w[:, None], 0) / tl.where(den == 0.0, 1.0, den)
+    tl.store(O + q_row * so_b + h * so_h + offs_d * so_d, out.to(O.dtype.element_ty),
+             mask=offs_d < HEAD_DIM)
+
+
+_tuner = Tuner("paged_decode", kernels=[_paged_decode_kernel, _merge_kernel])
+
+
+@functools.lru_cache(maxsize=None)
+def _sm_count(index) -> int:
+    if VENDOR is None or VENDOR.interpreter:
+        return 4  # the interpreter runs programs one by one; a nominal count keeps splits testable
+    return torch.cuda.get_device_properties(index).multi_processor_count
+
+
+def _layout_strides(key_cache, value_cache, kv_layout):
+    """(num_kv_heads, page size, K strides, V strides, KX, VX) for the two cache layouts."""
+    if kv_layout == "flash":
+        if key_cache.dim() != 4 or value_cache.shape != key_cache.shape:
+            return None
+        nb, page, hkv, d = key_cache.shape
+        ks, vs = key_cache.stride(), value_cache.stride()
+        return hkv, page, d, (ks[0], ks[1], ks[2], ks[3], 0), (vs[0], vs[1], vs[2], vs[3], 0), 1, 1
+    if kv_layout == "vllm":
+        if key_cache.dim() != 5 or value_cache.dim() != 4:
+            return None
+        nb, hkv, dx, page, x = key_cache.shape
+        d = dx * x
+        if tuple(value_cache.shape) != (nb, hkv, d, page):
+            return None
+        ks, vs = key_cache.stride(), value_cache.stride()
+        return hkv, page, d, (ks[0], ks[3], ks[1], ks[2], ks[4]), (vs[0], vs[3], vs[1], vs[2], 0), x, 1
+    raise ValueError(f"paged_attention: kv_layout must be 'flash' or 'vllm', got {kv_layout!r}")
+
+
+def paged_attention(query, key_cache, value_cache, block_tables, seq_lens, *, scale=None,
+                    kv_layout="flash", alibi_slopes=None, out=None):
+    """Decode attention of one query token per sequence over a paged KV cache."""
+    lay = _layout_strides(key_cache, value_cache, kv_layout)
+    if lay is None:
+        raise ValueError(f"paged_attention: cache shapes {tuple(key_cache.shape)} / {tuple(value_cache.shape)} "
+                         f"do not match kv_layout={kv_layout!r}")
+    hkv, page, d, ks, vs, kx, vx = lay
+    num_seqs, num_heads, head_dim = query.shape
+    if head_dim != d or num_heads % hkv != 0:
+        raise ValueError(f"paged_attention: query {tuple(query.shape)} does not fit {hkv} KV heads of size {d}")
+    scale = 1.0 / math.sqrt(head_dim) if scale is None else float(scale)
+    if out is None:
+        out = torch.empty(query.shape, dtype=query.dtype, device=query.device)
+    if not _kernel_ok(query, key_cache, value_cache, block_tables, seq_lens, alibi_slopes, out):
+        out.copy_(_torch_paged(query, key_cache, value_cache, block_tables, seq_lens, scale, kv_layout,
+                               alibi_slopes))
+        return out
+    decode(query, key_cache, value_cache, block_tables, seq_lens, scale, lay, kv_layout, alibi_slopes, out)
+    return out
+
+
+def decode(query, key_cache, value_cache, block_tables, seq_lens, scale, lay, kv_layout, alibi_slopes, out,
+           cu_q=None):
+    """Launch the split-KV decode (and merge) on inputs already validated by the caller.
+
+    With ``cu_q`` the queries are packed varlen rows (at most one per sequence) and the
+    batch size is ``len(cu_q) - 1``.
+    """
+    hkv, page, d, ks, vs, kx, vx = lay
+    num_heads, head_dim = query.shape[1], query.shape[2]
+    num_seqs = cu_q.numel() - 1 if cu_q is not None else query.shape[0]
+    if num_seqs == 0 or num_heads == 0:
+        return
+    group = num_heads // hkv
+    block_g = max(16, triton.next_power_of_2(group))
+    block_d = max(16, triton.next_power_of_2(head_dim))
+    max_ctx = block_tables.shape[1] * page
+    pairs = num_seqs * hkv
+    sms = _sm_count(query.device.index if query.device.type == "cuda" else 0)
+    upcast = dot_upcast()
+    prec = "ieee" if query.dtype == torch.float32 else "tf32"
+    has_alibi = alibi_slopes is not None
+    varlen = cu_q is not None
+    qk_scale = scale * LOG2E
+
+    def run(cfg):
+        block_n = cfg.get("BLOCK_N", 64)
+        # splits: enough programs for `waves` programs per SM, each segment at least
+        # `min_tokens` long (shorter segments spend more on the merge than they save)
+        target = cfg.get("waves", 4) * sms
+        splits = 1
+        if pairs < target and max_ctx > block_n:
+            splits = min(triton.cdiv(target, pairs), triton.cdiv(max_ctx, cfg.get("min_tokens", 256)),
+                         cfg.get("max_splits", 128))
+            splits = max(splits, 1)
+        per_split = triton.cdiv(triton.cdiv(max_ctx, splits), block_n) * block_n
+        splits = triton.cdiv(max_ctx, per_split) if max_ctx > 0 else 1
+        if splits > 1:
+            part_o = torch.empty((num_seqs, num_heads, splits, block_d), dtype=torch.float32, device=query.device)
+            part_l = torch.empty((num_seqs, num_heads, splits), dtype=torch.float32, device=query.device)
+        else:
+            part_o = part_l = out
+        _paged_decode_kernel[(pairs, splits)](
+            query, key_cache, value_cache, block_tables, seq_lens,
+            alibi_slopes if has_alibi else query, out, part_o, part_l, cu_q if varlen else seq_lens,
+            qk_scale, hkv, per_split,
+            query.stride(0), query.stride(1), query.stride(2),
+            *ks, *vs,
+            block_tables.stride(0), out.stride(0), out.stride(1), out.stride(2),
+            GROUP=group, BLOCK_G=block_g, HEAD_DIM=head_dim, BLOCK_D=block_d,
+            PAGE=page, BLOCK_N=block_n, KX=kx, VX=vx, NUM_SPLITS=splits, HAS_ALIBI=has_alibi,
+            UPCAST=upcast, PREC=prec, VARLEN_Q=varlen, NUM_STAGES=cfg.get("num_stages", 2),
+            num_warps=cfg.get("num_warps", 4), num_stages=cfg.get("num_stages", 2),
+        )
+        if splits > 1:
+            _merge_kernel[(num_seqs * num_heads,)](
+                part_o, part_l, out, cu_q if varlen else seq_lens, num_heads,
+                out.stride(0), out.stride(1), out.stride(2),
+                NUM_SPLITS=splits, BLOCK_S=triton.next_power_of_2(splits), HEAD_DIM=head_dim,
+                BLOCK_D=block_d, VARLEN_Q=varlen, num_warps=4,
+            )
+
+    few = pairs < sms
+    key = (query.dtype, block_d, page, block_g, kv_layout, few, few and max_ctx >= 16384)
+    run(_attention.choose_config(_tuner, key, run))
+
+
+def _kernel_ok(query, key_cache, value_cache, block_tables, seq_lens, alibi_slopes, out) -> bool:
+    if not on_vendor_device(query, key_cache, value_cache, block_tables, seq_lens, alibi_slopes, out):
+        return False
+    dt = query.dtype
+    if dt not in (torch.float16, torch.bfloat16, torch.float32) or not kernel_dtype_ok(dt):
+        return False
+    if key_cache.dtype != dt or value_cache.dtype != dt or out.dtype != dt or query.shape[-1] > 256:
+        return False
+    if block_tables.dtype not in (torch.int32, torch.int64) or seq_lens.dtype not in (torch.int32, torch.int64):
+        return False
+    if block_tables.dim() != 2 or block_tables.stride(1) != 1 or not seq_lens.is_contiguous():
+        return False
+    if alibi_slopes is not None and (not alibi_slopes.is_contiguous() or alibi_slopes.numel() != query.shape[1]):
+        return False
+    return tuple(out.shape) == tuple(query.shape)
+
+
+def gather_kv(key_cache, value_cache, block_table_row, n, kv_layout):
+    """Contiguous ``[n, num_kv_heads, head_size]`` K and V of one sequence (torch code)."""
+    if n == 0:
+        if kv_layout == "flash":
+            hkv, d = key_cache.shape[2], key_cache.shape[3]
+        else:
+            hkv, d = key_cache.shape[1], key_cache.shape[2] * key_cache.shape[4]
+        e = key_cache.new_zeros((0, hkv, d))
+        return e, e
+    if kv_layout == "flash":
+        page = key_cache.shape[1]
+        pages = block_table_row[: (n + page - 1) // page].long()
+        return key_cache[pages].flatten(0, 1)[:n], value_cache[pages].flatten(0, 1)[:n]
+    nb, hkv, dx, page, x = key_cache.shape
+    pages = block_table_row[: (n + page - 1) // page].long()
+    k = key_cache[pages].permute(0, 3, 1, 2, 4).reshape(-1, hkv, dx * x)[:n]
+    v = value_cache[pages].permute(0, 3, 1, 2).reshape(-1, hkv, dx * x)[:n]
+    return k, v
+
+
+def _torch_paged(query, key_cache, value_cache, block_tables, seq_lens, scale, kv_layout, alibi_slopes):
+    """Plain PyTorch path for inputs the kernel does not take (other devices, dtypes)."""
+    dt = torch.float64 if query.dtype == torch.float64 else torch.float32
+    out = torch.zeros(query.shape, dtype=query.dtype, device=query.device)
+    for b, n in enumerate(seq_lens.tolist()):
+        if n == 0:
+            continue
+        k, v = gather_kv(key_cache, value_cache, block_tables[b], n, kv_layout)
+        group = query.shape[1] // k.shape[1]
+        k = k.to(dt).repeat_interleave(group, 1)
+        v = v.to(dt).repeat_interleave(group, 1)
+        s = torch.einsum("hd,nhd->hn", query[b].to(dt), k) * scale
+        if alibi_slopes is not None:
+            pos = torch.arange(n, device=query.device, dtype=dt) - (n - 1)
+            s = s + alibi_slopes.to(dt)[:, None] * pos[None, :]
+        out[b] = torch.einsum("hn,nhd->hd", torch.softmax(s, -1), v).to(query.dtype)
+    return out
