@@ -33,8 +33,12 @@ overload gets all entries whose name matches it ("primary") plus at most
 
 Command line (the GPU run)::
 
-    PYTHONPATH=src python -m tests.opinfo_harness --device cuda --dtype float32 --dtype float16 \\
-        --dtype bfloat16 --out opinfo-report          # writes opinfo-report/opinfo.{json,md}
+    PYTHONPATH=src python -m tests.opinfo_harness --device cuda --dtype float16 --cap 4 \\
+        --time-budget 420 --out opinfo-report     # opinfo-report/opinfo-float16.{json,md}
+
+``--dtype`` repeats (one command per dtype keeps each under the device's 10 minutes);
+``--secondary -1`` runs every entry that reaches an overload; ``--time-budget`` stops
+starting tasks after that many seconds and lists the rest as not run.
 """
 from __future__ import annotations
 
@@ -839,6 +843,15 @@ class Summary:
         return "\n".join(lines) + "\n"
 
 
+def write_report(summary: Summary, folder, stem: str = "opinfo") -> None:
+    """``<folder>/<stem>.json`` (everything, failures included) and ``<stem>.md`` (tables)."""
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, f"{stem}.json"), "w") as f:
+        json.dump(summary.to_json(), f, indent=1, default=str)
+    with open(os.path.join(folder, f"{stem}.md"), "w") as f:
+        f.write(summary.markdown())
+
+
 def run_all(device: str, dtypes, time_budget: float | None = None, progress=None) -> Summary:
     """Trace, plan and run every task for ``dtypes``; stop starting tasks after ``time_budget`` s."""
     plan = trace(device)
@@ -863,7 +876,7 @@ def main(argv=None) -> int:
     p.add_argument("--cap", type=int, help=f"samples per (entry, variant) in float32 (default {SAMPLE_CAP})")
     p.add_argument("--secondary", type=int, help="other entries per overload; -1 for all")
     p.add_argument("--time-budget", type=float, help="seconds after which no further task starts")
-    p.add_argument("--out", help="folder for opinfo.json and opinfo.md")
+    p.add_argument("--out", help="folder for opinfo-<dtypes>.json and .md")
     p.add_argument("-v", "--verbose", action="store_true")
     a = p.parse_args(argv)
     if a.cap is not None:
@@ -881,12 +894,9 @@ def main(argv=None) -> int:
     summary = run_all(a.device, dtypes, a.time_budget, progress)
     print(summary.table())
     if a.out:
-        os.makedirs(a.out, exist_ok=True)
-        with open(os.path.join(a.out, "opinfo.json"), "w") as f:
-            json.dump(summary.to_json(), f, indent=1, default=str)
-        with open(os.path.join(a.out, "opinfo.md"), "w") as f:
-            f.write(summary.markdown())
-        print(f"wrote {a.out}/opinfo.json and opinfo.md")
+        stem = "opinfo-" + "-".join(str(d).removeprefix("torch.") for d in dtypes)
+        write_report(summary, a.out, stem)
+        print(f"wrote {a.out}/{stem}.json and {stem}.md")
     return 1 if summary.totals()["failed"] else 0
 
 

@@ -40,13 +40,7 @@ def _session_table(request):
             terminalreporter.write_line(_SUMMARY.table())
             out = os.environ.get("GEMS_OPINFO_REPORT")
             if out:
-                import json
-
-                os.makedirs(out, exist_ok=True)
-                with open(os.path.join(out, "opinfo.json"), "w") as f:
-                    json.dump(_SUMMARY.to_json(), f, indent=1, default=str)
-                with open(os.path.join(out, "opinfo.md"), "w") as f:
-                    f.write(_SUMMARY.markdown())
+                h.write_report(_SUMMARY, out)
                 terminalreporter.write_line(f"wrote {out}/opinfo.json and opinfo.md")
 
     reporter = _Reporter()
