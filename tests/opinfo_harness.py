@@ -18,7 +18,9 @@ where a thread-local ``use_gems`` would not apply), and one of these is recorded
 
 Results agree when every tensor matches native within the per-dtype tolerance of
 tests/util.py, or, failing that, when gems is no further from a float64 reference than
-twice native's own distance (long reductions where both round differently).
+twice native's own distance or one tolerance (two for bf16 on the interpreter, whose
+fp32 -> bf16 casts truncate), NaNs in the same places: long reductions and chains of
+low-precision roundings where gems and torch round differently.
 
 Variants: ``op`` (the OpInfo's function), ``inplace`` (its in-place method), ``out``
 (``out=`` tensors allocated like native's result), ``grad`` (forward plus
@@ -70,10 +72,11 @@ from tests.gems_probe import GemsProbe  # noqa: E402
 from tests.util import TOL  # noqa: E402
 
 # The knob: samples per (OpInfo entry, variant) in float32. Other dtypes get a quarter.
-SAMPLE_CAP = int(os.environ.get("GEMS_OPINFO_SAMPLE_CAP", "6"))
+SAMPLE_CAP = int(os.environ.get("GEMS_OPINFO_SAMPLE_CAP", "4"))
 # Samples whose tensors hold more elements than this are skipped on the interpreter.
 INTERPRETER_MAX_NUMEL = 4096
-# Entries reaching an overload without being named after it, kept per overload.
+# Each reached overload is exercised by at least this many planned (entry, variant)
+# pairs: entries named after it first, then others that reach it (-1: every one).
 SECONDARY_PER_OVERLOAD = int(os.environ.get("GEMS_OPINFO_SECONDARY", "2"))
 TRACE_SAMPLES = 2  # samples per entry used to trace which overloads it reaches
 TRACE_MAX_NUMEL = 4096  # small samples trace as well as big ones, and faster
@@ -360,22 +363,26 @@ def _prepare(op, variant, sample, dtype, cot_dtype=None):
 
 
 def _choose(hits, decls):
-    """All entries named after an overload they reach, plus a few others per overload."""
+    """Entries named after an overload they reach, topped up so that every reached overload
+    is exercised by at least ``SECONDARY_PER_OVERLOAD`` planned (entry, variant) pairs
+    (all of them when it is negative), most targeted first: fewest gems overloads reached."""
     primary, chosen = set(), set()
     by_overload = collections.defaultdict(list)
     for (k, variant), ovs in hits.items():
         for ov in ovs:
             by_overload[ov].append((k, variant))
-    limit = None if SECONDARY_PER_OVERLOAD < 0 else SECONDARY_PER_OVERLOAD
     for ov in decls:
-        cands = by_overload.get(ov, [])
         base = _overload_base(ov)
-        prim = [c for c in cands if _norm(_entry_name(c[0])) == base]
+        prim = [c for c in by_overload.get(ov, []) if _norm(_entry_name(c[0])) == base]
         primary.update(prim)
         chosen.update(prim)
-        # the most targeted other entries: fewest gems overloads reached, then by name
-        others = sorted((c for c in cands if c not in prim), key=lambda c: (len(hits[c]), c))
-        chosen.update(others[:limit])
+    for ov in decls:
+        cands = by_overload.get(ov, [])
+        have = sum(1 for c in cands if c in chosen)
+        want = len(cands) if SECONDARY_PER_OVERLOAD < 0 else SECONDARY_PER_OVERLOAD
+        others = sorted((c for c in cands if c not in chosen),
+                        key=lambda c: (len(hits[c]), VARIANTS.index(c[1]), c))
+        chosen.update(others[:max(0, want - have)])
     return sorted(chosen), primary
 
 
@@ -447,10 +454,19 @@ def _compare_tensor(a, e, r, where):
         nan_same = torch.equal(torch.isnan(a), torch.isnan(e))
         err_a = _scaled_error(a, rr, t)
         err_e = _scaled_error(e, rr, t)
-        if nan_same and err_a <= max(1.0, 2.0 * err_e):
+        if nan_same and err_a <= max(_ref_slack(e.dtype), 2.0 * err_e):
             return
         msg += f" | vs float64 reference: gems {err_a:.3g}, native {err_e:.3g} (tolerance units)"
     raise Mismatch(f"{where}: {msg}")
+
+
+def _ref_slack(dtype) -> float:
+    """Tolerance units gems may be from the float64 reference regardless of native's error.
+
+    The interpreter truncates fp32 -> bf16 instead of rounding (shared/triton-interpreter.md),
+    doubling the rounding error of every bf16 result a chain of kernels produces.
+    """
+    return 2.0 if dtype == torch.bfloat16 and _interpreter() else 1.0
 
 
 def _scaled_error(x, ref, t) -> float:
@@ -555,7 +571,9 @@ def _run_sample(op, variant, sample, index, dtype, families, probe) -> SampleRes
         detail = f"native raised {native_err}; gems " + ("raised too" if got_err else "returned a value")
         return SampleResult(index, "ref_error", {}, {}, detail)
     random_op = not _same(expected.outputs, again.outputs)
-    before = _detached((prep[0], prep[1], prep[2])) if variant in ("op", "grad") else None
+    # inputs the call must leave alone (an in-place variant writes only its first input)
+    watched = (prep[1], prep[2]) if variant == "inplace" else (prep[0], prep[1], prep[2])
+    before = _detached(watched)
     snap = probe.snapshot()
     gemsops.only_enable(include=families)
     try:
@@ -580,8 +598,7 @@ def _run_sample(op, variant, sample, index, dtype, families, probe) -> SampleRes
             _compare(got.outputs, expected.outputs, ref)
         if expected.target is not None:
             _check_target(got, expected)
-        if before is not None:
-            _compare(_leaves((prep[0], prep[1], prep[2])), _leaves(before), path="input after the call")
+        _compare(_leaves(watched), _leaves(before), path="input after the call")
     except Mismatch as m:
         return SampleResult(index, "failed", served, routed, f"{m} [{_describe(sample)}]")
     if random_op:
@@ -700,6 +717,7 @@ class Summary:
         self.dtypes = [str(d) for d in dtypes]
         self.results: list[TaskResult] = []
         self.not_run: list = []  # tasks left out (time budget)
+        self.note = ""  # extra limits the caller applied, for the summary
 
     def add(self, r: TaskResult) -> None:
         self.results.append(r)
@@ -751,8 +769,11 @@ class Summary:
         interp = _interpreter()
         parts = [f"{SAMPLE_CAP} samples per (entry, variant) in float32 and integer dtypes, "
                  f"{max(1, SAMPLE_CAP // 4)} in other dtypes",
-                 "entries: all named after an overload they reach"
-                 + ("" if SECONDARY_PER_OVERLOAD < 0 else f" + up to {SECONDARY_PER_OVERLOAD} others per overload")]
+                 "entries: all named after an overload they reach, "
+                 + ("plus every other entry reaching one" if SECONDARY_PER_OVERLOAD < 0 else
+                    f"topped up to {SECONDARY_PER_OVERLOAD} (entry, variant) pairs per overload")]
+        if self.note:
+            parts.append(self.note)
         if interp:
             parts.append(f"interpreter: samples over {INTERPRETER_MAX_NUMEL} elements skipped")
         return "; ".join(parts)
