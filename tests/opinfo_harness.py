@@ -500,12 +500,25 @@ class TaskResult:
     skipped: int
     seconds: float
     error: str = ""  # the task could not start (sample generation failed)
+    hits: list = dataclasses.field(default_factory=list)  # overloads the trace saw it reach
 
     def counts(self) -> collections.Counter:
         return collections.Counter(s.outcome for s in self.samples)
 
     def failures(self) -> list:
         return [s for s in self.samples if s.outcome == "failed"]
+
+    def to_dict(self) -> dict:
+        """Plain data (what pytest-xdist can ship from a worker in a report's properties)."""
+        d = dataclasses.asdict(self)
+        d["seconds"] = round(self.seconds, 3)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TaskResult":
+        d = dict(d)
+        d["samples"] = [SampleResult(**x) for x in d["samples"]]
+        return cls(**d)
 
 
 def cap_for(dtype) -> int:
@@ -541,14 +554,15 @@ def run_task(plan: Plan, key: str, variant: str, dtype, cap: int | None = None) 
         samples, skipped = _samples(op, plan.device, dtype, cap, requires_grad=grad)
     except Exception as err:
         return TaskResult(key, variant, str(dtype), families, [], 0, time.perf_counter() - t0,
-                          error=f"sample_inputs failed: {type(err).__name__}: {err}"[:300])
+                          error=f"sample_inputs failed: {type(err).__name__}: {err}"[:300], hits=sorted(ovs))
     results = []
     with GemsProbe() as probe:
         for i, s in enumerate(samples):
             if not _variant_applies(op, variant, s, dtype):
                 continue
             results.append(_run_sample(op, variant, s, i, dtype, families, probe))
-    return TaskResult(key, variant, str(dtype), families, results, skipped, time.perf_counter() - t0)
+    return TaskResult(key, variant, str(dtype), families, results, skipped, time.perf_counter() - t0,
+                      hits=sorted(ovs))
 
 
 def _native(op, variant, prep, seed):
@@ -712,8 +726,14 @@ def _describe(sample) -> str:
 class Summary:
     """Totals over task results; a table for the terminal, Markdown and JSON for reports."""
 
-    def __init__(self, plan: Plan, dtypes):
-        self.plan = plan
+    def __init__(self, plan: Plan | None, dtypes, declared=None):
+        # without a plan (results shipped from pytest-xdist workers) the reached overloads
+        # are those of the tasks that ran
+        self.declared = sorted(plan.declared if plan else (declared or registry.declarations()))
+        self.reached = {o for ovs in plan.hits.values() for o in ovs} if plan else None
+        self.device = plan.device if plan else (gemsops.VENDOR.device_type if gemsops.VENDOR else "cpu")
+        self.trace_seconds = plan.trace_seconds if plan else None
+        self.trace_errors = plan.trace_errors if plan else {}
         self.dtypes = [str(d) for d in dtypes]
         self.results: list[TaskResult] = []
         self.not_run: list = []  # tasks left out (time budget)
@@ -731,10 +751,10 @@ class Summary:
             for s in r.samples:
                 if s.outcome in ("agreed", "random"):
                     served_ovs.update(o for o, n in s.served.items() if n)
-        reached = {o for kv, ovs in self.plan.hits.items() for o in ovs}
+        reached = self.reached if self.reached is not None else {o for r in self.results for o in r.hits}
         return {
-            "overloads_declared": len(self.plan.declared),
-            "overloads_with_opinfo": len(reached & set(self.plan.declared)),
+            "overloads_declared": len(self.declared),
+            "overloads_with_opinfo": len(reached & set(self.declared)),
             "overloads_served_and_agreed": len(served_ovs),
             "entries": len({r.entry for r in self.results}),
             "tasks": len(self.results),
@@ -746,7 +766,7 @@ class Summary:
         }
 
     def per_overload(self) -> dict:
-        rows = {ov: collections.Counter() for ov in self.plan.declared}
+        rows = {ov: collections.Counter() for ov in self.declared}
         entries = collections.defaultdict(set)
         for r in self.results:
             for s in r.samples:
@@ -780,13 +800,13 @@ class Summary:
 
     def to_json(self) -> dict:
         return {
-            "device": self.plan.device,
+            "device": self.device,
             "vendor": gemsops.vendor_name,
             "torch": torch.__version__,
             "triton": __import__("triton").__version__,
             "dtypes": self.dtypes,
             "limits": self.limits(),
-            "trace_seconds": round(self.plan.trace_seconds, 2),
+            "trace_seconds": None if self.trace_seconds is None else round(self.trace_seconds, 2),
             "totals": self.totals(),
             "per_overload": self.per_overload(),
             "tasks": [
@@ -805,14 +825,14 @@ class Summary:
                 for r in self.results for s in r.samples if s.outcome == "ref_error"
             ],
             "not_run": [list(map(str, t)) for t in self.not_run],
-            "trace_errors": self.plan.trace_errors,
+            "trace_errors": self.trace_errors,
         }
 
     def table(self) -> str:
         """Plain-text summary for the terminal."""
         t = self.totals()
         lines = [
-            f"gemsops OpInfo agreement ({gemsops.vendor_name}, {self.plan.device}, dtypes {', '.join(self.dtypes)})",
+            f"gemsops OpInfo agreement ({gemsops.vendor_name}, {self.device}, dtypes {', '.join(self.dtypes)})",
             f"limits: {self.limits()}",
             f"overloads declared {t['overloads_declared']}, reached by some OpInfo "
             f"{t['overloads_with_opinfo']}, served by gems and agreeing {t['overloads_served_and_agreed']}",
@@ -837,7 +857,7 @@ class Summary:
     def markdown(self) -> str:
         t = self.totals()
         lines = [
-            f"# OpInfo agreement: {gemsops.vendor_name} on {self.plan.device}",
+            f"# OpInfo agreement: {gemsops.vendor_name} on {self.device}",
             "",
             f"torch {torch.__version__}, Triton {__import__('triton').__version__}; dtypes {', '.join(self.dtypes)}.",
             f"Limits: {self.limits()}.",
@@ -862,6 +882,55 @@ class Summary:
                 first = f["detail"].splitlines()[0][:300].replace("|", "\\|")
                 lines.append(f"- `{f['entry']}` {f['variant']} {f['dtype']} sample {f['sample']}: {first}")
         return "\n".join(lines) + "\n"
+
+
+PROPERTY = "gems_opinfo"  # pytest user property carrying one TaskResult.to_dict()
+
+# What the pytest run (CI, tests/ops/test_opinfo.py) covers: float32 (and integer-only
+# entries in their own dtype) over every planned (entry, variant); the other floating
+# dtypes over the plain-call variant of the entries named after an overload only.
+PYTEST_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+PYTEST_NOTE = "float16/bfloat16: plain-call variant of the entries named after an overload only"
+
+
+def pytest_tasks(plan: Plan) -> list:
+    """The (entry, variant, dtype) tasks of the pytest run (see ``PYTEST_DTYPES``)."""
+    return [t for t in tasks_for(plan, PYTEST_DTYPES)
+            if t[2] == torch.float32 or not t[2].is_floating_point
+            or (t[1] == "op" and (t[0], t[1]) in plan.primary)]
+
+
+def terminal_summary(terminalreporter, dtypes=PYTEST_DTYPES, note=PYTEST_NOTE) -> None:
+    """Print (and with ``GEMS_OPINFO_REPORT=<folder>`` write) the session's summary.
+
+    Reads the task results from the test reports' user properties, so it works in the
+    pytest-xdist controller (call it from a ``pytest_terminal_summary`` hook in
+    tests/conftest.py) as well as in a single process; prints once per session.
+    """
+    config = terminalreporter.config
+    if getattr(config, "_gems_opinfo_done", False):
+        return
+    tasks = []
+    for reports in terminalreporter.stats.values():
+        for rep in reports:
+            if getattr(rep, "when", None) != "call":
+                continue
+            for name, value in getattr(rep, "user_properties", ()):
+                if name == PROPERTY:
+                    tasks.append(TaskResult.from_dict(value))
+    if not tasks:
+        return
+    config._gems_opinfo_done = True
+    summary = Summary(None, dtypes or sorted({t.dtype for t in tasks}))
+    summary.note = note
+    for t in sorted(tasks, key=lambda t: (t.entry, VARIANTS.index(t.variant), t.dtype)):
+        summary.add(t)
+    terminalreporter.write_sep("=", "gemsops OpInfo summary")
+    terminalreporter.write_line(summary.table())
+    out = os.environ.get("GEMS_OPINFO_REPORT")
+    if out:
+        write_report(summary, out)
+        terminalreporter.write_line(f"wrote {out}/opinfo.json and opinfo.md")
 
 
 def write_report(summary: Summary, folder, stem: str = "opinfo") -> None:

@@ -6,7 +6,6 @@ session ends with a table of counts (ops, samples, agreed, routed, failed); set
 ``GEMS_OPINFO_REPORT=<folder>`` to also write opinfo.json and opinfo.md there.
 ``GEMS_OPINFO_SAMPLE_CAP`` (default in the harness) bounds the samples per test.
 """
-import os
 
 import pytest
 import torch
@@ -18,44 +17,33 @@ from tests import opinfo_harness as h
 from tests.gems_probe import GemsProbe
 from tests.util import DEVICE
 
-# float32 (and integer-only entries in their own dtype) over every planned (entry,
-# variant); the other floating dtypes over the plain-call variant of the entries named
-# after an overload, which keeps the interpreter run within CI's budget
-DTYPES = [torch.float32, torch.float16, torch.bfloat16]
-
 _PLAN = h.trace(DEVICE)
-_TASKS = [t for t in h.tasks_for(_PLAN, DTYPES)
-          if t[2] == torch.float32 or not t[2].is_floating_point or (t[1] == "op" and (t[0], t[1]) in _PLAN.primary)]
-_SUMMARY = h.Summary(_PLAN, DTYPES)
-_SUMMARY.note = "float16/bfloat16: plain-call variant of the entries named after an overload only"
+_TASKS = h.pytest_tasks(_PLAN)  # float32 everywhere, float16/bfloat16 on plain calls
 
 
 @pytest.fixture(scope="module", autouse=True)
-def _session_table(request):
-    """Print the summary table at the end of the run (and write it when asked to)."""
+def _summary_table(request):
+    """The summary table at the end of the session (tests/opinfo_harness.terminal_summary).
+
+    Registered here for single-process runs; under pytest-xdist the workers' results reach
+    the controller as report properties, where a ``pytest_terminal_summary`` hook in
+    tests/conftest.py calling ``terminal_summary`` prints them.
+    """
 
     class _Reporter:
         def pytest_terminal_summary(self, terminalreporter):
-            if not _SUMMARY.results:
-                return
-            terminalreporter.write_sep("=", "gemsops OpInfo summary")
-            terminalreporter.write_line(_SUMMARY.table())
-            out = os.environ.get("GEMS_OPINFO_REPORT")
-            if out:
-                h.write_report(_SUMMARY, out)
-                terminalreporter.write_line(f"wrote {out}/opinfo.json and opinfo.md")
+            h.terminal_summary(terminalreporter)
 
-    reporter = _Reporter()
     if request.config.pluginmanager.get_plugin("gems-opinfo-summary") is None:
-        request.config.pluginmanager.register(reporter, name="gems-opinfo-summary")
+        request.config.pluginmanager.register(_Reporter(), name="gems-opinfo-summary")
     yield
 
 
 @pytest.mark.parametrize("entry,variant,dtype", _TASKS,
                          ids=[f"{e}-{v}-{str(d).removeprefix('torch.')}" for e, v, d in _TASKS])
-def test_opinfo_samples(entry, variant, dtype):
+def test_opinfo_samples(entry, variant, dtype, record_property):
     result = h.run_task(_PLAN, entry, variant, dtype)
-    _SUMMARY.add(result)
+    record_property(h.PROPERTY, result.to_dict())
     assert not result.error, result.error
     fails = result.failures()
     assert not fails, f"{len(fails)} of {len(result.samples)} samples failed:\n" + "\n".join(
