@@ -470,9 +470,13 @@ def _ref_slack(dtype) -> float:
 
 
 def _scaled_error(x, ref, t) -> float:
+    """Largest |x - ref| in tolerance units; inf when the non-finite values differ."""
     x = x.to(ref.dtype)
     finite = torch.isfinite(ref) & torch.isfinite(x)
-    if not torch.equal(torch.isfinite(ref), torch.isfinite(x)) or not torch.equal(x[~finite & ~torch.isnan(x)], ref[~finite & ~torch.isnan(x)]):
+    if not torch.equal(torch.isfinite(ref), torch.isfinite(x)):
+        return math.inf
+    infs = ~finite & ~torch.isnan(x)
+    if not torch.equal(x[infs], ref[infs]):
         return math.inf
     if not finite.any():
         return 0.0
@@ -658,7 +662,8 @@ def _compare_structure(a, b):
     if len(al) != len(bl):
         raise Mismatch("structure differs")
     for x, y in zip(al, bl):
-        if isinstance(y, torch.Tensor) and (not isinstance(x, torch.Tensor) or x.shape != y.shape or x.dtype != y.dtype):
+        if isinstance(y, torch.Tensor) and (
+                not isinstance(x, torch.Tensor) or x.shape != y.shape or x.dtype != y.dtype):
             raise Mismatch(f"random op: got {getattr(x, 'shape', x)} {getattr(x, 'dtype', '')}, "
                            f"expected {tuple(y.shape)} {y.dtype}")
 
@@ -885,6 +890,18 @@ class Summary:
 
 
 PROPERTY = "gems_opinfo"  # pytest user property carrying one TaskResult.to_dict()
+SUMMARY_LINE = "gems_summary_line"  # a user property printed as is in the summary
+
+
+def register_summary(config) -> None:
+    """Have this (single-process) pytest session end with ``terminal_summary``."""
+
+    class _Reporter:
+        def pytest_terminal_summary(self, terminalreporter):
+            terminal_summary(terminalreporter)
+
+    if config.pluginmanager.get_plugin("gems-opinfo-summary") is None:
+        config.pluginmanager.register(_Reporter(), name="gems-opinfo-summary")
 
 # What the pytest run (CI, tests/ops/test_opinfo.py) covers: float32 (and integer-only
 # entries in their own dtype) over every planned (entry, variant); the other floating
@@ -910,7 +927,7 @@ def terminal_summary(terminalreporter, dtypes=PYTEST_DTYPES, note=PYTEST_NOTE) -
     config = terminalreporter.config
     if getattr(config, "_gems_opinfo_done", False):
         return
-    tasks = []
+    tasks, lines = [], []
     for reports in terminalreporter.stats.values():
         for rep in reports:
             if getattr(rep, "when", None) != "call":
@@ -918,9 +935,15 @@ def terminal_summary(terminalreporter, dtypes=PYTEST_DTYPES, note=PYTEST_NOTE) -
             for name, value in getattr(rep, "user_properties", ()):
                 if name == PROPERTY:
                     tasks.append(TaskResult.from_dict(value))
+                elif name == SUMMARY_LINE:
+                    lines.append(value)
+    config._gems_opinfo_done = True
+    if lines:
+        terminalreporter.write_sep("=", "gemsops coverage")
+        for line in lines:
+            terminalreporter.write_line(line)
     if not tasks:
         return
-    config._gems_opinfo_done = True
     summary = Summary(None, dtypes or sorted({t.dtype for t in tasks}))
     summary.note = note
     for t in sorted(tasks, key=lambda t: (t.entry, VARIANTS.index(t.variant), t.dtype)):

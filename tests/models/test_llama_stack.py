@@ -15,6 +15,7 @@ from gemsops.runtime import registry
 from gemsops.runtime.oplog import read_log
 from tests.models.coverage import aten_coverage, is_metadata, overload_name
 from tests.models.llama import LlamaConfig, LlamaForCausalLM, train_step
+from tests.opinfo_harness import SUMMARY_LINE
 from tests.util import DEVICE, ON_GPU
 
 CONFIGS = {
@@ -28,6 +29,15 @@ if ON_GPU:
 # fp32 end to end; gems' matmuls and reductions may sum in another order than torch's
 LOSS_TOL = dict(rtol=1e-5, atol=1e-5)
 GRAD_TOL = dict(rtol=1e-4, atol=2e-5)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _summary(request):
+    """The shares reach the end-of-session summary (tests/opinfo_harness.terminal_summary)."""
+    from tests.opinfo_harness import register_summary
+
+    register_summary(request.config)
+    yield
 
 
 def _model_and_batch(spec, seed=0):
@@ -53,7 +63,7 @@ def _grads_and_params(model):
 
 
 @pytest.mark.parametrize("name", list(CONFIGS))
-def test_train_step_matches_native(name, tmp_path):
+def test_train_step_matches_native(name, tmp_path, record_property):
     spec = CONFIGS[name]
     model, ids = _model_and_batch(spec)
     gems_model = copy.deepcopy(model)
@@ -89,8 +99,11 @@ def test_train_step_matches_native(name, tmp_path):
     assert logged <= set(registry.declarations())
     assert set(+cov.served) <= logged
     print(f"[{name}] overloads through gems (record log): {sorted(logged)}")
-    print(f"[{name}] share of aten calls served by gems: {100 * cov.share:.1f}% "
-          f"({cov.served_total}/{cov.total}; target 95%)")
+    line = (f"llama step [{name}, {DEVICE}]: gems served {100 * cov.share:.1f}% of aten calls "
+            f"({cov.served_total}/{cov.total}, views/metadata excluded; target 95%); not served: "
+            + ", ".join(f"{op} x{n}" for op, n in (cov.calls - cov.served).most_common(8)))
+    print(line)
+    record_property(SUMMARY_LINE, line)
     assert cov.total > 0
     if registry.declarations():
         assert cov.share > 0, "gems served none of the step's aten calls"

@@ -30,12 +30,7 @@ def _summary_table(request):
     tests/conftest.py calling ``terminal_summary`` prints them.
     """
 
-    class _Reporter:
-        def pytest_terminal_summary(self, terminalreporter):
-            h.terminal_summary(terminalreporter)
-
-    if request.config.pluginmanager.get_plugin("gems-opinfo-summary") is None:
-        request.config.pluginmanager.register(_Reporter(), name="gems-opinfo-summary")
+    h.register_summary(request.config)
     yield
 
 
