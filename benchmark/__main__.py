@@ -148,7 +148,7 @@ def main(argv=None) -> int:
     report.write_json(out_dir / "results.json", payload)
 
     meta_line = {k: v for k, v in payload["meta"].items() if k not in ("tuner",)}
-    md = ["# gemsops benchmark", ""]
+    md = ["# gemsops benchmark"]
     if results:
         printed.append(report.summary_md(payload["summary"], payload.get("ceilings"), meta_line))
         probs = report.problems_md(payload["problems"])
@@ -163,13 +163,14 @@ def main(argv=None) -> int:
         printed.append("## Host overhead per call (tiny tensors)\n\n" + report.host_table(payload["host_overhead"]))
     if "e2e" in payload:
         printed.append("## End to end\n\n" + report.e2e_md(payload["e2e"]))
-    table = report.ops_table(results, payload.get("ceilings"), peers=harness.PEERS) if results else ""
+    peers_seen = [p for p in harness.PEERS if any(p in r.get("impls", {}) for r in results)]
+    table = report.ops_table(results, payload.get("ceilings"), peers=peers_seen) if results else ""
     legend = ("Latency in us (larger of the do_bench median and the back-to-back per-call time); x = other / gems "
               "(above 1: gems faster); * = FlagGems did not replace this op; ! = output differs from native; "
               "% ceil = share of the measured copy bandwidth (or of cuBLAS mm peak, 'mm').")
     md += printed
     if table:
-        md += ["## Ops", "", legend, "", table]
+        md += ["## Ops", legend, table]
     (out_dir / "results.md").write_text("\n\n".join(md) + "\n")
     plotted = results and report.write_plot(out_dir / "speedup.png", results,
                                             f"gemsops on {payload['meta'].get('gpu', '')}")

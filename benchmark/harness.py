@@ -30,9 +30,6 @@ import torch
 from .cases import ENABLE, Case
 
 PEERS = ("flaggems", "liger")
-# allocation and copy ops a case may call besides the op it measures: not "the op"
-_INFRA = ("empty", "empty_like", "empty_strided", "zeros", "zeros_like", "ones", "ones_like", "full",
-          "full_like", "fill_", "zero_", "copy_", "_to_copy", "clone", "detach", "lift_fresh")
 
 
 @dataclass
@@ -204,10 +201,14 @@ def detect_overloads(fn, inp) -> list[str]:
 
 
 def gems_include(case_names, detected) -> list[str]:
-    """Overloads gemsops declares among the case's named ops and the overloads its call hit."""
+    """Overloads gemsops declares for the case's op names: its families and exact overloads,
+    plus the overloads of those names the native call dispatched (``softmax`` reaches
+    ``_softmax``). Other overloads the call hit (the pieces of a decomposed composite, an
+    ``add`` inside a CPU ``rms_norm``) do not make the op "served by gems"."""
     from gemsops.runtime import registry
 
     decls, fams = registry.declarations(), registry.families()
+    bases = {n.split(".")[0] for n in case_names}
     out: set[str] = set()
     for name in case_names:
         if name in fams:
@@ -215,8 +216,7 @@ def gems_include(case_names, detected) -> list[str]:
         elif name in decls:
             out.add(name)
     for name in detected:
-        base = name.split(".")[0]
-        if name in decls and base not in _INFRA:
+        if name in decls and name.split(".")[0] in bases:
             out.add(name)
     return sorted(out)
 
@@ -364,19 +364,25 @@ class Runner:
         except Exception as err:  # noqa: BLE001
             res["impls"]["native"] = {"error": _short(err)}
         for name, call, ctx in self._impls(case, sets[0], res):
+            entry = res["impls"][name]
             try:
+                out = None
                 with torch.no_grad(), ctx():
-                    first = _first_call_ms(call, sets[0], self.device)
-                    entry = {}
+                    entry["first_ms"] = _first_call_ms(call, sets[0], self.device)
                     if self.check and ref is not None:
-                        ok, err = check_outputs(ref, call(clone_inputs(sets[0])),
-                                                case.tol if case.tol is not None else default_tol(case.dtype))
-                        entry["check"] = "ok" if ok else f"MISMATCH {err:.3g}"
+                        out = call(clone_inputs(sets[0]))
                     entry.update(self._measure(call, sets))
-                    entry["first_ms"] = first
-                res["impls"][name].update(entry)
+                if out is not None:  # compared outside the block: the check's own ops stay native
+                    ok, err = check_outputs(ref, out, case.tol if case.tol is not None else default_tol(case.dtype))
+                    entry["check"] = "ok" if ok else f"MISMATCH {err:.3g}"
+                del out
+            except AttributeError as err:
+                if name in PEERS:  # this peer version lacks the function the case calls
+                    entry["na"] = f"not in this version ({_short(err, 100)})"
+                else:
+                    entry["error"] = _short(err)
             except Exception as err:  # noqa: BLE001
-                res["impls"][name]["error"] = _short(err)
+                entry["error"] = _short(err)
                 if isinstance(err, torch.cuda.OutOfMemoryError):
                     torch.cuda.empty_cache()
         del sets, ref
@@ -421,8 +427,9 @@ class Runner:
                 entry = impls["flaggems"] = {"path": "flag_gems.enable()"}
                 # the case's op names too: a composite op (rms_norm) a peer overrides at its
                 # own level never shows among the overloads native dispatch reaches
-                overloads = list(dict.fromkeys([*(res.get("aten") or detect_overloads(case.native, inp)),
-                                                *case.gems_aten]))
+                bases = {n.split(".")[0] for n in case.gems_aten}
+                overloads = [o for o in dict.fromkeys([*(res.get("aten") or detect_overloads(case.native, inp)),
+                                                       *case.gems_aten]) if o.split(".")[0] in bases]
                 yield "flaggems", case.native, (lambda: self._flaggems_ctx(overloads, entry))
             else:
                 impls["flaggems"] = {"path": "flag_gems fused"}
@@ -435,7 +442,7 @@ class Runner:
     @contextlib.contextmanager
     def _flaggems_ctx(self, overloads, entry: dict):
         """FlagGems enabled; ``entry["served"]``: whether it replaced one of these overloads' kernels."""
-        names = [o for o in overloads if o.split(".")[0] not in _INFRA]
+        names = list(overloads)
         before = {o: _kernel_line(o, self.dispatch_key) for o in names}
         t0 = time.perf_counter()
         with flaggems_enabled(self.fg):

@@ -193,7 +193,7 @@ def summary_md(summary: dict, ceilings: dict | None, meta: dict | None = None) -
                "| FG x native | Liger x native |")
     out.append("|---|---|---|---|---|---|---|---|")
     for cat, s in summary.items():
-        worst = "-" if s["worst_vs_native"] is None else f"{s['worst_vs_native']:.2f} ({s['worst_case']})"
+        worst = "-" if s["worst_vs_native"] is None else f"{_fmt_x(s['worst_vs_native'])} ({s['worst_case']})"
         out.append(
             f"| {cat} | {s['cases']} | {_fmt_x(s['native_geomean'])} | {worst} | "
             f"{_fmt_x(s['flaggems_geomean'])} ({s['flaggems_n']}) | {_fmt_x(s['liger_geomean'])} ({s['liger_n']}) | "
@@ -242,6 +242,9 @@ def e2e_md(e2e: dict) -> str:
             v = m.get(k)
             return fmt.format(v) if isinstance(v, (int, float)) else (str(v) if v is not None else "-")
 
+        if m.get("error"):
+            out.append(f"| {mode} | failed: {m['error']} | | | |")
+            continue
         out.append(f"| {mode} | {f('prefill_tok_s', '{:.0f}')} | {f('prefill_ms')} | {f('decode_ms')} | "
                    f"{f('graph_decode_ms')} |")
     if e2e.get("speedup"):

@@ -74,7 +74,9 @@ def test_detect_overloads_and_gems_include():
     assert "add.Tensor" in include and set(include) <= set(decls)
     # names gems does not declare contribute nothing, and unknown names do not warn
     assert harness.gems_include(("no_such_op",), ["no_such_op.default"]) == []
-    assert "add.Tensor" in harness.gems_include((), ["add.Tensor", "empty.memory_format"])
+    assert harness.gems_include(("add.Tensor",), ["add.Tensor", "empty.memory_format"]) == ["add.Tensor"]
+    # an overload reached inside a decomposed composite is not the case's op
+    assert harness.gems_include(("rms_norm",), ["pow.Tensor_Scalar", "add.Tensor"]) == []
 
 
 def _tiny_case(op="add", **kw):
@@ -143,9 +145,17 @@ def test_flaggems_peer_enable_is_scoped_and_served_is_detected(serve):
     assert harness._kernel_line("mul.Tensor", runner.dispatch_key) == before  # library destroyed
 
 
-def test_failing_implementation_is_recorded_and_the_run_goes_on():
+def test_failing_or_missing_peer_function_is_recorded_and_the_run_goes_on():
     runner = harness.Runner(harness.QUICK, peers=(), device=DEV)
-    runner.liger = types.SimpleNamespace()
-    res = runner.run(_tiny_case(liger=lambda L, i: L.Missing(i["x"])))
-    assert res["impls"]["liger"]["error"].startswith("AttributeError")
+
+    def boom(x):
+        raise RuntimeError("kernel failed")
+
+    runner.liger = types.SimpleNamespace(Boom=boom)
+    res = runner.run(_tiny_case(liger=lambda L, i: L.Boom(i["x"])))
+    assert res["impls"]["liger"]["error"] == "RuntimeError: kernel failed"
     assert res["impls"]["gems"]["check"] == "ok"
+    # a function this peer version does not have: not available, not an error
+    res = runner.run(_tiny_case(liger=lambda L, i: L.Missing(i["x"])))
+    assert res["impls"]["liger"]["na"].startswith("not in this version")
+    assert "error" not in res["impls"]["liger"]
