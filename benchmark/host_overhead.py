@@ -1,0 +1,97 @@
+"""Per-call host cost: wall time per call of ops on tiny tensors in a Python loop.
+
+The GPU work is negligible, so the time is what the dispatcher, the library's host code
+and the kernel launch cost. ``torch.cuda.synchronize()`` runs only before and after the
+loop, as in a model's forward. gemsops is measured through ``use_gems`` (entered once
+around the loop) and through global ``enable()``; FlagGems through its ``enable()``.
+"""
+from __future__ import annotations
+
+import statistics
+import time
+
+import torch
+import torch.nn.functional as F
+
+from . import harness
+
+
+def tiny_ops(device="cuda"):
+    """(name, op names for use_gems, call, input builder) for each op measured."""
+    def t(*shape, dtype=torch.bfloat16):
+        return torch.randn(*shape, device=device, dtype=dtype)
+
+    return [
+        ("add 16", ("add",), lambda i: torch.add(i[0], i[1]), lambda: (t(16), t(16))),
+        ("mul 16", ("mul",), lambda i: torch.mul(i[0], i[1]), lambda: (t(16), t(16))),
+        ("add scalar 16", ("add",), lambda i: torch.add(i[0], 1.0), lambda: (t(16),)),
+        ("silu 16", ("silu",), lambda i: F.silu(i[0]), lambda: (t(16),)),
+        ("sum 4x16", ("sum",), lambda i: torch.sum(i[0], -1), lambda: (t(4, 16),)),
+        ("amax 4x16", ("amax",), lambda i: torch.amax(i[0], -1), lambda: (t(4, 16),)),
+        ("softmax 4x16", ("softmax", "_softmax"), lambda i: torch.softmax(i[0], -1), lambda: (t(4, 16),)),
+        ("rms_norm 4x16", ("rms_norm", "_fused_rms_norm"), lambda i: F.rms_norm(i[0], (16,), i[1], 1e-6),
+         lambda: (t(4, 16), t(16))),
+        ("layer_norm 4x16", ("layer_norm", "native_layer_norm"),
+         lambda i: F.layer_norm(i[0], (16,), i[1], i[2], 1e-5), lambda: (t(4, 16), t(16), t(16))),
+        ("mm 16x16", ("mm",), lambda i: torch.mm(i[0], i[1]), lambda: (t(16, 16), t(16, 16))),
+        ("linear 16x16", ("mm", "addmm"), lambda i: F.linear(i[0], i[1], i[2]), lambda: (t(16, 16), t(16, 16), t(16))),
+        ("embedding 4 of 64x16", ("embedding",), lambda i: F.embedding(i[0], i[1]),
+         lambda: (torch.randint(0, 64, (4,), device=device), t(64, 16))),
+        ("cat 2x16", ("cat",), lambda i: torch.cat([i[0], i[1]]), lambda: (t(16), t(16))),
+    ]
+
+
+def per_call_us(fn, inp, n: int, reps: int = 5, device: str = "cuda") -> float:
+    """Median over ``reps`` of the wall time per call of ``n`` calls in a loop."""
+    for _ in range(min(n, 10)):
+        fn(inp)
+    samples = []
+    for _ in range(reps):
+        harness.sync(device)
+        t0 = time.perf_counter()
+        for _ in range(n):
+            fn(inp)
+        harness.sync(device)
+        samples.append((time.perf_counter() - t0) / n * 1e6)
+    return statistics.median(samples)
+
+
+def run(quick: bool = False, with_flaggems: bool = True, log=print, device: str = "cuda", calls: int | None = None,
+        reps: int = 5, ops=None) -> list[dict]:
+    """One row per tiny op: us per call native, through use_gems, through enable(), FlagGems."""
+    import gemsops
+
+    n = calls or (300 if quick else 2000)
+    fg = harness.load_flaggems() if with_flaggems else None
+    rows = []
+    with torch.no_grad():
+        for name, names, fn, make in tiny_ops(device):
+            if ops is not None and name not in ops:
+                continue
+            inp = make()
+            row = {"op": name, "calls": n}
+            row["native_us"] = per_call_us(fn, inp, n, reps, device)
+            include = harness.gems_include(names, harness.detect_overloads(fn, inp))
+            if not include:
+                row["gems_us"] = row["gems_enable_us"] = "n/a"
+            else:
+                row["include"] = include
+                for key, ctx in (("gems_us", lambda: gemsops.use_gems(include=include)),
+                                 ("gems_enable_us", harness._gems_enabled)):
+                    try:
+                        with ctx():
+                            row[key] = per_call_us(fn, inp, n, reps, device)
+                    except Exception as err:  # noqa: BLE001
+                        row[key] = "err"
+                        row[key + "_error"] = harness._short(err)
+            if fg is not None:
+                try:
+                    with harness.flaggems_enabled(fg):
+                        row["flaggems_us"] = per_call_us(fn, inp, n, reps, device)
+                except Exception as err:  # noqa: BLE001
+                    row["flaggems_us"] = "err"
+                    row["flaggems_error"] = harness._short(err)
+            log(f"  host {name}: " + ", ".join(f"{k} {v:.1f}" if isinstance(v, float) else f"{k} {v}"
+                                                for k, v in row.items() if k.endswith("_us")))
+            rows.append(row)
+    return rows

@@ -1,0 +1,161 @@
+"""Harness pieces that need no GPU: output checks, input rotation, overload detection, one
+case run end to end on the CPU through the interpreter vendor (tiny shapes)."""
+import types
+
+import pytest
+import torch
+
+import gemsops
+from benchmark import harness
+from benchmark.cases import ENABLE, Case
+
+DEV = gemsops.VENDOR.device_type
+
+
+def test_check_outputs_accepts_rounding_and_rejects_wrong_values():
+    ref = torch.linspace(-3, 3, 64)
+    ok, err = harness.check_outputs(ref, ref * (1 + 1e-4), tol=1e-3)
+    assert ok and 0 < err < 1e-3
+    ok, err = harness.check_outputs(ref, ref + 0.5, tol=1e-2)
+    assert not ok and err > 0.1
+    # tuples compare element by element, views by value (layout may differ)
+    ok, _ = harness.check_outputs((ref, ref.view(8, 8)), (ref.clone(), ref.view(8, 8).t().contiguous().t()), 1e-6)
+    assert ok
+    assert not harness.check_outputs(ref, ref[:10], 1e-2)[0]  # size differs
+    assert not harness.check_outputs((ref, ref), ref, 1e-2)[0]  # count differs
+    nan = ref.clone()
+    nan[3] = float("nan")
+    assert harness.check_outputs(nan, nan.clone(), 0.0)[0]
+    assert not harness.check_outputs(nan, ref, 1.0)[0]
+    inf = ref.clone()
+    inf[0] = float("inf")
+    assert not harness.check_outputs(inf, -inf, 1.0)[0]
+    assert not harness.check_outputs(None, None, 1.0)[0]  # nothing to compare is not a pass
+
+
+def test_num_sets_rotates_small_inputs_past_l2():
+    t = harness.Timing()
+    l2 = 50 << 20
+    assert harness.num_sets(1 << 30, l2, t) == 1  # already far larger than L2
+    assert harness.num_sets(40 << 20, l2, t) == 4  # 3 * 50 MiB / 40 MiB, rounded up
+    assert harness.num_sets(1024, l2, t) == t.max_sets
+    assert harness.num_sets(0, l2, t) == 1
+    assert harness.num_sets(1 << 30, l2, harness.Timing(set_budget=1 << 29)) == 1
+
+
+def test_rotating_cycles_through_sets():
+    seen = []
+    fn = harness.rotating(seen.append, ["a", "b", "c"])
+    for _ in range(7):
+        fn()
+    assert seen == ["a", "b", "c", "a", "b", "c", "a"]
+    single = []
+    harness.rotating(single.append, ["x"])()
+    assert single == ["x"]
+
+
+def test_clone_inputs_keeps_layout_and_is_independent():
+    base = torch.arange(12.0).view(3, 4)
+    inp = {"t": base.t(), "xs": [base, base[:, 1]], "n": 3}
+    out = harness.clone_inputs(inp)
+    assert out["t"].stride() == inp["t"].stride() and torch.equal(out["t"], inp["t"])
+    assert out["n"] == 3 and torch.equal(out["xs"][1], base[:, 1])
+    out["xs"][0].add_(1)
+    assert torch.equal(base, torch.arange(12.0).view(3, 4))
+    assert harness.tensor_bytes(inp) == 12 * 4  # views of one storage count once
+
+
+def test_detect_overloads_and_gems_include():
+    x = torch.randn(4, 8)
+    seen = harness.detect_overloads(lambda i: torch.add(i, i) * 2, x)
+    assert seen == ["add.Tensor", "mul.Tensor"]
+    decls = gemsops.runtime.registry.declarations()
+    include = harness.gems_include(("add",), [])
+    assert "add.Tensor" in include and set(include) <= set(decls)
+    # names gems does not declare contribute nothing, and unknown names do not warn
+    assert harness.gems_include(("no_such_op",), ["no_such_op.default"]) == []
+    assert harness.gems_include(("add.Tensor",), ["add.Tensor", "empty.memory_format"]) == ["add.Tensor"]
+    # an overload reached inside a decomposed composite is not the case's op
+    assert harness.gems_include(("rms_norm",), ["pow.Tensor_Scalar", "add.Tensor"]) == []
+
+
+def _tiny_case(op="add", **kw):
+    def make(device):
+        return {"x": torch.randn(4, 8, device=device), "y": torch.randn(4, 8, device=device)}
+
+    fn = {"add": torch.add, "mul": torch.mul}[op]
+    return Case(op, "4x8", torch.float32, make, lambda i: fn(i["x"], i["y"]), bytes=3 * 32 * 4, gems_aten=(op,),
+                **kw)
+
+
+def test_run_case_through_use_gems_on_the_interpreter():
+    runner = harness.Runner(harness.QUICK, peers=(), device=DEV)
+    res = runner.run(_tiny_case())
+    gems = res["impls"]["gems"]
+    assert gems["path"] == "use_gems" and "add.Tensor" in gems["include"]
+    assert gems["check"] == "ok"
+    for impl in ("native", "gems"):
+        e = res["impls"][impl]
+        assert e["ms"] > 0 and e["ms"] >= min(e["bench_ms"], e["loop_ms"])
+    assert res["aten"] == ["add.Tensor"] and res["sets"] >= 1
+    assert gemsops.all_registered_ops() == []  # the scope closed
+
+
+def test_run_case_with_enable_and_a_wrong_peer():
+    runner = harness.Runner(harness.QUICK, peers=(), device=DEV, enable=True)
+    # a fake Liger namespace whose "kernel" is wrong: the check must say so
+    runner.liger = types.SimpleNamespace(Bad=lambda x, y: x - y)
+    res = runner.run(_tiny_case(liger=lambda L, i: L.Bad(i["x"], i["y"])))
+    assert res["impls"]["gems"]["path"] == "gemsops.enable()"
+    assert res["impls"]["gems"]["check"] == "ok"
+    assert res["impls"]["liger"]["check"].startswith("MISMATCH")
+    assert gemsops.all_registered_ops() == []  # enable() was undone
+
+
+def test_missing_gems_op_is_reported_not_available():
+    runner = harness.Runner(harness.QUICK, peers=(), device=DEV)
+    res = runner.run(Case("silu_and_mul", "4x8", torch.float32, lambda d: {"x": torch.randn(4, 8, device=d)},
+                          lambda i: i["x"] * 2, bytes=1, gems_direct="no_such_fused_op",
+                          gems_call=lambda fn, i: fn(i["x"])))
+    assert res["impls"]["gems"]["na"].startswith("gemsops.ops.no_such_fused_op")
+    assert res["impls"]["native"]["ms"] > 0
+
+
+class _FakeFlagGems:
+    """Stands in for flag_gems: enable(lib=...) overrides mul.Tensor (or nothing)."""
+
+    def __init__(self, serve: bool, key: str):
+        self.serve, self.key = serve, key
+
+    def enable(self, lib=None, unused=None):
+        if self.serve:
+            native = torch.library.get_kernel("aten::mul.Tensor", self.key)
+            keyset = torch._C.DispatchKeySet(self.key)
+            lib.impl("mul.Tensor", lambda a, b: native.call_boxed(keyset, a, b), self.key)
+
+
+@pytest.mark.parametrize("serve", [True, False])
+def test_flaggems_peer_enable_is_scoped_and_served_is_detected(serve):
+    runner = harness.Runner(harness.QUICK, peers=(), device=DEV)
+    runner.fg = _FakeFlagGems(serve, runner.dispatch_key)
+    before = harness._kernel_line("mul.Tensor", runner.dispatch_key)
+    res = runner.run(_tiny_case("mul", flaggems=ENABLE))
+    fg = res["impls"]["flaggems"]
+    assert fg["served"] is serve and fg["check"] == "ok" and fg["ms"] > 0
+    assert harness._kernel_line("mul.Tensor", runner.dispatch_key) == before  # library destroyed
+
+
+def test_failing_or_missing_peer_function_is_recorded_and_the_run_goes_on():
+    runner = harness.Runner(harness.QUICK, peers=(), device=DEV)
+
+    def boom(x):
+        raise RuntimeError("kernel failed")
+
+    runner.liger = types.SimpleNamespace(Boom=boom)
+    res = runner.run(_tiny_case(liger=lambda L, i: L.Boom(i["x"])))
+    assert res["impls"]["liger"]["error"] == "RuntimeError: kernel failed"
+    assert res["impls"]["gems"]["check"] == "ok"
+    # a function this peer version does not have: not available, not an error
+    res = runner.run(_tiny_case(liger=lambda L, i: L.Missing(i["x"])))
+    assert res["impls"]["liger"]["na"].startswith("not in this version")
+    assert "error" not in res["impls"]["liger"]

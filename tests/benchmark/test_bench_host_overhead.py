@@ -1,0 +1,26 @@
+"""Host-overhead mode on the interpreter: rows for native, use_gems and enable()."""
+import gemsops
+from benchmark import harness, host_overhead
+
+
+def test_rows_for_a_gems_op_and_for_any_other():
+    dev = gemsops.VENDOR.device_type
+    lines = []
+    rows = host_overhead.run(device=dev, calls=2, reps=1, ops={"add 16", "cat 2x16"}, with_flaggems=False,
+                             log=lines.append)
+    assert [r["op"] for r in rows] == ["add 16", "cat 2x16"]
+    for row, (name, names, fn, make) in zip(rows, [o for o in host_overhead.tiny_ops(dev)
+                                                   if o[0] in ("add 16", "cat 2x16")]):
+        assert row["native_us"] > 0
+        inp = make()
+        if harness.gems_include(names, harness.detect_overloads(fn, inp)):
+            assert row["gems_us"] > 0 and row["gems_enable_us"] > 0
+        else:
+            assert row["gems_us"] == "n/a"
+    assert rows[0]["gems_us"] > 0  # add exists in every checkout
+    assert len(lines) == 2 and gemsops.all_registered_ops() == []
+
+
+def test_tiny_ops_cover_the_common_families():
+    names = {n.split()[0] for n, *_ in host_overhead.tiny_ops("cpu")}
+    assert {"add", "mul", "silu", "sum", "softmax", "rms_norm", "layer_norm", "mm", "embedding", "cat"} <= names
