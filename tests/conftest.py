@@ -25,3 +25,10 @@ def _gems_off_after_test():
 @pytest.fixture
 def device():
     return gemsops.VENDOR.device_type
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Print the OpInfo agreement counts (ops, samples, agreed, routed to native, failed)."""
+    from tests.opinfo_harness import terminal_summary
+
+    terminal_summary(terminalreporter)

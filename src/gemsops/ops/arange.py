@@ -11,8 +11,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ..runtime import VENDOR, Unsupported, declare
-from .full import factory_fallback
+from ..runtime import VENDOR, Unsupported, declare, with_fallback
 
 __all__ = ["arange"]
 
@@ -65,18 +64,18 @@ def _run(start, end, step, dtype, layout, device, pin_memory):
     return out
 
 
-@factory_fallback("arange")
+@with_fallback("arange")
 def arange(end, *, dtype=None, layout=None, device=None, pin_memory=None):
     """torch.arange(end) on the vendor's device."""
     return _run(0, end, 1, dtype, layout, device, pin_memory)
 
 
-@factory_fallback("arange.start")
+@with_fallback("arange.start")
 def arange_start(start, end, *, dtype=None, layout=None, device=None, pin_memory=None):
     return _run(start, end, 1, dtype, layout, device, pin_memory)
 
 
-@factory_fallback("arange.start_step")
+@with_fallback("arange.start_step")
 def arange_start_step(start, end, step=1, *, dtype=None, layout=None, device=None, pin_memory=None):
     return _run(start, end, step, dtype, layout, device, pin_memory)
 

@@ -13,7 +13,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ..runtime import VENDOR, Unsupported, declare, fallback, native, with_fallback
+from ..runtime import VENDOR, Unsupported, declare, with_fallback
 from ._common import is_dense
 
 __all__ = ["full", "ones", "zeros", "full_like", "ones_like", "zeros_like"]
@@ -90,30 +90,6 @@ def _fill(out, value):
     return out
 
 
-def factory_fallback(overload):
-    """Like ``with_fallback`` for ops without tensor inputs.
-
-    ``fallback`` would send such a call through the dispatcher, which for the vendor's
-    device leads straight back to gems: call torch's captured kernel instead.
-    """
-    def wrap(fn):
-        def host(*args, **kwargs):
-            try:
-                return fn(*args, **kwargs)
-            except Unsupported:
-                dev = kwargs.get("device")
-                dev_type = "cpu" if dev is None else torch.device(dev).type
-                if VENDOR is not None and dev_type == VENDOR.device_type:
-                    return native(overload)(*args, **kwargs)
-                return fallback(overload, *args, **kwargs)
-
-        host.__name__, host.__qualname__, host.__doc__ = fn.__name__, fn.__qualname__, fn.__doc__
-        host.__wrapped__ = fn
-        return host
-
-    return wrap
-
-
 def _device(device):
     dev = torch.device("cpu") if device is None else torch.device(device)
     if VENDOR is None or dev.type != VENDOR.device_type:
@@ -149,19 +125,19 @@ def _factory(size, value, dtype, layout, device, pin_memory):
     return _fill(torch.empty(size, dtype=dtype, device=dev), value)
 
 
-@factory_fallback("full")
+@with_fallback("full")
 def full(size, fill_value, *, dtype=None, layout=None, device=None, pin_memory=None):
     """torch.full(size, fill_value) on the vendor's device."""
     return _factory(size, fill_value, dtype, layout, device, pin_memory)
 
 
-@factory_fallback("ones")
+@with_fallback("ones")
 def ones(size, *, dtype=None, layout=None, device=None, pin_memory=None):
     """torch.ones(size) on the vendor's device."""
     return _factory(size, 1, dtype or torch.get_default_dtype(), layout, device, pin_memory)
 
 
-@factory_fallback("zeros")
+@with_fallback("zeros")
 def zeros(size, *, dtype=None, layout=None, device=None, pin_memory=None):
     """torch.zeros(size) on the vendor's device."""
     return _factory(size, 0, dtype or torch.get_default_dtype(), layout, device, pin_memory)

@@ -106,12 +106,41 @@ def _capture_native(overload: str) -> Callable:
     kernel = torch.library.get_kernel(op, VENDOR.dispatch_key)
     keyset = torch._C.DispatchKeySet(VENDOR.dispatch_key)
     call = kernel.call_boxed
+    tensor_slots = [i for i, a in enumerate(op._schema.arguments) if str(a.type) == "Tensor"]
 
     def native_kernel(*args, **kwargs):
+        # the boxed call does not turn a Python number into a Tensor argument the way the
+        # Python binding does (``x.add_(1.0)`` reaches add_.Tensor with a float)
+        if any(i < len(args) and _is_number(args[i]) for i in tensor_slots):
+            args = list(args)
+            for i in tensor_slots:
+                if i < len(args) and _is_number(args[i]):
+                    args[i] = _wrapped_number(args[i], args)
         return call(keyset, *args, **kwargs)
 
     native_kernel.__name__ = f"native_{overload.replace('.', '_')}"
     return native_kernel
+
+
+def _is_number(x) -> bool:
+    return isinstance(x, (bool, int, float, complex))
+
+
+def _wrapped_number(value, args) -> torch.Tensor:
+    """A 0-d CPU tensor that promotes like the Python number ``value`` among ``args``.
+
+    Torch marks such tensors "wrapped numbers", which Python cannot do: pick the dtype
+    whose promotion matches (a float among integer tensors gives the default dtype, a
+    float among float tensors keeps its double value and takes the tensors' dtype).
+    """
+    dtypes = [a.dtype for a in args if isinstance(a, torch.Tensor)]
+    if isinstance(value, bool) or isinstance(value, int):
+        return torch.tensor(value)
+    if isinstance(value, float):
+        wide = any(d.is_floating_point or d.is_complex for d in dtypes)
+        return torch.tensor(value, dtype=torch.float64 if wide else torch.get_default_dtype())
+    wide = any(d in (torch.float64, torch.complex128) for d in dtypes)
+    return torch.tensor(value, dtype=torch.complex128 if wide else torch.complex64)
 
 
 def fallback(overload: str, *args, **kwargs):
@@ -134,7 +163,11 @@ def _any_on_vendor_device(args, kwargs) -> bool:
             for t in a:
                 if isinstance(t, torch.Tensor):
                     return t.device.type == dev
-    return False
+    # factories (full, arange) have no tensor input: torch dispatched them by ``device``,
+    # so the dispatcher would lead straight back to gems for the vendor's device
+    requested = kwargs.get("device")
+    requested = torch.get_default_device() if requested is None else torch.device(requested)
+    return requested.type == dev
 
 
 class Unsupported(Exception):
