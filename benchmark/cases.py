@@ -402,7 +402,7 @@ def _loss_cases(quick, dtype):
             bytes=t * v * e + 8 * t, gems_aten=("cross_entropy", "log_softmax", "_log_softmax", "nll_loss",
                                                  "nll_loss_forward", "nll_loss_nd"),
             flaggems=ENABLE,
-            liger=lambda L, i: _first(L.LigerCrossEntropyFunction.apply(i["x"], i["y"])),
+            liger=lambda L, i: _first(L.LigerCrossEntropyFunction.apply(i["x"], i["y"], None)),  # weight: None
             note="forward only; Liger's forward also writes the logits' gradient in place"))
     return out
 

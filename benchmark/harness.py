@@ -368,7 +368,8 @@ class Runner:
             try:
                 out = None
                 with torch.no_grad(), ctx():
-                    entry["first_ms"] = _first_call_ms(call, sets[0], self.device)
+                    # on a copy: in-place ops (fused_add_rms_norm, rotary) would change the checked inputs
+                    entry["first_ms"] = _first_call_ms(call, clone_inputs(sets[0]), self.device)
                     if self.check and ref is not None:
                         out = call(clone_inputs(sets[0]))
                     entry.update(self._measure(call, sets))

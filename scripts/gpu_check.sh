@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# GPU check: the whole test suite on CUDA, then the quick benchmarks. Logs under $1.
+# GPU check: the whole test suite on CUDA, then the quick benchmarks and the host-overhead
+# table (GPU_CHECK_E2E=1 adds the end-to-end model). Logs under $1. Each part can be
+# switched off (GPU_CHECK_TESTS=0, GPU_CHECK_BENCH=0, GPU_CHECK_HOST=0) to fit a time slot.
 # Runs with the machine's own python3 (its CUDA torch and Triton); optional peers
 # (FlagGems, Liger-Kernel) are taken from .whl/ when present.
 set -uo pipefail
@@ -20,12 +22,20 @@ export GEMS_CACHE_DIR=${GEMS_CACHE_DIR:-$PWD/$OUT/tune_cache}
 cat "$OUT/env.txt"
 status=0
 if [ "${GPU_CHECK_TESTS:-1}" = 1 ]; then
-  $PY -m pytest -q -n ${PYTEST_WORKERS:-4} -p no:cacheprovider tests ${PYTEST_ARGS:-} > "$OUT/pytest.log" 2>&1 || status=1
+  timeout ${PYTEST_TIMEOUT:-3000} $PY -m pytest -v -n ${PYTEST_WORKERS:-4} -p no:cacheprovider tests ${PYTEST_ARGS:-} > "$OUT/pytest.log" 2>&1 || status=1
   grep -E "^(FAILED|ERROR)" "$OUT/pytest.log" | head -40
   tail -1 "$OUT/pytest.log"
 fi
 if [ "${GPU_CHECK_BENCH:-1}" = 1 ] && [ -f benchmark/__main__.py ]; then
   $PY -m benchmark --ops ${BENCH_OPS:-all} --quick --out "$OUT/bench" ${BENCH_ARGS:-} > "$OUT/bench.log" 2>&1 || status=1
   tail -c 6000 "$OUT/bench.log"
+fi
+if [ "${GPU_CHECK_HOST:-1}" = 1 ] && [ -f benchmark/__main__.py ]; then
+  $PY -m benchmark --host-overhead --out "$OUT/host" > "$OUT/host.log" 2>&1 || status=1
+  grep -A20 "## Host overhead" "$OUT/host.log" | head -24
+fi
+if [ "${GPU_CHECK_E2E:-0}" = 1 ] && [ -f benchmark/__main__.py ]; then
+  $PY -m benchmark --e2e --quick --out "$OUT/e2e" > "$OUT/e2e.log" 2>&1 || status=1
+  tail -c 3000 "$OUT/e2e.log"
 fi
 exit $status

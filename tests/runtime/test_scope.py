@@ -157,3 +157,34 @@ def test_autograd_still_works_through_gems():
     gemsops.enable()
     (a + a).sum().backward()
     assert_close(a.grad, torch.full_like(a, 2.0))
+
+
+def test_use_gems_applies_to_backward_and_other_threads_backward_stays_native(tmp_path):
+    """On CUDA, autograd runs backward in its own device thread: the block still applies
+    there. A Python thread running its own backward outside any block stays native."""
+    log = tmp_path / "ops.log"
+    x = randn(4, 16, requires_grad=True)
+    with gemsops.use_gems(include=["softmax"], record=True, path=log):
+        y = torch.softmax(x, -1)
+        (gx,) = torch.autograd.grad(y, x, torch.ones_like(y) * torch.arange(16.0, device=DEVICE))
+    ops = logged_ops(log)
+    assert "aten::_softmax" in ops and "aten::_softmax_backward_data" in ops
+    want = torch.autograd.grad(torch.softmax(x, -1), x, torch.ones_like(y) * torch.arange(16.0, device=DEVICE))[0]
+    assert_close(gx, want)
+
+    log2 = tmp_path / "ops2.log"
+    inside, done = threading.Event(), threading.Event()
+
+    def other_thread():
+        inside.wait()
+        z = torch.softmax(x, -1)
+        torch.autograd.grad(z.sum(), x)
+        done.set()
+
+    t = threading.Thread(target=other_thread)
+    t.start()
+    with gemsops.use_gems(include=["add"], record=True, path=log2):
+        inside.set()
+        done.wait()
+    t.join()
+    assert "aten::_softmax_backward_data" not in logged_ops(log2)

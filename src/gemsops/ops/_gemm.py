@@ -33,7 +33,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ..runtime import VENDOR, Tuner, Unsupported, bucket
+from ..runtime import VENDOR, Launcher, Tuner, Unsupported, bucket
 from ._common import INT32_MAX, dot_upcast
 
 try:
@@ -343,6 +343,7 @@ class _NotApplicable(Exception):
     (batched, misaligned, fp32, K == 0), or split K needing more than _MAX_WORKSPACE."""
 
 
+_launch_gemm = Launcher(_gemm_kernel)
 _MAX_WORKSPACE = 16 << 20  # fp32 elements (64 MiB) of split-K partial tiles
 
 
@@ -372,11 +373,10 @@ def _runner(cfg, sa, sb, sc, sx, has_bias, batch, M, N, K, alpha, beta, dtype, i
             raise _NotApplicable
         ws, locks = _WORKSPACE.get(device, tiles * batch * split * bm * bn, tiles * batch)
     tail = (M, N, K, *sa, *sb, *sc, *sx)
-    kernel = _gemm_kernel[grid]
 
     def run(a, b, c, x, alpha, beta):
-        kernel(a, b, c, c if x is None else x, c if ws is None else ws, c if locks is None else locks,
-               *tail, alpha, beta, **kw)
+        _launch_gemm(grid, a, b, c, c if x is None else x, c if ws is None else ws, c if locks is None else locks,
+                     *tail, alpha, beta, **kw)
 
     return run
 

@@ -34,7 +34,11 @@ def _spec(a):
 
 
 class Launcher:
-    """``Launcher(kernel)(grid, *args, **constexprs)`` launches like ``kernel[grid](*args, **constexprs)``."""
+    """``Launcher(kernel)(grid, *args, **constexprs)`` launches like ``kernel[grid](*args, **constexprs)``.
+
+    Pass runtime arguments positionally and every constexpr (and launch option such as
+    ``num_warps``) by keyword, the same way at every call site of one kernel.
+    """
 
     def __init__(self, kernel):
         self.kernel = kernel
@@ -47,41 +51,52 @@ class Launcher:
         } if self.fast else {}
 
     def __call__(self, grid, *args, **constexprs):
-        if not self.fast:
+        if not self.fast or callable(grid):
             return self.kernel[grid](*args, **constexprs)
-        device = torch.cuda.current_device()
+        device = _current_device()
         key = (device, tuple(map(_spec, args)), tuple(constexprs.items()))
-        compiled = self.compiled.get(key)
-        if compiled is None:
-            compiled = self.kernel[grid](*args, **constexprs)
-            if compiled is not None and _hooks_unset():
-                self.compiled[key] = (compiled, self._full_args_builder(len(args), constexprs))
+        entry = self.compiled.get(key)
+        if entry is None:
+            kernel = self.kernel[grid](*args, **constexprs)
+            if kernel is not None and _hooks_unset():
+                # the constexprs are part of the key, so the trailing arguments are fixed
+                tail = tuple(constexprs[name] if name in constexprs else self.defaults.get(name)
+                             for name in self.params[len(args):])
+                self.compiled[key] = (kernel.run, kernel.function, kernel.packed_metadata, tail)
             return None
-        kernel, build = compiled
+        if not _hooks_unset():  # a profiler hooked launches after we cached: let Triton call it
+            return self.kernel[grid](*args, **constexprs)
+        run, function, metadata, tail = entry
         try:
-            kernel.run(grid[0], grid[1] if len(grid) > 1 else 1, grid[2] if len(grid) > 2 else 1,
-                       torch._C._cuda_getCurrentRawStream(device), kernel.function, kernel.packed_metadata,
-                       None, None, None, *build(args, constexprs))
+            run(grid[0], grid[1] if len(grid) > 1 else 1, grid[2] if len(grid) > 2 else 1,
+                _current_stream(device), function, metadata, None, None, None, *args, *tail)
         except TypeError:
             # this Triton's launcher wants other arguments: use the normal path from now on
             self.fast = False
             self.kernel[grid](*args, **constexprs)
 
-    def _full_args_builder(self, n_positional, constexprs):
-        """Arguments in signature order, constexprs included, as CompiledKernel.run takes them."""
-        rest = self.params[n_positional:]
-        defaults = self.defaults
 
-        def build(args, kw):
-            return (*args, *(kw[name] if name in kw else defaults.get(name) for name in rest))
+if VENDOR is not None and VENDOR.device_type == "cuda":
+    _current_device = torch._C._cuda_getDevice
+    _current_stream = torch._C._cuda_getCurrentRawStream
+else:
+    _current_device = _current_stream = None
 
-        return build
+
+try:
+    from triton import knobs as _knobs
+except ImportError:  # a Triton without knobs: always the normal launch path
+    _knobs = None
+
+
+def _hook_unset(hook) -> bool:
+    # Triton <= 3.3 keeps a plain callable or None; later versions an always-present
+    # HookChain whose ``calls`` list is empty until a profiler adds a hook
+    return hook is None or (type(hook).__name__ == "HookChain" and not hook.calls)
 
 
 def _hooks_unset() -> bool:
-    try:
-        from triton import knobs
-
-        return knobs.runtime.launch_enter_hook is None and knobs.runtime.launch_exit_hook is None
-    except ImportError:
+    if _knobs is None:
         return False
+    runtime = _knobs.runtime
+    return _hook_unset(runtime.launch_enter_hook) and _hook_unset(runtime.launch_exit_hook)

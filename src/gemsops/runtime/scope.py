@@ -30,10 +30,33 @@ class _State:
     global_active: frozenset = frozenset()
     recorder: OpRecorder | None = None
     live_scopes: dict = {}  # id(token) -> frozenset, for every thread's open blocks
+    scope_stacks: dict = {}  # thread ident -> that thread's stack, while it has open blocks
     libs: dict = {}  # overload -> torch.library.Library
 
 
 _state = _State()
+_in_backward = torch._C._current_graph_task_id  # -1 outside autograd's backward
+
+
+def _in_autograd_thread() -> bool:
+    # autograd's device threads are started by C++, so Python sees them as dummy threads;
+    # a Python thread running backward on CPU tensors runs it itself and keeps its own state
+    return isinstance(threading.current_thread(), threading._DummyThread)
+
+
+def _backward_scope() -> frozenset:
+    """The ops active for a backward pass that autograd runs in one of its own threads.
+
+    On CUDA, autograd runs backward nodes in a device thread, not in the thread that
+    called ``backward()``; that thread's ``use_gems`` block must still apply. The device
+    thread cannot tell which thread started the pass, so when exactly one thread has
+    open blocks, its innermost block applies; with blocks open in several threads at
+    once, backward follows the global ``enable()`` state.
+    """
+    stacks = list(_state.scope_stacks.values())
+    if len(stacks) == 1 and stacks[0]:
+        return stacks[0][-1]
+    return _state.global_active
 
 
 def _make_kernel(decl: registry.OpDecl):
@@ -42,7 +65,12 @@ def _make_kernel(decl: registry.OpDecl):
 
     def gems_kernel(*args, **kwargs):
         stack = getattr(_tls, "stack", None)
-        active = stack[-1] if stack else _state.global_active
+        if stack:
+            active = stack[-1]
+        elif _state.scope_stacks and _in_backward() != -1 and _in_autograd_thread():
+            active = _backward_scope()
+        else:
+            active = _state.global_active
         if overload in active:
             rec = _state.recorder
             if rec is not None:
@@ -159,11 +187,16 @@ def use_gems(include=None, exclude=None, record: bool = False, once: bool = Fals
     if stack is None:
         stack = _tls.stack = []
     stack.append(active)
+    thread = threading.get_ident()
+    with _lock:
+        _state.scope_stacks[thread] = stack
     try:
         yield
     finally:
         stack.pop()
         with _lock:
+            if not stack:
+                _state.scope_stacks.pop(thread, None)
             del _state.live_scopes[id(token)]
             if record:
                 _state.recorder.close()
