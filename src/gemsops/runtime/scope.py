@@ -23,7 +23,12 @@ from .oplog import OpRecorder
 from .vendor import VENDOR
 
 _lock = threading.RLock()
-_tls = threading.local()  # .stack: list of frozensets, innermost use_gems block last
+class _ThreadState(threading.local):
+    stack: list | None = None  # frozensets, innermost use_gems block last (a class default:
+    # reading a missing thread-local attribute raises internally, which costs a microsecond)
+
+
+_tls = _ThreadState()
 
 
 class _State:
@@ -64,7 +69,7 @@ def _make_kernel(decl: registry.OpDecl):
     native = registry.native(overload)
 
     def gems_kernel(*args, **kwargs):
-        stack = getattr(_tls, "stack", None)
+        stack = _tls.stack
         if stack:
             active = stack[-1]
         elif _state.scope_stacks and _in_backward() != -1 and _in_autograd_thread():
@@ -183,7 +188,7 @@ def use_gems(include=None, exclude=None, record: bool = False, once: bool = Fals
         if record:
             _state.recorder = OpRecorder(path, once)
         _sync_registrations()
-    stack = getattr(_tls, "stack", None)
+    stack = _tls.stack
     if stack is None:
         stack = _tls.stack = []
     stack.append(active)
@@ -206,7 +211,7 @@ def use_gems(include=None, exclude=None, record: bool = False, once: bool = Fals
 
 def all_registered_ops() -> list[str]:
     """Names of the aten overloads gems serves in the calling thread right now."""
-    stack = getattr(_tls, "stack", None)
+    stack = _tls.stack
     active = stack[-1] if stack else _state.global_active
     return sorted(active)
 
@@ -225,7 +230,7 @@ def _interpreter_launches_run_natively() -> None:
         return
 
     def run_natively(self, *args, **kwargs):
-        stack = getattr(_tls, "stack", None)
+        stack = _tls.stack
         if stack is None:
             stack = _tls.stack = []
         stack.append(frozenset())
