@@ -12,7 +12,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ..runtime import VENDOR, Unsupported
+from ..runtime import Unsupported, VENDOR, launcher
 
 MAX_INDICES = 4
 TILE = 4096  # elements per program of the take kernel
@@ -123,7 +123,7 @@ def take(src, outer, s_outer, inner, s_inner, indices, other, o_strides, mode, w
     block_r = min(max(1, TILE // block_i), next_pow2(rows))
     pad = indices + [indices[0]] * (MAX_INDICES - len(indices))
     grid = (triton.cdiv(rows, block_r), triton.cdiv(inner, block_i))
-    _take_kernel[grid](
+    launcher(_take_kernel)[grid](
         src, other, *(p[0] for p in pad),
         rows, n, inner,
         s_outer, s_inner, *o_strides,
@@ -208,7 +208,7 @@ def gather_scatter(data, dim, index, src, mode):
     as_ = [0] * GS_RANK if scalar else [0] * pad + list(src.stride())
     ts = [0] * pad + list(data.stride())
     grid = (triton.cdiv(n, GS_BLOCK),)
-    _gs_kernel[grid](
+    launcher(_gs_kernel)[grid](
         data, index, src, n, data.shape[dim] if data.dim() else 1,
         shape[1], shape[2], shape[3], *xs, *as_, *ts,
         DIM=dim + pad, MODE=mode, SCALAR=scalar, BLOCK=GS_BLOCK,

@@ -5,7 +5,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ..runtime import Unsupported, declare, on_vendor_device, with_fallback
+from ..runtime import Unsupported, declare, launcher, on_vendor_device, with_fallback
 from ._common import kernel_dtype_ok
 from ._indexing import next_pow2, split3
 
@@ -120,7 +120,7 @@ def _launch(out, group, outer, inner, c_total):
     col_blocks = triton.cdiv(cmax, block_c)
     pad = group + [group[0]] * (PER_LAUNCH - n)
     grid = (triton.cdiv(outer, block_r) * col_blocks * n,)
-    _cat_kernel[grid](
+    launcher(_cat_kernel)[grid](
         out, *(p[0] for p in pad), outer, inner, c_total, col_blocks,
         *(p[1] for p in pad), *(p[2] for p in pad), *(p[3] for p in pad), *(p[4] for p in pad),
         *(p[5] for p in pad),

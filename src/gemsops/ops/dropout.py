@@ -9,7 +9,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ..runtime import Unsupported, declare, on_vendor_device, with_fallback
+from ..runtime import Unsupported, declare, launcher, on_vendor_device, with_fallback
 from ._common import kernel_dtype_ok
 from ._pointwise import Pointwise
 
@@ -59,7 +59,7 @@ def native_dropout(input, p, train):
     out = torch.empty_like(x)
     mask = torch.empty(x.shape, dtype=torch.bool, device=x.device)
     seed, offset = _seed_offset(x.device, (n + 3) // 4 * 4)
-    _dropout_kernel[(triton.cdiv(n, BLOCK),)](x, out, mask, n, p, 1.0 / (1.0 - p), seed, offset, BLOCK=BLOCK)
+    launcher(_dropout_kernel)[(triton.cdiv(n, BLOCK),)](x, out, mask, n, p, 1.0 / (1.0 - p), seed, offset, BLOCK=BLOCK)
     return out, mask
 
 

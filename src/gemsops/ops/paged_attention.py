@@ -22,7 +22,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ..runtime import VENDOR, Tuner, on_vendor_device
+from ..runtime import Tuner, VENDOR, launcher, on_vendor_device
 from . import _attention
 from ._common import dot_upcast, kernel_dtype_ok
 
@@ -241,7 +241,7 @@ def decode(query, key_cache, value_cache, block_tables, seq_lens, scale, lay, kv
             part_l = torch.empty((num_seqs, num_heads, splits), dtype=torch.float32, device=query.device)
         else:
             part_o = part_l = out
-        _paged_decode_kernel[(pairs, splits)](
+        launcher(_paged_decode_kernel)[(pairs, splits)](
             query, key_cache, value_cache, block_tables, seq_lens,
             alibi_slopes if has_alibi else query, out, part_o, part_l, cu_q if varlen else seq_lens,
             qk_scale, hkv, per_split,
@@ -254,7 +254,7 @@ def decode(query, key_cache, value_cache, block_tables, seq_lens, scale, lay, kv
             num_warps=cfg.get("num_warps", 4), num_stages=cfg.get("num_stages", 2),
         )
         if splits > 1:
-            _merge_kernel[(num_seqs * num_heads,)](
+            launcher(_merge_kernel)[(num_seqs * num_heads,)](
                 part_o, part_l, out, cu_q if varlen else seq_lens, num_heads,
                 out.stride(0), out.stride(1), out.stride(2),
                 NUM_SPLITS=splits, BLOCK_S=triton.next_power_of_2(splits), HEAD_DIM=head_dim,

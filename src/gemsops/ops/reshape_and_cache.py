@@ -11,7 +11,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ..runtime import on_vendor_device
+from ..runtime import launcher, on_vendor_device
 from ._common import kernel_dtype_ok
 
 __all__ = ["reshape_and_cache", "reshape_and_cache_flash"]
@@ -61,7 +61,7 @@ def _launch(key, value, key_cache, value_cache, slot_mapping, page, kc, vc, kx, 
         return
     block_d = triton.next_power_of_2(d)
     block_h = min(triton.next_power_of_2(h), max(1, 4096 // block_d))
-    _cache_write_kernel[(t, triton.cdiv(h, block_h))](
+    launcher(_cache_write_kernel)[(t, triton.cdiv(h, block_h))](
         key, value, key_cache, value_cache, slot_mapping, h,
         key.stride(0), key.stride(1), key.stride(2), value.stride(0), value.stride(1), value.stride(2),
         *kc, *vc,

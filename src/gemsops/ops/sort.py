@@ -10,7 +10,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ..runtime import VENDOR, Unsupported, declare, on_vendor_device, with_fallback
+from ..runtime import Unsupported, VENDOR, declare, launcher, on_vendor_device, with_fallback
 from ._common import kernel_dtype_ok
 
 __all__ = ["sort"]
@@ -108,7 +108,7 @@ def sort_rows(x, outer, n, inner, k, descending, out_shape):
     rows = outer * inner
     block = triton.next_power_of_2(n)
     if rows and k:
-        _sort_rows_kernel[(rows,)](
+        launcher(_sort_rows_kernel)[(rows,)](
             x, vals, idxs, n, k, inner,
             IS_FLOAT=x.is_floating_point(), DESC=bool(descending), BLOCK=block, num_warps=warps(block),
         )

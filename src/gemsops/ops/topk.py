@@ -8,7 +8,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ..runtime import VENDOR, Unsupported, declare, with_fallback
+from ..runtime import Unsupported, VENDOR, declare, launcher, with_fallback
 from .sort import MAX_SORT, pack, rows_layout, sort_rows, unpack_pos, value_key, warps
 
 __all__ = ["topk"]
@@ -75,10 +75,10 @@ def topk(self, k, dim=-1, largest=True, sorted=True):
     vals = torch.empty(shape, dtype=x.dtype, device=x.device)
     idxs = torch.empty(shape, dtype=torch.int64, device=x.device)
     desc = bool(largest)
-    _topk_chunks_kernel[(rows, n_chunks)](
+    launcher(_topk_chunks_kernel)[(rows, n_chunks)](
         x, cand, n, k, inner, n_chunks, IS_FLOAT=x.is_floating_point(), DESC=desc, CHUNK=CHUNK,
         num_warps=warps(CHUNK))
-    _topk_merge_kernel[(rows,)](
+    launcher(_topk_merge_kernel)[(rows,)](
         x, cand, vals, idxs, n, k, inner, m, DESC=desc, BLOCK=triton.next_power_of_2(m),
         num_warps=warps(triton.next_power_of_2(m)))
     return vals, idxs

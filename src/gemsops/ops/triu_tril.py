@@ -3,7 +3,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ..runtime import Unsupported, declare, on_vendor_device, with_fallback
+from ..runtime import Unsupported, declare, launcher, on_vendor_device, with_fallback
 from ._common import kernel_dtype_ok
 from ._indexing import collapse, next_pow2
 
@@ -65,7 +65,7 @@ def _run(self, diagonal, upper, out=None, inplace=False):
     m_blocks, n_blocks = triton.cdiv(M, block_m), triton.cdiv(N, block_n)
     # diagonals past the matrix are clamped so that they fit the kernel's int32 argument
     diag = max(-M, min(N, diagonal))
-    _tri_kernel[(batch * m_blocks * n_blocks,)](
+    launcher(_tri_kernel)[(batch * m_blocks * n_blocks,)](
         self, out, M, N, diag, m_blocks, n_blocks,
         xbatch[1], self.stride(-2), self.stride(-1), obatch[1], out.stride(-2), out.stride(-1),
         UPPER=upper, INPLACE=inplace, BLOCK_M=block_m, BLOCK_N=block_n,

@@ -5,7 +5,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ..runtime import Unsupported, declare, with_fallback
+from ..runtime import Unsupported, declare, launcher, with_fallback
 from ._common import TL_DTYPE
 from ._reduction import (DIV, DIV_SQRT, SQDIFF, SUM, acc_dtype, cdiv, check_input, launch_reduce, next_pow2,
                          normalize_dims, plan, source)
@@ -54,7 +54,7 @@ def _moments(self, dim, correction, keepdim, sqrt):
     if g.rows and 1 <= g.R <= ONEPASS_MAX:
         bn = next_pow2(g.R)
         bm = min(max(1, 2048 // bn), next_pow2(g.M))
-        _var_rows[(cdiv(g.M, bm),)](src, res, mean, g.M, g.R, g.I, g.so, g.sr, g.si, div,
+        launcher(_var_rows)[(cdiv(g.M, bm),)](src, res, mean, g.M, g.R, g.I, g.so, g.sr, g.si, div,
                                           ACC=TL_DTYPE[acc], SQRT=sqrt, INT64=g.int64, BLOCK_M=bm, BLOCK_N=bn,
                                           num_warps=4 if bm * bn <= 2048 else 8)
         return res, mean

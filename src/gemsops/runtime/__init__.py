@@ -3,4 +3,4 @@ from .vendor import VENDOR, VendorError, vendor_name  # noqa: F401  (first: sets
 from .registry import Unsupported, declare, fallback, native, with_fallback  # noqa: F401
 from .tuner import Tuner, bucket  # noqa: F401
 from .devices import on_vendor_device  # noqa: F401
-from .launch import Launcher  # noqa: F401
+from .launch import Launcher, launcher  # noqa: F401

@@ -49,6 +49,11 @@ class Launcher:
             name: p.default for name, p in inspect.signature(kernel.fn).parameters.items()
             if p.default is not inspect.Parameter.empty
         } if self.fast else {}
+        self.runtime_params = {p.name for p in kernel.params if not p.is_constexpr} if self.fast else set()
+
+    def __getitem__(self, grid):
+        """``launcher[grid](*args, **constexprs)``, the spelling of ``kernel[grid](...)``."""
+        return lambda *args, **constexprs: self(grid, *args, **constexprs)
 
     def __call__(self, grid, *args, **constexprs):
         if not self.fast or callable(grid):
@@ -57,8 +62,10 @@ class Launcher:
         key = (device, tuple(map(_spec, args)), tuple(constexprs.items()))
         entry = self.compiled.get(key)
         if entry is None:
+            if not self.runtime_params.isdisjoint(constexprs):
+                self.fast = False  # a runtime argument passed by name: its value is no key
             kernel = self.kernel[grid](*args, **constexprs)
-            if kernel is not None and _hooks_unset():
+            if kernel is not None and self.fast and _hooks_unset():
                 # the constexprs are part of the key, so the trailing arguments are fixed
                 tail = tuple(constexprs[name] if name in constexprs else self.defaults.get(name)
                              for name in self.params[len(args):])
@@ -100,3 +107,15 @@ def _hooks_unset() -> bool:
         return False
     runtime = _knobs.runtime
     return _hook_unset(runtime.launch_enter_hook) and _hook_unset(runtime.launch_exit_hook)
+
+
+_LAUNCHERS: dict = {}
+
+
+def launcher(kernel) -> Launcher:
+    """The shared :class:`Launcher` of ``kernel``: ``launcher(k)[grid](...)`` for ``k[grid](...)``."""
+    lau = _LAUNCHERS.get(kernel)
+    if lau is None:
+        lau = _LAUNCHERS[kernel] = Launcher(kernel)
+    return lau
+
