@@ -35,7 +35,7 @@ def ref_lse(q, k, *, causal=False, scale=None):
     sq, h, d = q.shape
     sk, hkv = k.shape[0], k.shape[1]
     scale = 1.0 / math.sqrt(d) if scale is None else scale
-    out = torch.full((h, sq), float("-inf"), dtype=torch.float64)
+    out = torch.full((h, sq), float("-inf"), dtype=torch.float64, device=q.device)
     for head in range(h):
         kh = head // (h // hkv)
         s = (q[:, head].double() @ k[:, kh].double().T) * scale

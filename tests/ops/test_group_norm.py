@@ -1,4 +1,6 @@
 """group_norm: aten native_group_norm / native_group_norm_backward against torch in float64."""
+import re
+
 import pytest
 import torch
 
@@ -34,7 +36,11 @@ def test_forward_backward_kernels(case, dtype, affine):
     g = randn(*x.shape, dtype=dtype)
     mask = [True, affine, affine]
     got = native_group_norm_backward(g, x, mean, rstd, w, n, c, hw, groups, mask)
-    ref_b = reference(torch.ops.aten.native_group_norm_backward, g, x, ref[1], ref[2], w, n, c, hw, groups, mask)
+    # The backward is judged on the statistics it is given: for fp16/bf16 those are stored in
+    # the input's dtype (torch's rule too), and dw = sum_hw g*(x - mean)*rstd over N*HxW terms
+    # turns rstd's half-ulp rounding (2**-12 relative in fp16) into more than the output's
+    # tolerance, even for an exact float64 backward. Exact statistics would test the rounding.
+    ref_b = reference(torch.ops.aten.native_group_norm_backward, g, x, mean, rstd, w, n, c, hw, groups, mask)
     for a, e in zip(got, ref_b):
         if e is None:
             assert a is None
@@ -62,11 +68,18 @@ def test_autograd_through_enable(tmp_path, dtype):
 
 
 def test_routed_to_native():
-    x = randn(2, 4, 3, 3).to(memory_format=torch.channels_last)  # not contiguous: torch's kernel
-    got = native_group_norm(x, None, None, 2, 4, 9, 2, 1e-5)
-    nat = torch.ops.aten.native_group_norm(x, None, None, 2, 4, 9, 2, 1e-5)
-    for a, e in zip(got, nat):
-        assert_close(a, e)
+    # channels-last goes to torch's kernel, which takes it on CPU but rejects it on CUDA (the
+    # composite group_norm makes the input contiguous first): gems must do exactly what torch does
+    x = randn(2, 4, 3, 3).to(memory_format=torch.channels_last)
+    args = (None, None, 2, 4, 9, 2, 1e-5)
+    try:
+        nat = torch.ops.aten.native_group_norm(x, *args)
+    except RuntimeError as err:
+        with pytest.raises(RuntimeError, match=re.escape(str(err).splitlines()[0])):
+            native_group_norm(x, *args)
+    else:
+        for a, e in zip(native_group_norm(x, *args), nat):
+            assert_close(a, e)
     d = randn(2, 4, 3, dtype=torch.float64)
     assert_close(native_group_norm(d, None, None, 2, 4, 3, 2, 1e-5)[0],
                  torch.ops.aten.native_group_norm(d, None, None, 2, 4, 3, 2, 1e-5)[0])

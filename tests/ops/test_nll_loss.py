@@ -40,16 +40,19 @@ def test_nll_loss_2d(reduction, weighted, dtype):
 
 @pytest.mark.parametrize("reduction", [0, 1, 2])
 def test_nll_loss_1d_ignore_index_noncontiguous(reduction):
+    # the ignored target's mean loss is 0 on CUDA and 0/0 = NaN on CPU; a zero weight gives NaN on both
     x = torch.randn(7, device=DEVICE).log_softmax(0)
-    for target in (2, 5):
+    w0 = torch.rand(7, device=DEVICE) + 0.5
+    w0[2] = 0
+    for target, w in ((2, None), (5, None), (2, torch.rand(7, device=DEVICE) + 0.5), (5, w0), (2, w0)):
         t = torch.tensor(target, device=DEVICE)
-        out, tw = L.nll_loss_forward.__wrapped__(x, t, None, reduction, 5)
-        rout, rtw = fwd(x, t, None, reduction, 5)
+        out, tw = L.nll_loss_forward.__wrapped__(x, t, w, reduction, 5)
+        rout, rtw = fwd(x, t, w, reduction, 5)
         torch.testing.assert_close(out, rout, equal_nan=True)
         torch.testing.assert_close(tw, rtw)
         g = torch.tensor(0.7, device=DEVICE)
-        torch.testing.assert_close(L.nll_loss_backward.__wrapped__(g, x, t, None, reduction, 5, rtw),
-                                   bwd(g, x, t, None, reduction, 5, rtw))
+        torch.testing.assert_close(L.nll_loss_backward.__wrapped__(g, x, t, w, reduction, 5, rtw),
+                                   bwd(g, x, t, w, reduction, 5, rtw), equal_nan=True)
     xt = torch.randn(9, 20, device=DEVICE).t()  # [20, 9], column-major
     tt = torch.randint(0, 9, (40,), device=DEVICE)[::2]
     out, tw = L.nll_loss_forward.__wrapped__(xt, tt, None, reduction, -100)

@@ -3,10 +3,43 @@ import pytest
 import torch
 
 from tests.ops._pointwise_check import check, make, run_gems
-from tests.util import DEVICE
+from tests.util import DEVICE, ON_GPU
 
 ALL = [torch.float32, torch.float16, torch.bfloat16, torch.float64, torch.int64, torch.int32, torch.int8,
        torch.uint8, torch.bool]
+
+
+def test_fill_values_torch_refuses_and_bool_bytes():
+    # out of the target's range torch raises rather than wrap or saturate; gems must too
+    for dtype, value in [(torch.int8, 300), (torch.int8, 127.9), (torch.uint8, -0.5), (torch.uint8, 256),
+                         (torch.int32, 2**31), (torch.int64, float("nan")), (torch.float16, 70000.0),
+                         (torch.float32, 1e300), (torch.bfloat16, -1e300)]:
+        for fn in (lambda: torch.zeros(3, dtype=dtype, device=DEVICE).fill_(value),
+                   lambda: torch.zeros(3, dtype=dtype, device=DEVICE).masked_fill(
+                       torch.tensor([True, False, True], device=DEVICE), value)):
+            with pytest.raises(RuntimeError):
+                fn()
+            with pytest.raises(RuntimeError):
+                run_gems(["fill_", "masked_fill"], fn)
+    for value in (-255, -3, 255):  # integers wrap into uint8 from -255 up, as torch allows
+        check("fill_", lambda t: t.fill_(value), make(4, dtype=torch.uint8), exact=True)
+        check("masked_fill", lambda t, m: t.masked_fill(m, value), make(4, dtype=torch.uint8),
+              make(4, dtype=torch.bool), exact=True)
+    # masked_fill reads a tensor value as a Scalar (checked), fill_ copies it (unchecked)
+    big = torch.tensor(300, device=DEVICE)
+    with pytest.raises(RuntimeError):
+        run_gems("masked_fill", torch.masked_fill, make(4, dtype=torch.int8), make(4, dtype=torch.bool), big)
+    check("masked_fill", torch.masked_fill, make(4, dtype=torch.int8), make(4, dtype=torch.bool),
+          torch.tensor(-7.9, device=DEVICE))
+    check("fill_", lambda t: t.fill_(big), make(4, dtype=torch.int8), exact=True)
+    check("fill_", lambda t: t.fill_(torch.tensor(-1.5, device=DEVICE)), make(4, dtype=torch.uint8), exact=True)
+    check("fill_", lambda t: t.fill_(torch.tensor(7, device="cpu")), make(4, dtype=torch.int8), exact=True)
+    # stores into bool tensors are the bytes 0 and 1, whatever was converted
+    for src in (torch.tensor([0.5, -0.25, 0.0, float("nan"), 2.0], device=DEVICE),
+                torch.tensor([256, 2, 0, -1, 512], dtype=torch.int32, device=DEVICE)):
+        got = check("copy_", lambda d, t: d.copy_(t), torch.empty(5, dtype=torch.bool, device=DEVICE), src,
+                    exact=True)
+        assert got.view(torch.uint8).tolist() == (src != 0).view(torch.uint8).tolist()
 
 
 @pytest.mark.parametrize("dtype", ALL)
@@ -60,10 +93,9 @@ def test_copy_casts(src_dtype):
         src = torch.where(src.isfinite(), src * 50, src)
     for dst_dtype in ALL:
         if src_dtype == torch.float32 and not (dst_dtype.is_floating_point or dst_dtype == torch.bool):
-            # float -> int out of the target's range (NaN, inf, 150 -> int8) is undefined in C and torch
+            # float -> int out of the target's range (NaN, inf, 150 -> int8) is undefined in C and
+            # torch; negatives into uint8 are not: torch converts through int64, -7.5 gives 249
             s = src.nan_to_num(0.0, 100.0, -100.0).clamp(-100, 100)
-            if dst_dtype == torch.uint8:
-                s = s.abs()
         else:
             s = src
         dst = torch.empty(3, 6, dtype=dst_dtype, device=DEVICE)
@@ -97,3 +129,20 @@ def test_to_copy():
     check("_to_copy", lambda t: t.to(torch.float16), c4)
     check("_to_copy", lambda t: t.to(torch.float16, memory_format=torch.channels_last), make(2, 3, 4, 5),
           served=False)
+
+
+@pytest.mark.skipif(not ON_GPU, reason="needs the CPU beside the vendor's device")
+def test_cross_device_copies_run_torchs_kernel():
+    # copy_ and _to_copy between the host and the GPU reach gems' CUDA kernels (the GPU is
+    # the highest backend among the arguments) and must end in torch's, also when the first
+    # tensor is the CPU one
+    x = make(3, 4)
+    host = x.cpu()
+    calls = [lambda: host.to(DEVICE), lambda: x.to("cpu"), lambda: host.to(DEVICE, torch.float16),
+             lambda: torch.empty(3, 4).copy_(x), lambda: torch.empty(3, 4, device=DEVICE).copy_(host),
+             lambda: torch.tensor([1, 3], device=DEVICE), lambda: torch.zeros_like(host, device=DEVICE)]
+    for fn in calls:
+        got, _ = run_gems(["copy_", "_to_copy", "zeros"], fn)
+        want = fn()
+        assert got.device == want.device and got.dtype == want.dtype
+        torch.testing.assert_close(got, want, atol=0, rtol=0)

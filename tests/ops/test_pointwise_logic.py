@@ -85,8 +85,12 @@ def test_clamp(dtype):
 
 def test_clamp_nan_bounds_and_errors():
     x = make(2, 4, specials=True)
-    check("clamp", torch.clamp, x, min=float("nan"))
-    check("clamp", torch.clamp, x, max=float("nan"))
+    # a lone NaN scalar bound: torch's answer differs between versions (x on 2.11, NaN on
+    # 2.13), so torch's kernel runs and the result is torch's bit for bit
+    check("clamp", torch.clamp, x, min=float("nan"), served=False, exact=True)
+    check("clamp", torch.clamp, x, max=float("nan"), served=False, exact=True)
+    check("clamp", torch.clamp, x, float("nan"), 1.0)  # with both bounds given gems serves a NaN bound
+    check("clamp", torch.clamp, x, -1.0, float("nan"))
     nan_bound = torch.tensor([float("nan"), 0.0, 1.0, -1.0], device=DEVICE)
     check("clamp", torch.clamp, x, nan_bound, None)
     check("clamp", torch.clamp, make(4, dtype=torch.int32), 0.5, 2.5)  # promotes to float

@@ -1,4 +1,5 @@
-"""The SDPA flash forward: the kernel directly, and F.scaled_dot_product_attention through dispatch."""
+"""SDPA's fused forwards: the kernel directly, each aten entry point against torch's own, and
+F.scaled_dot_product_attention through dispatch (gems' forward, torch's backward)."""
 import math
 import tempfile
 from pathlib import Path
@@ -6,8 +7,10 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 import gemsops
+from gemsops.ops import sdpa as sdpa_ops
 from gemsops.ops import sdpa_flash_forward
 from gemsops.runtime.oplog import read_log
 from gemsops.runtime.registry import families
@@ -76,33 +79,39 @@ def test_kernel_scale():
     torch.testing.assert_close(lse.double(), _ref_lse(q, k, False, scale=0.05), atol=1e-5, rtol=1e-5)
 
 
+# The aten overload each SDPA backend calls on this device (the CUDA-only ones do not exist
+# for the interpreter's CPU tensors; there the flash backend is the CPU twin).
+if ON_GPU:
+    BACKEND_OVERLOAD = {SDPBackend.FLASH_ATTENTION: "_scaled_dot_product_flash_attention",
+                        SDPBackend.CUDNN_ATTENTION: "_scaled_dot_product_cudnn_attention",
+                        SDPBackend.EFFICIENT_ATTENTION: "_scaled_dot_product_efficient_attention"}
+else:
+    BACKEND_OVERLOAD = {SDPBackend.FLASH_ATTENTION: "_scaled_dot_product_flash_attention_for_cpu"}
+
+
 def _logged(path):
     return [op.removeprefix("aten::") for _, op, _ in read_log(path)] if Path(path).exists() else []
 
 
-def _served_dtypes():
-    return [torch.float16, torch.bfloat16] if ON_GPU else DTYPES
+def _served():
+    return set(families().get("sdpa", []))
 
 
-@pytest.mark.parametrize("causal", [False, True])
-@pytest.mark.parametrize("gqa", [False, True])
-def test_dispatch_forward_and_native_backward(causal, gqa):
-    # F.sdpa reaches gems through torch's dispatcher; torch's own flash backward then runs on
-    # gems' output and log-sum-exp, so correct gradients also check the log-sum-exp
-    served = families().get("sdpa", [])
-    if not served:
-        pytest.skip("no SDPA flash overload exists for this vendor's dispatch key")
-    dtype = _served_dtypes()[0]
-    b, hq, s, d = 1, 4, 6, 16
-    hkv = 2 if gqa else hq
-    torch.manual_seed(0)
-    q = randn(b, hq, s, d, dtype=dtype).requires_grad_()
-    k = randn(b, hkv, s, d, dtype=dtype).requires_grad_()
-    v = randn(b, hkv, s, d, dtype=dtype).requires_grad_()
-    log = Path(tempfile.mkdtemp()) / "log.txt"
-    with gemsops.use_gems(include=["sdpa"], record=True, path=log):
-        out = F.scaled_dot_product_attention(q, k, v, is_causal=causal, enable_gqa=gqa)
-    assert set(_logged(log)) & set(served), _logged(log)
+def _ref64(q, k, v, causal, scale=None):
+    """torch's attention in float64 (K/V heads repeated for GQA) and the natural-log
+    log-sum-exp of the scaled scores, [B, H, Sq]; causal only for square attention."""
+    group = q.shape[1] // k.shape[1]
+    q64 = q.detach().double()
+    k64, v64 = (t.detach().double().repeat_interleave(group, 1) for t in (k, v))
+    scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
+    s = (q64 @ k64.transpose(-1, -2)) * scale
+    if causal:
+        s = s.masked_fill(torch.ones_like(s, dtype=torch.bool).triu(1), float("-inf"))
+    out = F.scaled_dot_product_attention(q64, k64, v64, is_causal=causal, scale=scale)
+    return out, torch.logsumexp(s, -1)
+
+
+def _check_grads(q, k, v, out, causal, gqa, dtype):
     grad = randn(*out.shape, dtype=dtype)
     out.backward(grad)
     q64, k64, v64 = (t.detach().double().requires_grad_() for t in (q, k, v))
@@ -114,14 +123,173 @@ def test_dispatch_forward_and_native_backward(causal, gqa):
         assert_close(got, want.to(dtype), dtype=dtype, scale=tol_scale * 2)
 
 
+def _qkv(dtype, gqa, requires_grad, b=1, hq=4, s=6, d=16):
+    hkv = 2 if gqa else hq
+    torch.manual_seed(0)
+    return tuple(randn(b, h, s, d, dtype=dtype).requires_grad_(requires_grad) for h in (hq, hkv, hkv))
+
+
+def _forced_cases():
+    # (backend, dtype, gqa): the dtypes each backend takes; torch's efficient kernel has no GQA.
+    # Under the interpreter fp32 only: it is slow, and the kernel tests sweep the dtypes.
+    if not ON_GPU:
+        return [(SDPBackend.FLASH_ATTENTION, torch.float32, g) for g in (False, True)]
+    half = (torch.float16, torch.bfloat16)
+    return ([(SDPBackend.FLASH_ATTENTION, dt, g) for dt in half for g in (False, True)]
+            + [(SDPBackend.CUDNN_ATTENTION, dt, g) for dt in half for g in (False, True)]
+            + [(SDPBackend.EFFICIENT_ATTENTION, dt, False) for dt in (torch.float32, *half)])
+
+
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("backend,dtype,gqa", _forced_cases())
+def test_dispatch_forward_and_native_backward(backend, dtype, gqa, causal):
+    # each SDPA backend, forced, reaches gems' forward through torch's dispatcher; torch's own
+    # backward for that backend then runs on gems' output and log-sum-exp, so correct
+    # gradients also check the log-sum-exp and its layout
+    overload = BACKEND_OVERLOAD[backend]
+    assert overload in _served()
+    q, k, v = _qkv(dtype, gqa, True)
+    log = Path(tempfile.mkdtemp()) / "log.txt"
+    with gemsops.use_gems(include=["sdpa"], record=True, path=log), sdpa_kernel(backend):
+        out = F.scaled_dot_product_attention(q, k, v, is_causal=causal, enable_gqa=gqa)
+    assert set(_logged(log)) == {overload}, _logged(log)
+    _check_grads(q, k, v, out, causal, gqa, dtype)
+
+
+def _default_dtypes():
+    return [torch.float16, torch.bfloat16, torch.float32] if ON_GPU else [torch.float32]
+
+
+@pytest.mark.parametrize("requires_grad", [False, True])
+@pytest.mark.parametrize("gqa", [False, True])
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("dtype", _default_dtypes())
+def test_dispatch_default_backend(dtype, causal, gqa, requires_grad):
+    # whichever backend torch's own priority picks (cuDNN for fp16/bf16 on Hopper, efficient
+    # for fp32, math where no fused kernel applies), gems serves it when it has that entry point
+    q, k, v = _qkv(dtype, gqa, requires_grad)
+    chosen = SDPBackend(torch._fused_sdp_choice(q, k, v, is_causal=causal, enable_gqa=gqa))
+    overload = BACKEND_OVERLOAD.get(chosen)
+    log = Path(tempfile.mkdtemp()) / "log.txt"
+    with gemsops.use_gems(include=["sdpa"], record=True, path=log):
+        out = F.scaled_dot_product_attention(q, k, v, is_causal=causal, enable_gqa=gqa)
+    assert set(_logged(log)) == ({overload} if overload in _served() else set()), (chosen, _logged(log))
+    if requires_grad:
+        _check_grads(q, k, v, out, causal, gqa, dtype)
+    else:
+        assert_close(out, _ref64(q, k, v, causal)[0].to(dtype), dtype=dtype, scale=8.0)
+
+
+# Entry points called directly: (name, aten overload, dtypes, GQA). On the GPU through the
+# dispatcher, compared element by element with torch's own kernel; under the interpreter
+# (no CUDA kernels to dispatch to) the host functions on CPU tensors.
+ENTRY_POINTS = [
+    ("flash", "_scaled_dot_product_flash_attention", (torch.float16, torch.bfloat16), True),
+    ("cudnn", "_scaled_dot_product_cudnn_attention", (torch.float16, torch.bfloat16), True),
+    ("cudnn_lse", "_scaled_dot_product_cudnn_attention", (torch.float16, torch.bfloat16), True),
+    ("efficient", "_scaled_dot_product_efficient_attention", (torch.float32, torch.float16, torch.bfloat16), False),
+    ("efficient_lse", "_scaled_dot_product_efficient_attention", (torch.float32, torch.float16, torch.bfloat16), False),
+]
+_HOST = {"_scaled_dot_product_flash_attention": sdpa_ops.scaled_dot_product_flash_attention,
+         "_scaled_dot_product_cudnn_attention": sdpa_ops.scaled_dot_product_cudnn_attention,
+         "_scaled_dot_product_efficient_attention": sdpa_ops.scaled_dot_product_efficient_attention}
+
+
+def _entry_args(name, q, k, v, causal, scale):
+    if name == "flash":
+        return (q, k, v, 0.0, causal), dict(scale=scale)
+    return (q, k, v, None, name.endswith("_lse"), 0.0, causal), dict(scale=scale)
+
+
+def _entry_lse(name, result, sq):
+    """The [B, H, Sq] log-sum-exp inside each entry point's own layout (None when not asked)."""
+    lse = result[1]
+    if name == "flash":
+        return lse
+    if name == "cudnn_lse":
+        return lse[..., 0]
+    if name == "efficient_lse":
+        return lse[:, :, :sq]
+    return None
+
+
+def _same_structure(got, want):
+    """Every returned element as torch's kernel gives it: tensor or None, shape, dtype, device,
+    and the output's strides (a view taken downstream must work on gems' output too)."""
+    assert len(got) == len(want)
+    for i, (g, w) in enumerate(zip(got, want)):
+        if isinstance(w, torch.Tensor):
+            assert isinstance(g, torch.Tensor), (i, g)
+            assert (g.shape, g.dtype, g.device) == (w.shape, w.dtype, w.device), (i, g, w)
+        else:
+            assert g == w, (i, g, w)
+    assert got[0].stride() == want[0].stride()
+
+
+def _check_entry(name, overload, q, k, v, causal, dtype, scale=None, lse_tol=2e-3):
+    args, kwargs = _entry_args(name, q, k, v, causal, scale)
+    if ON_GPU:
+        op = getattr(torch.ops.aten, overload).default
+        log = Path(tempfile.mkdtemp()) / "log.txt"
+        with gemsops.use_gems(include=["sdpa"], record=True, path=log):
+            got = op(*args, **kwargs)
+        assert set(_logged(log)) == {overload}
+        want = op(*args, **kwargs)
+        _same_structure(got, want)
+    else:
+        got = _HOST[overload].__wrapped__(*args, **kwargs)  # Unsupported here is a failure
+        want = None
+    ref_out, ref_lse = _ref64(q, k, v, causal, scale)
+    assert_close(got[0], ref_out.to(dtype), dtype=dtype, scale=4.0)
+    lse = _entry_lse(name, got, q.shape[2])
+    if lse is None:
+        assert got[1] is None or got[1].numel() == 0
+        return
+    torch.testing.assert_close(lse.double(), ref_lse, atol=lse_tol, rtol=lse_tol)
+    if name == "efficient_lse":
+        # the rows past Sq are padding, +inf as in torch's kernel
+        assert bool((got[1][:, :, q.shape[2]:] == float("inf")).all())
+    if want is not None:
+        torch.testing.assert_close(lse, _entry_lse(name, want, q.shape[2]), atol=lse_tol, rtol=lse_tol)
+
+
+def _entry_cases(shapes):
+    dtypes_here = (torch.float16, torch.bfloat16, torch.float32) if ON_GPU else (torch.float32, torch.float16)
+    return [(name, overload, dt, s, c)
+            for name, overload, dtypes, gqa in ENTRY_POINTS for dt in dtypes if dt in dtypes_here
+            for s in shapes if gqa or s[1] == s[2]
+            for c in (False, True) if not c or s[3] == s[4]]
+
+
+# [B, S, H, D] storage seen as [B, H, S, D] (attention layers) and plain [B, H, S, D]
+@pytest.mark.parametrize("bshd", [True, False])
+@pytest.mark.parametrize("name,overload,dtype,shape,causal", _entry_cases([(2, 4, 2, 7, 7, 24), (1, 2, 2, 3, 9, 32)]))
+def test_entry_point(name, overload, dtype, shape, causal, bshd):
+    b, hq, hkv, sq, sk, d = shape
+    torch.manual_seed(0)
+    if bshd:
+        q, k, v = (randn(b, s, h, d, dtype=dtype).transpose(1, 2) for s, h in ((sq, hq), (sk, hkv), (sk, hkv)))
+    else:
+        q, k, v = randn(b, hq, sq, d, dtype=dtype), randn(b, hkv, sk, d, dtype=dtype), randn(b, hkv, sk, d, dtype=dtype)
+    _check_entry(name, overload, q, k, v, causal, dtype, lse_tol=2e-3 if dtype != torch.float32 else 1e-5)
+
+
+def test_entry_point_scale():
+    q, k, v = randn(1, 2, 6, 16), randn(1, 2, 9, 16), randn(1, 2, 9, 16)
+    _check_entry("efficient_lse", "_scaled_dot_product_efficient_attention", q, k, v, False, torch.float32,
+                 scale=0.05, lse_tol=1e-5)
+
+
 def test_dispatch_unsupported_goes_native():
-    # a float mask and non-square causal attention are not the kernel's cases: torch's own answer
-    dtype = _served_dtypes()[0]
+    # a float mask and non-square causal attention (torch aligns it top-left, the kernel
+    # bottom-right) are not the kernel's cases: torch's own answer
+    dtype = torch.float16 if ON_GPU else torch.float32
     q, k, v = randn(1, 2, 4, 16, dtype=dtype), randn(1, 2, 7, 16, dtype=dtype), randn(1, 2, 7, 16, dtype=dtype)
     mask = randn(4, 7, dtype=dtype)
     want_mask = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
     want_causal = F.scaled_dot_product_attention(q, k, v, is_causal=True)
-    with gemsops.use_gems(include=["sdpa"]):
+    log = Path(tempfile.mkdtemp()) / "log.txt"
+    with gemsops.use_gems(include=["sdpa"], record=True, path=log):
         got_mask = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         got_causal = F.scaled_dot_product_attention(q, k, v, is_causal=True)
     torch.testing.assert_close(got_mask, want_mask)
@@ -139,29 +307,22 @@ def test_enable_all_keeps_working():
 
 if ON_GPU:
     GPU_SHAPES = [(2, 8, 8, 1000, 1000, 128), (1, 32, 8, 513, 513, 64), (1, 4, 4, 257, 300, 80),
-                  (2, 4, 1, 130, 130, 256), (4, 16, 16, 1, 1, 128)]
+                  (2, 4, 1, 130, 130, 256), (4, 16, 16, 1, 1, 128), (1, 4, 4, 130, 130, 256)]
 
-    @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-    @pytest.mark.parametrize("shape,causal",
-                             [(s, c) for s in GPU_SHAPES for c in (False, True) if not c or s[3] == s[4]])
-    def test_aten_op_gpu(dtype, causal, shape):
+    @pytest.mark.parametrize("name,overload,dtype,shape,causal", _entry_cases(GPU_SHAPES))
+    def test_aten_op_gpu(name, overload, dtype, shape, causal):
         b, hq, hkv, sq, sk, d = shape
         q = randn(b, hq, sq, d, dtype=dtype)
         k, v = randn(b, hkv, sk, d, dtype=dtype), randn(b, hkv, sk, d, dtype=dtype)
-        op = torch.ops.aten._scaled_dot_product_flash_attention.default
-        with gemsops.use_gems(include=["sdpa"]):
-            got = op(q, k, v, 0.0, causal)
-        assert got[4] == sq and got[5] == sk
-        assert got[0].shape == (b, hq, sq, d) and got[1].shape == (b, hq, sq)
-        ref = _ref_bhsd(q, k, v, causal)
-        assert_close(got[0], ref.to(dtype), dtype=dtype, scale=4.0)
-        torch.testing.assert_close(got[1].double(), _ref_lse(q, k, causal), atol=2e-3, rtol=2e-3)
+        _check_entry(name, overload, q, k, v, causal, dtype, lse_tol=2e-3 if dtype != torch.float32 else 1e-5)
 
     def test_sdpa_causal_model_size_gpu():
         q, k, v = (randn(1, 32, 2048, 128, dtype=torch.bfloat16) for _ in range(3))
         want = F.scaled_dot_product_attention(q, k, v, is_causal=True)
-        with gemsops.use_gems(include=["sdpa"]):
+        log = Path(tempfile.mkdtemp()) / "log.txt"
+        with gemsops.use_gems(include=["sdpa"], record=True, path=log):
             got = F.scaled_dot_product_attention(q, k, v, is_causal=True)
-        # against torch's own flash kernel (itself bf16): a bf16-ulp-level difference
+        assert set(_logged(log)) & _served()
+        # against torch's own fused kernel (itself bf16): a bf16-ulp-level difference
         torch.testing.assert_close(got, want, atol=2e-2, rtol=2e-2)
         assert math.isfinite(got.float().abs().max().item())

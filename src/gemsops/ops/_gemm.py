@@ -33,7 +33,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ..runtime import VENDOR, Launcher, Tuner, Unsupported, bucket
+from ..runtime import VENDOR, Tuner, Unsupported, bucket, launcher
 from ._common import INT32_MAX, dot_upcast
 
 try:
@@ -343,7 +343,7 @@ class _NotApplicable(Exception):
     (batched, misaligned, fp32, K == 0), or split K needing more than _MAX_WORKSPACE."""
 
 
-_launch_gemm = Launcher(_gemm_kernel)
+_launch_gemm = launcher(_gemm_kernel)
 _MAX_WORKSPACE = 16 << 20  # fp32 elements (64 MiB) of split-K partial tiles
 
 

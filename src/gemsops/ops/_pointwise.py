@@ -33,7 +33,7 @@ import triton.language as tl
 from torch._prims_common import ELEMENTWISE_TYPE_PROMOTION_KIND as Promotion  # noqa: F401
 from torch._prims_common import elementwise_dtypes
 
-from ..runtime import VENDOR, Launcher, Unsupported, declare, fallback, native
+from ..runtime import VENDOR, Unsupported, declare, fallback, launcher, native
 from ..runtime.registry import aten_overload
 from ._common import INT32_MAX, TL_DTYPE, is_dense, kernel_dtype_ok
 
@@ -89,6 +89,15 @@ def _for_store(r, out_ptr, RES: tl.constexpr):
         r = tl.cast(r, RES)
     if out_ptr.dtype.element_ty == tl.bfloat16:
         r = _to_bf16(r)
+    elif out_ptr.dtype.element_ty == tl.int1:
+        # Triton (up to 3.6 at least) stores into a bool pointer through an int8 cast, so 0.5
+        # would land as 0 and 2 as the byte 2; C's conversion to bool is ``!= 0`` (NaN true)
+        r = tl.cast(r, tl.int1)
+    elif out_ptr.dtype.element_ty == tl.uint8:
+        # torch converts to uint8 through int64 (c10's static_cast_with_inter_type), so -1.5
+        # wraps to 255; a direct float->uint8 cast saturates to 0 on the GPU. For integer
+        # inputs the detour is the plain truncation.
+        r = tl.cast(tl.cast(r, tl.int64), tl.uint8)
     return r
 
 
@@ -193,8 +202,8 @@ def _pointwise_strided_kernel(
              mask=mask)
 
 
-_launch_flat = Launcher(_pointwise_flat_kernel)
-_launch_strided = Launcher(_pointwise_strided_kernel)
+_launch_flat = launcher(_pointwise_flat_kernel)
+_launch_strided = launcher(_pointwise_strided_kernel)
 
 
 def _coalesce(shape, strides_list):
@@ -514,11 +523,57 @@ def _with_fallback(overload, host):
             if not tensor_positions:
                 tensor_positions.append(frozenset(
                     i for i, a in enumerate(aten_overload(overload)._schema.arguments) if str(a.type) == "Tensor"))
-            return fallback(overload, *_rewrap_numbers(args, tensor_positions[0]), **kwargs)
+            return vendor_fallback(overload, _rewrap_numbers(args, tensor_positions[0]), kwargs)
 
     wrapped.__name__, wrapped.__qualname__, wrapped.__doc__ = host.__name__, host.__qualname__, host.__doc__
     wrapped.__wrapped__ = host
     return wrapped
+
+
+def vendor_fallback(overload, args, kwargs):
+    """Torch's kernel for ``overload``, for a host function that raised Unsupported.
+
+    Where some argument is on the vendor's device, the dispatcher chose the vendor's key
+    (the highest backend among the arguments) to reach gems, so torch's kernel for that key
+    is the one to run. ``registry.fallback`` looks at the first tensor only and otherwise
+    goes back through the dispatcher, which re-enters gems for ``copy_(cpu_dst, cuda_src)``
+    or ``_to_copy(cpu_src, device="cuda")`` without end.
+    """
+    if _reaches_vendor(args, kwargs):
+        return native(overload)(*args, **kwargs)
+    return fallback(overload, *args, **kwargs)
+
+
+def with_vendor_fallback(overload: str):
+    """``registry.with_fallback`` with :func:`vendor_fallback` for Unsupported inputs."""
+
+    def wrap(fn):
+        def host(*args, **kwargs):
+            try:
+                return fn(*args, **kwargs)
+            except Unsupported:
+                return vendor_fallback(overload, args, kwargs)
+
+        host.__name__, host.__qualname__, host.__doc__ = fn.__name__, fn.__qualname__, fn.__doc__
+        host.__wrapped__ = fn
+        return host
+
+    return wrap
+
+
+def _reaches_vendor(args, kwargs) -> bool:
+    """True when some tensor argument (also inside lists) or ``device=`` is the vendor's device."""
+    if _DEVICE_TYPE is None:
+        return False
+    for a in (*args, *kwargs.values()):
+        if isinstance(a, _Tensor):
+            if a.device.type == _DEVICE_TYPE:
+                return True
+        elif isinstance(a, (list, tuple)):
+            if any(isinstance(t, _Tensor) and t.device.type == _DEVICE_TYPE for t in a):
+                return True
+    device = kwargs.get("device")
+    return device is not None and torch.device(device).type == _DEVICE_TYPE
 
 
 def _rewrap_numbers(args, tensor_positions):

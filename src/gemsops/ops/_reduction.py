@@ -444,6 +444,27 @@ def _splits(programs: int, R: int, block: int, width: int) -> tuple[int, int]:
     return cdiv(R, chunk), chunk
 
 
+_UNCOMPILABLE: set = set()
+
+
+def tuned(tuner, key, run, variant=()) -> dict:
+    """``tuner.choose(key, run)``, or Unsupported (torch's kernel) when no candidate compiles.
+
+    A Triton release can reject a kernel outright (a compiler pass failing on every config);
+    the call then goes to torch instead of raising. The failure is remembered per key and
+    ``variant`` (what compiles also depends on dtypes and constexprs) so that later calls do
+    not recompile every candidate.
+    """
+    failed = (tuner.name, key, variant)
+    if failed in _UNCOMPILABLE:
+        raise Unsupported
+    try:
+        return tuner.choose(key, run)
+    except RuntimeError as err:  # the tuner's "no candidate config ran"
+        _UNCOMPILABLE.add(failed)
+        raise Unsupported from err
+
+
 # configs: BLOCK_N / BLOCK_I cap the block along the contiguous dim, TILE is the elements a
 # program holds per step (the other block dim is TILE // that one)
 _row_tuner = Tuner("reduce_rows", kernels=[_reduce_rows, _arg_rows])
@@ -561,7 +582,7 @@ def launch_reduce(x, g: Geometry, out, *, op, acc, pre=NONE, post=NONE, cast=Non
                 )
 
     tuner = _row_tuner if g.rows else _col_tuner
-    run(tuner.choose(("val", x.element_size()) + g.key, run))
+    run(tuned(tuner, ("val", x.element_size()) + g.key, run, (x.dtype, acc, op, pre, post, cast)))
     return out
 
 
@@ -648,5 +669,5 @@ def arg_reduce(x, dim, keepdim, is_max: bool, values: bool):
                                       IDX_IN=True, BLOCK_R=br2, BLOCK_I=bi2, **common)
 
     tuner = _row_tuner if g.rows else _col_tuner
-    run(tuner.choose(("arg", x.element_size()) + g.key, run))
+    run(tuned(tuner, ("arg", x.element_size()) + g.key, run, (x.dtype, is_max, values)))
     return vout, iout

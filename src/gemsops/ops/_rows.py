@@ -7,7 +7,7 @@
   cached per (n, rows bucket) so the per-call host cost is one dict lookup.
 - ``rows_2d``: a [rows, n] view with unit stride inside a row, without copying when the
   leading dims collapse to one stride.
-- ``launcher``: the runtime's lean launch path for hot kernels, when the runtime has one.
+- ``launcher``: the runtime's lean launch path (re-exported for the row-kernel files).
 - ``big``: whether int64 offsets are needed, cheap for contiguous tensors.
 - ``column_sum``: sums per-program partial rows (weight/bias gradients) in a second kernel,
   deterministic and free of atomics.
@@ -20,13 +20,9 @@ import torch
 import triton
 import triton.language as tl
 
-from ..runtime import VENDOR, Tuner, bucket
-
-try:
-    from ..runtime import Launcher
-except ImportError:  # a runtime without the lean launch path: Triton's own launch
-    Launcher = None
+from ..runtime import VENDOR, Tuner, bucket, launcher  # noqa: F401  (launcher re-exported)
 from ._common import INT32_MAX, needs_int64
+from ._reduction import tuned
 
 
 def _limits() -> dict:
@@ -36,13 +32,6 @@ def _limits() -> dict:
 ONE_PASS_MAX = int(_limits().get("one_pass_max", 16384))
 CLASSES = (("narrow", 128), ("medium", 1024), ("wide", ONE_PASS_MAX), ("loop", None))
 _DEFAULT = {"BLOCK_M": 1, "BLOCK_N": 2048, "num_warps": 4}
-
-
-def launcher(kernel):
-    """``launcher(k)(grid, *args, **constexprs)`` launches like ``k[grid](*args, **constexprs)``."""
-    if Launcher is not None:
-        return Launcher(kernel)
-    return lambda grid, *args, **kw: kernel[grid](*args, **kw)
 
 
 def width_class(n: int) -> str:
@@ -64,9 +53,8 @@ class RowPlanner:
         p = self.cache.get(ck)
         if p is None:
             cls = width_class(n)
-            cfg = self.tuners[cls].choose(
-                (n if cls == "narrow" else bucket(n), ck[1], key),
-                lambda c: launch(self.to_plan(c, n, cls)))
+            cfg = tuned(self.tuners[cls], (n if cls == "narrow" else bucket(n), ck[1], key),
+                        lambda c: launch(self.to_plan(c, n, cls)))
             p = self.cache[ck] = self.to_plan(cfg, n, cls)
         return p
 

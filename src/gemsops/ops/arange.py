@@ -40,17 +40,25 @@ def _run(start, end, step, dtype, layout, device, pin_memory):
     has_float = any(isinstance(a, float) for a in args)
     if dtype is None:
         dtype = torch.get_default_dtype() if has_float else torch.int64
+    bounds_ok = all(math.isfinite(a) for a in args) and step != 0 and (end - start) * step >= 0
+    if dtype == torch.int64 and bounds_ok and int(step) == 0:
+        # torch sizes int64 ranges with the step converted to int64: a float step in (-1, 1)
+        # becomes 0, which torch 2.11 divides by (SIGFPE, the process dies) and torch 2.13
+        # rejects with this error. Raised here so that no torch version is asked.
+        raise ValueError("step must be nonzero")
     if dtype in _FLOAT:
         if dtype not in VENDOR.dtypes:
             raise Unsupported
     elif dtype not in _INT or has_float:
         raise Unsupported  # float64 (fp32 math would lose bits), bool, float steps for ints
-    if not all(math.isfinite(a) for a in args) or step == 0 or (end - start) * step < 0:
+    if not bounds_ok:
         raise Unsupported  # torch raises its own errors
     if dtype == torch.int64:
         n = -((start - end) // step)
     else:
         n = math.ceil((float(end) - float(start)) / float(step))
+        if n > 2**63 - 1:
+            raise Unsupported  # torch's "invalid size" error
     if dtype in _INT:
         info = torch.iinfo(dtype)
         last = start + (n - 1) * step if n > 0 else start

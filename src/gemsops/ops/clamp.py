@@ -1,7 +1,7 @@
 """clamp, clamp_min, clamp_max (Scalar and Tensor bounds).
 
 ``min(max(x, lo), hi)`` with NaN propagation from x and from either bound, as torch does;
-lo > hi gives hi. The result dtype is the promoted dtype of x and the bounds.
+lo > hi gives hi. A lone NaN scalar bound goes to torch (its result depends on the version). The result dtype is the promoted dtype of x and the bounds.
 """
 import triton
 import triton.language as tl  # noqa: F401  (the interpreter needs it visible to every jit function)
@@ -38,11 +38,19 @@ def _clamp_run(self, min=None, max=None, *, out=None):  # noqa: A002
         raise Unsupported
     if min is None and max is None:
         raise Unsupported  # torch's own error
+    if (max is None and _is_nan(min)) or (min is None and _is_nan(max)):
+        # torch's own answer depends on its version: torch 2.11 on CUDA returns x for
+        # clamp(x, min=nan), 2.13 returns NaN (pytorch/pytorch#172200); its kernel decides
+        raise Unsupported
     if max is None:
         return _min_op(self, min, out=out)
     if min is None:
         return _max_op(self, max, out=out)
     return _both_op(self, min, max, out=out)
+
+
+def _is_nan(bound):
+    return isinstance(bound, float) and bound != bound
 
 
 def _clamp_min_run(self, min, *, out=None):  # noqa: A002

@@ -6,7 +6,8 @@ import triton.language as tl
 
 from ..runtime import Tuner, Unsupported, bucket, declare, with_fallback
 from ._common import TL_DTYPE, kernel_dtype_ok, needs_int64
-from ._reduction import INTEGRAL, acc_dtype, cdiv, check_input, merge_dims, next_pow2, normalize_dims
+from ._reduction import (INTEGRAL, acc_dtype, cdiv, check_input, merge_dims, next_pow2, normalize_dims,
+                         tuned)
 
 __all__ = ["cumsum"]
 
@@ -36,7 +37,13 @@ def _scan_rows(
         v = v.to(ACC)
         c = tl.cumsum(v, axis=1) + carry[:, None]
         tl.store(out + obase[:, None] + cols[None, :] * orr, c.to(out.dtype.element_ty), mask=mask)
-        carry += tl.sum(v, axis=1)
+        # The carry is the block's last prefix (masked lanes load 0), picked out by a
+        # select-and-sum rather than `carry += tl.sum(v)`: Triton 3.6's
+        # OptimizeThreadLocality pass rewrites a loop-carried sum of a loaded tile and
+        # asserts the loop result has exactly one use, which aborts compilation here
+        # (the carry is dead after the loop). It also makes the next block continue from
+        # the exact value stored, as a sequential scan would.
+        carry = tl.sum(tl.where(tl.arange(0, BLOCK_N)[None, :] == BLOCK_N - 1, c, 0), axis=1)
 
 
 @triton.jit
@@ -66,7 +73,8 @@ def _scan_cols(
         v = v.to(ACC)
         c = tl.cumsum(v, axis=0) + carry[None, :]
         tl.store(out + obase[None, :] + rr[:, None] * orr, c.to(out.dtype.element_ty), mask=mask)
-        carry += tl.sum(v, axis=0)
+        # the block's last prefix, as in _scan_rows
+        carry = tl.sum(tl.where(tl.arange(0, BLOCK_R)[:, None] == BLOCK_R - 1, c, 0), axis=0)
 
 
 _rows_tuner = Tuner("scan_rows", kernels=[_scan_rows])
@@ -132,7 +140,8 @@ def _scan(self, dim, dtype, out=None):
     # tuning launches every candidate: an in-place scan must not be applied to its input twice
     trial = run if out is not self else (lambda cfg: run(cfg, torch.empty_strided(out.shape, out.stride(),
                                                                                   dtype=out.dtype, device=out.device)))
-    run((_rows_tuner if rows else _cols_tuner).choose((rows,) + key, trial))
+    tuner = _rows_tuner if rows else _cols_tuner
+    run(tuned(tuner, (rows,) + key, trial, (self.dtype, dtype)))
     return out
 
 

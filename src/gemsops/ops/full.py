@@ -15,6 +15,7 @@ import triton.language as tl
 
 from ..runtime import VENDOR, Unsupported, declare, with_fallback
 from ._common import is_dense
+from ._pointwise import with_vendor_fallback
 
 __all__ = ["full", "ones", "zeros", "full_like", "ones_like", "zeros_like"]
 
@@ -154,19 +155,20 @@ def _like(self, value, dtype, layout, device, pin_memory, memory_format):
     return _fill(out, value)
 
 
-@with_fallback("full_like")
+# self may live elsewhere than device= (zeros_like(cpu_t, device="cuda")): vendor_fallback
+@with_vendor_fallback("full_like")
 def full_like(self, fill_value, *, dtype=None, layout=None, device=None, pin_memory=None, memory_format=None):
     """torch.full_like(self, fill_value)."""
     return _like(self, fill_value, dtype, layout, device, pin_memory, memory_format)
 
 
-@with_fallback("ones_like")
+@with_vendor_fallback("ones_like")
 def ones_like(self, *, dtype=None, layout=None, device=None, pin_memory=None, memory_format=None):
     """torch.ones_like(self)."""
     return _like(self, 1, dtype, layout, device, pin_memory, memory_format)
 
 
-@with_fallback("zeros_like")
+@with_vendor_fallback("zeros_like")
 def zeros_like(self, *, dtype=None, layout=None, device=None, pin_memory=None, memory_format=None):
     """torch.zeros_like(self)."""
     return _like(self, 0, dtype, layout, device, pin_memory, memory_format)

@@ -4,8 +4,9 @@ Forward: mean and variance of each row in fp32 (two-pass over registers when the
 three looped passes when it does not: sum, centred squares, write), ``y = (x - mean) *
 rstd * w + b`` rounded once. ``mean``/``rstd`` have torch's shapes (normalized dims kept as
 size 1) and dtypes: fp32 on CUDA; on CPU the input's dtype unless weight/bias differ
-(torch's "mixed type" rule). Backward: ``dx = rstd * (wg - mean(wg) - xhat * mean(wg *
-xhat))``; weight and bias gradients are per-program partial rows summed by a second kernel.
+(torch's "mixed type" rule, which only its CPU kernel has: on CUDA, parameters of another
+dtype go to torch's kernel and its error). Backward: ``dx = rstd * (wg - mean(wg) - xhat *
+mean(wg * xhat))``; weight and bias gradients are per-program partial rows summed by a second kernel.
 """
 from __future__ import annotations
 
@@ -166,6 +167,8 @@ def _check(input, normalized_shape, weight, bias):
     for p in (weight, bias):
         if p is not None and (p.dtype not in KERNEL_DTYPES or tuple(p.shape) != tuple(normalized_shape)):
             raise Unsupported
+        if p is not None and p.dtype != input.dtype and input.device.type != "cpu":
+            raise Unsupported  # only torch's CPU kernel mixes dtypes; CUDA's raises, and so must gems
     n = 1
     for s in normalized_shape:
         n *= s

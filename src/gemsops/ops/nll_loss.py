@@ -20,7 +20,7 @@ NONE, MEAN, SUM = 0, 1, 2
 
 @triton.jit
 def _pick(x, target, weight, offs, mask, C, sxn, sxc, st, ignore_index, HAS_W: tl.constexpr):
-    """(-x[n, t] * w[t], w[t]) per sample, zero where ignored."""
+    """(-x[n, t] * w[t], w[t], counted) per sample, zero where ignored."""
     t = tl.load(target + offs * st, mask=mask, other=ignore_index)
     valid = mask & (t != ignore_index) & (t >= 0) & (t < C)
     t = tl.where(valid, t, 0)
@@ -29,29 +29,35 @@ def _pick(x, target, weight, offs, mask, C, sxn, sxc, st, ignore_index, HAS_W: t
     else:
         w = valid.to(tl.float32)
     v = tl.load(x + offs * sxn + t * sxc, mask=valid, other=0).to(tl.float32)
-    return -v * w, w
+    return -v * w, w, valid.to(tl.float32)
 
 
 @triton.jit
 def _nll_fwd(x, target, weight, out, tw, N, C, sxn, sxc, st, ignore_index,
-             HAS_W: tl.constexpr, REDUCTION: tl.constexpr, BLOCK_N: tl.constexpr):
+             HAS_W: tl.constexpr, REDUCTION: tl.constexpr, IGNORED_MEAN_ZERO: tl.constexpr,
+             BLOCK_N: tl.constexpr):
     if REDUCTION == 0:
         offs = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
         mask = offs < N
-        loss, w = _pick(x, target, weight, offs.to(tl.int64), mask, C, sxn, sxc, st, ignore_index, HAS_W)
+        loss, w, _ = _pick(x, target, weight, offs.to(tl.int64), mask, C, sxn, sxc, st, ignore_index, HAS_W)
         tl.store(out + offs, loss.to(out.dtype.element_ty), mask=mask)
     else:
         acc = tl.zeros([BLOCK_N], tl.float32)
         wacc = tl.zeros([BLOCK_N], tl.float32)
+        cacc = tl.zeros([BLOCK_N], tl.float32)
         for k in range(0, N, BLOCK_N):
             offs = k + tl.arange(0, BLOCK_N)
-            loss, w = _pick(x, target, weight, offs.to(tl.int64), offs < N, C, sxn, sxc, st, ignore_index, HAS_W)
+            loss, w, counted = _pick(x, target, weight, offs.to(tl.int64), offs < N, C, sxn, sxc, st,
+                                     ignore_index, HAS_W)
             acc += loss
             wacc += w
+            cacc += counted
         total = tl.sum(acc, axis=0)
         wsum = tl.sum(wacc, axis=0)
         if REDUCTION == 1:
-            total = total / wsum
+            total = total / wsum  # 0/0 = NaN when nothing counts (or all weights are 0): torch's rule
+            if IGNORED_MEAN_ZERO:
+                total = tl.where(tl.sum(cacc, axis=0) == 0, 0.0, total)
         tl.store(out, total.to(out.dtype.element_ty))
         tl.store(tw, wsum.to(tw.dtype.element_ty))
 
@@ -111,14 +117,19 @@ def nll_loss_forward(self, target, weight, reduction, ignore_index):
         if N:
             bn = min(cfg["BLOCK_N"], next_pow2(N))
             _nll_fwd[(cdiv(N, bn),)](self, target, w, out, tw, N, C, sxn, sxc, st, ignore_index,
-                                            HAS_W=has_w, REDUCTION=NONE, BLOCK_N=bn, num_warps=cfg["num_warps"])
+                                     HAS_W=has_w, REDUCTION=NONE, IGNORED_MEAN_ZERO=False, BLOCK_N=bn,
+                                     num_warps=cfg["num_warps"])
         return out, tw
     out = torch.empty((), dtype=self.dtype, device=self.device)
     bn = min(cfg["BLOCK_N"], next_pow2(max(N, 1)))
     # a 1-D input with reduction none is one sample: its loss, unscaled, like sum
     red = SUM if reduction == NONE else reduction
+    # torch's CUDA kernel for a 1-D input gives 0 for the mean loss of an ignored target
+    # (total_weight 0), where its CPU kernel and every 2-D input give 0/0 = NaN
+    ignored_zero = self.dim() == 1 and self.device.type == "cuda"
     _nll_fwd[(1,)](self, target, w, out, tw, N, C, sxn, sxc, st, ignore_index,
-                   HAS_W=has_w, REDUCTION=red, BLOCK_N=bn, num_warps=cfg["num_warps"])
+                   HAS_W=has_w, REDUCTION=red, IGNORED_MEAN_ZERO=ignored_zero, BLOCK_N=bn,
+                   num_warps=cfg["num_warps"])
     return out, tw
 
 

@@ -1,16 +1,35 @@
-"""The flash forward behind ``torch.nn.functional.scaled_dot_product_attention``.
+"""The fused forwards behind ``torch.nn.functional.scaled_dot_product_attention``.
 
-``aten::_scaled_dot_product_flash_attention`` (CUDA) is what SDPA's dispatcher calls for
-its flash backend. Handled here: fp16/bf16, causal or not (causal only for square
-attention, where torch's flash backend and its math reference agree), GQA (fewer K/V heads),
-no dropout, no debug mask, head_dim <= 256. Everything else runs torch's kernel. The
-returned log-sum-exp is natural-log ``[B, H, Sq]`` fp32, so torch's own flash backward can
-use it unchanged.
+SDPA's dispatcher calls one of several aten entry points, chosen per call by torch's
+backend priority: on Hopper with torch 2.11, cuDNN's ahead of flash for fp16/bf16 (also
+with a mask), memory-efficient for fp32, flash only when cuDNN is off or refuses. Gems serves
+the forward of each with one kernel, and leaves every backward to torch:
+
+- ``_scaled_dot_product_flash_attention``: fp16/bf16, GQA (fewer K/V heads). Its
+  log-sum-exp (natural log, ``[B, H, Sq]`` fp32) is what torch's flash backward reads.
+- ``_scaled_dot_product_cudnn_attention``: fp16/bf16, GQA. Log-sum-exp ``[B, H, Sq, 1]``
+  fp32 when ``compute_log_sumexp`` (torch asks for it when a backward will follow), else
+  undefined, as torch's kernel returns it.
+- ``_scaled_dot_product_efficient_attention``: fp16/bf16/fp32, equal head counts (torch's
+  kernel has no GQA). Log-sum-exp ``[B, H, Sq rounded up to 32]`` fp32, the padding +inf,
+  when ``compute_log_sumexp``, else ``[B, H, 0]``.
+
+Common limits: no mask/bias, no dropout, no debug mask, equal Q/K/V head dims <= 256,
+causal only for square attention (torch's fused kernels align a non-square causal mask
+top-left, the kernel bottom-right). Everything else runs torch's kernel.
+
+Outputs that only matter with dropout or for nested inputs are placeholders with torch's
+own shapes, dtypes and devices, never read by the backward when ``dropout_p == 0``:
+flash's ``rng_state`` (uint64 [2]), ``unused`` (uint64 0-d) and ``debug_attn_mask`` (empty);
+cuDNN's ``philox_seed``/``philox_offset`` (int64 0-d); efficient's ``philox_seed``/
+``philox_offset`` (int64 0-d on the CPU, where torch's kernel puts them too).
+``cum_seq_q``/``cum_seq_k`` are undefined (None), as from torch's dense kernels. The output
+has the memory layout torch's kernel gives it, so views taken downstream keep working.
 
 Under the interpreter vendor the CPU twin ``_scaled_dot_product_flash_attention_for_cpu``
 is served by the same kernel, so the dispatch path is exercised in CPU CI. An overload is
-declared only where torch has a native kernel for the vendor's dispatch key (the CUDA op
-does not exist on CPU builds, and enabling it there would fail).
+declared only where torch has a native kernel for the vendor's dispatch key (the CUDA ops
+do not exist on CPU builds, and enabling them there would fail).
 """
 from __future__ import annotations
 
@@ -22,24 +41,47 @@ from ._common import kernel_dtype_ok
 
 __all__ = ["sdpa_flash_forward"]
 
+_HALF = (torch.float16, torch.bfloat16)
+# torch's memory-efficient kernel pads its log-sum-exp rows to this multiple
+_EFFICIENT_LSE_ALIGN = 32
 
-def _check(query, key, value, dropout_p, dtypes):
+
+def _check(query, key, value, dropout_p, dtypes, *, gqa=True, bias=None):
     if not on_vendor_device(query, key, value):
         raise Unsupported
     dt = query.dtype
     if dt not in dtypes or not kernel_dtype_ok(dt) or key.dtype != dt or value.dtype != dt:
         raise Unsupported
-    if query.dim() != 4 or key.dim() != 4 or value.dim() != 4 or dropout_p != 0.0:
+    if bias is not None or dropout_p != 0.0 or query.is_nested or key.is_nested or value.is_nested:
+        raise Unsupported
+    if query.dim() != 4 or key.dim() != 4 or value.dim() != 4:
         raise Unsupported
     b, h, sq, d = query.shape
     bk, hk, sk, dk = key.shape
     if (bk != b or tuple(value.shape[:3]) != (bk, hk, sk) or dk != d or value.shape[3] != d
-            or d > 256 or d == 0 or hk == 0 or h % hk != 0):
+            or d > 256 or d == 0 or hk == 0 or h % hk != 0 or (not gqa and hk != h)):
         raise Unsupported
 
 
+def _check_causal(query, key, is_causal):
+    if is_causal and query.shape[2] != key.shape[2]:
+        raise Unsupported
+
+
+def _like_query(query):
+    """An output for ``query``'s shape in its dimension order ([B,H,S,D] or [B,S,H,D] storage),
+    the way torch's flash and cuDNN kernels allocate theirs."""
+    order = sorted(range(3), key=lambda i: -query.stride(i)) + [3]
+    inverse = [order.index(i) for i in range(4)]
+    return torch.empty([query.shape[i] for i in order], dtype=query.dtype,
+                       device=query.device).permute(inverse)
+
+
 def sdpa_flash_forward(query, key, value, is_causal=False, scale=None, out=None, lse=None):
-    """Attention of ``[B, H, S, D]`` tensors (GQA when K/V have fewer heads); returns (out, lse)."""
+    """Attention of ``[B, H, S, D]`` tensors (GQA when K/V have fewer heads); returns (out, lse).
+
+    ``out`` and ``lse`` (``[B, H, Sq]`` fp32, any strides) may be given to write into.
+    """
     b, h, sq, d = query.shape
     sk, hk = key.shape[2], key.shape[1]
     if out is None:
@@ -70,25 +112,63 @@ def sdpa_flash_forward(query, key, value, is_causal=False, scale=None, out=None,
 def scaled_dot_product_flash_attention(query, key, value, dropout_p=0.0, is_causal=False,
                                        return_debug_mask=False, *, scale=None):
     """``aten::_scaled_dot_product_flash_attention`` forward (no dropout, no debug mask)."""
-    _check(query, key, value, dropout_p, (torch.float16, torch.bfloat16))
-    if return_debug_mask or (is_causal and query.shape[2] != key.shape[2]):
+    _check(query, key, value, dropout_p, _HALF)
+    _check_causal(query, key, is_causal)
+    if return_debug_mask:
         raise Unsupported
-    out, lse = sdpa_flash_forward(query, key, value, is_causal, scale)
+    out, lse = sdpa_flash_forward(query, key, value, is_causal, scale, out=_like_query(query))
     dev = query.device
-    # no dropout: the RNG state is never read; shapes and dtypes follow torch's own kernel
     rng_state = torch.empty(2, dtype=torch.uint64, device=dev)
     unused = torch.empty((), dtype=torch.uint64, device=dev)
     debug = torch.empty(0, dtype=query.dtype, device=dev)
     return out, lse, None, None, query.shape[2], key.shape[2], rng_state, unused, debug
 
 
+@with_fallback("_scaled_dot_product_cudnn_attention")
+def scaled_dot_product_cudnn_attention(query, key, value, attn_bias, compute_log_sumexp, dropout_p=0.0,
+                                       is_causal=False, return_debug_mask=False, *, scale=None):
+    """``aten::_scaled_dot_product_cudnn_attention`` forward (no bias, dropout or debug mask)."""
+    _check(query, key, value, dropout_p, _HALF, bias=attn_bias)
+    _check_causal(query, key, is_causal)
+    if return_debug_mask:
+        raise Unsupported
+    b, h, sq, _ = query.shape
+    dev = query.device
+    lse = torch.empty((b, h, sq, 1), dtype=torch.float32, device=dev) if compute_log_sumexp else None
+    out, _ = sdpa_flash_forward(query, key, value, is_causal, scale, out=_like_query(query),
+                                lse=lse[..., 0] if lse is not None else None)
+    seed = torch.empty((), dtype=torch.int64, device=dev)
+    offset = torch.empty((), dtype=torch.int64, device=dev)
+    return out, lse, None, None, sq, key.shape[2], seed, offset, None
+
+
+@with_fallback("_scaled_dot_product_efficient_attention")
+def scaled_dot_product_efficient_attention(query, key, value, attn_bias, compute_log_sumexp, dropout_p=0.0,
+                                           is_causal=False, *, scale=None):
+    """``aten::_scaled_dot_product_efficient_attention`` forward (no bias, no dropout)."""
+    _check(query, key, value, dropout_p, (torch.float32, *_HALF), gqa=False, bias=attn_bias)
+    _check_causal(query, key, is_causal)
+    b, h, sq, d = query.shape
+    dev = query.device
+    out = torch.empty((b, sq, h, d), dtype=query.dtype, device=dev).transpose(1, 2)
+    if compute_log_sumexp:
+        rows = -(-sq // _EFFICIENT_LSE_ALIGN) * _EFFICIENT_LSE_ALIGN
+        lse = torch.full((b, h, rows), float("inf"), dtype=torch.float32, device=dev)
+    else:
+        lse = torch.empty((b, h, 0), dtype=torch.float32, device=dev)
+    sdpa_flash_forward(query, key, value, is_causal, scale, out=out,
+                       lse=lse[:, :, :sq] if compute_log_sumexp else None)
+    seed = torch.empty((), dtype=torch.int64)
+    offset = torch.empty((), dtype=torch.int64)
+    return out, lse, seed, offset
+
+
 @with_fallback("_scaled_dot_product_flash_attention_for_cpu")
 def scaled_dot_product_flash_attention_for_cpu(query, key, value, dropout_p=0.0, is_causal=False, *,
                                                attn_mask=None, scale=None):
     """The CPU twin (interpreter vendor only): same kernel, torch's CPU output layout."""
-    _check(query, key, value, dropout_p, (torch.float32, torch.float16, torch.bfloat16))
-    if attn_mask is not None or (is_causal and query.shape[2] != key.shape[2]):
-        raise Unsupported
+    _check(query, key, value, dropout_p, (torch.float32, *_HALF), bias=attn_mask)
+    _check_causal(query, key, is_causal)
     b, h, sq, d = query.shape
     out = torch.empty((b, h, sq, d), dtype=query.dtype, device=query.device)
     lse = torch.empty((b, sq, h), dtype=torch.float32, device=query.device).transpose(1, 2)
@@ -103,7 +183,11 @@ def _declarable(impls):
             if torch._C._dispatch_has_kernel_for_dispatch_key(f"aten::{name}", VENDOR.dispatch_key)}
 
 
-_IMPLS = {"_scaled_dot_product_flash_attention": scaled_dot_product_flash_attention}
+_IMPLS = {
+    "_scaled_dot_product_flash_attention": scaled_dot_product_flash_attention,
+    "_scaled_dot_product_cudnn_attention": scaled_dot_product_cudnn_attention,
+    "_scaled_dot_product_efficient_attention": scaled_dot_product_efficient_attention,
+}
 if VENDOR is not None and VENDOR.interpreter:
     _IMPLS["_scaled_dot_product_flash_attention_for_cpu"] = scaled_dot_product_flash_attention_for_cpu
 declare("sdpa", _declarable(_IMPLS))

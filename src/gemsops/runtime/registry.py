@@ -155,14 +155,18 @@ def fallback(overload: str, *args, **kwargs):
 
 
 def _any_on_vendor_device(args, kwargs) -> bool:
+    # any tensor counts, not just the first: add(cpu_0d, cuda) dispatches on CUDA, and
+    # re-dispatching it would lead straight back to gems
     dev = VENDOR.device_type
+    seen_tensor = False
     for a in (*args, *kwargs.values()):
-        if isinstance(a, torch.Tensor):
-            return a.device.type == dev
-        if isinstance(a, (list, tuple)):
-            for t in a:
-                if isinstance(t, torch.Tensor):
-                    return t.device.type == dev
+        for t in (a if isinstance(a, (list, tuple)) else (a,)):
+            if isinstance(t, torch.Tensor):
+                if t.device.type == dev:
+                    return True
+                seen_tensor = True
+    if seen_tensor:
+        return False
     # factories (full, arange) have no tensor input: torch dispatched them by ``device``,
     # so the dispatcher would lead straight back to gems for the vendor's device
     requested = kwargs.get("device")
