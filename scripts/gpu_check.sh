@@ -7,14 +7,14 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-gpu_out}
-mkdir -p "$OUT"
+mkdir -p "$OUT" && OUT=$(cd "$OUT" && pwd)
 PY=${PYTHON:-python3}
 if ls .whl/*.whl >/dev/null 2>&1; then
   $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
     && export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
 fi
 export PYTHONPATH=$PWD/src:$PWD${PYTHONPATH:+:$PYTHONPATH} GEMS_VENDOR=nvidia PYTHONUNBUFFERED=1
-export GEMS_CACHE_DIR=${GEMS_CACHE_DIR:-$PWD/$OUT/tune_cache}
+export GEMS_CACHE_DIR=${GEMS_CACHE_DIR:-$OUT/tune_cache}
 {
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
   $PY -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)"
@@ -22,7 +22,7 @@ export GEMS_CACHE_DIR=${GEMS_CACHE_DIR:-$PWD/$OUT/tune_cache}
 cat "$OUT/env.txt"
 status=0
 if [ "${GPU_CHECK_TESTS:-1}" = 1 ]; then
-  timeout ${PYTEST_TIMEOUT:-3000} $PY -m pytest -v -n ${PYTEST_WORKERS:-4} -p no:cacheprovider tests ${PYTEST_ARGS:-} > "$OUT/pytest.log" 2>&1 || status=1
+  GEMS_TEST_FAILURES=$OUT/failures.txt timeout ${PYTEST_TIMEOUT:-3000} $PY -m pytest --durations=40 -v -n ${PYTEST_WORKERS:-4} -p no:cacheprovider tests ${PYTEST_ARGS:-} > "$OUT/pytest.log" 2>&1 || status=1
   grep -E "^(FAILED|ERROR)" "$OUT/pytest.log" | head -40
   tail -1 "$OUT/pytest.log"
 fi

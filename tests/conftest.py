@@ -32,3 +32,12 @@ def pytest_terminal_summary(terminalreporter):
     from tests.opinfo_harness import terminal_summary
 
     terminal_summary(terminalreporter)
+
+
+def pytest_runtest_logreport(report):
+    # GEMS_TEST_FAILURES=path: each failure's traceback is appended as soon as it happens, so a
+    # run cut off by a time limit (the GPU check) still shows why tests failed
+    path = os.environ.get("GEMS_TEST_FAILURES")
+    if path and report.failed:
+        with open(path, "a") as f:
+            f.write(f"===== {report.nodeid} ({report.when})\n{report.longreprtext}\n")

@@ -256,6 +256,11 @@ def _attn_fwd_desc_kernel(
 
 _fwd_tuner = Tuner("attention_fwd", kernels=[_attn_fwd_kernel, _attn_fwd_desc_kernel])
 _fwd_tuner_wide = Tuner("attention_fwd_d256", kernels=[_attn_fwd_kernel, _attn_fwd_desc_kernel])
+# fp32 runs its dots in full precision (no tensor cores): large tiles spill registers and
+# take minutes to compile, so fp32 has its own small-tile candidates
+_FP32_DEFAULT = {"BLOCK_M": 32, "BLOCK_N": 32, "num_warps": 4, "num_stages": 2}
+_fwd_tuner_fp32 = Tuner("attention_fwd_fp32", kernels=[_attn_fwd_kernel, _attn_fwd_desc_kernel],
+                        default=_FP32_DEFAULT)
 
 
 def _capturing() -> bool:
@@ -348,7 +353,10 @@ def attention_forward(q, k, v, out, *, q_strides, k_strides, v_strides, o_stride
 
     # heads wider than 128 get their own configs: a 128-row Q tile with 256-wide K/V
     # tiles exceeds the register and shared-memory budget
-    tuner = _fwd_tuner_wide if block_d > 128 else _fwd_tuner
+    if q.dtype == torch.float32:
+        tuner = _fwd_tuner_fp32
+    else:
+        tuner = _fwd_tuner_wide if block_d > 128 else _fwd_tuner
     run(choose_config(tuner, key, run))
 
 
