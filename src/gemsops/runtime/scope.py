@@ -216,12 +216,29 @@ def all_registered_ops() -> list[str]:
     return sorted(active)
 
 
+@contextlib.contextmanager
+def natively():
+    """Inside the block this thread runs torch's own kernels, whatever is enabled.
+
+    For torch calls gems itself makes that are not the user's: the tuner's timing loop
+    (Triton's L2 flush is a ``zero_`` per repetition) and the interpreter's argument copies.
+    They must neither re-enter gems nor fill the op log.
+    """
+    stack = _tls.stack
+    if stack is None:
+        stack = _tls.stack = []
+    stack.append(frozenset())
+    try:
+        yield
+    finally:
+        stack.pop()
+
+
 def _interpreter_launches_run_natively() -> None:
     """While Triton's interpreter runs a kernel, gems is off for that thread.
 
     The interpreter moves kernel arguments with torch ops of its own (``copy_`` of every
-    argument's storage after each launch); those are not the model's calls, and routing
-    them to gems would re-enter the interpreter and fill the op log.
+    argument's storage after each launch); those are not the model's calls.
     """
     from triton.runtime import interpreter
 
@@ -230,14 +247,8 @@ def _interpreter_launches_run_natively() -> None:
         return
 
     def run_natively(self, *args, **kwargs):
-        stack = _tls.stack
-        if stack is None:
-            stack = _tls.stack = []
-        stack.append(frozenset())
-        try:
+        with natively():
             return call(self, *args, **kwargs)
-        finally:
-            stack.pop()
 
     run_natively._gems_native = True
     interpreter.GridExecutor.__call__ = run_natively

@@ -23,6 +23,7 @@ from typing import Callable
 
 import triton
 
+from .scope import natively
 from .vendor import VENDOR
 
 try:
@@ -56,7 +57,8 @@ def can_benchmark() -> bool:
 
 def benchmark(fn: Callable[[], None]) -> float:
     """Median milliseconds of ``fn`` on the device."""
-    return triton.testing.do_bench(fn, warmup=5, rep=25, return_mode="median")
+    with natively():
+        return triton.testing.do_bench(fn, warmup=5, rep=25, return_mode="median")
 
 
 class DiskCache:
