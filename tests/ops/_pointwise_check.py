@@ -8,6 +8,7 @@ import torch
 
 import gemsops
 from gemsops.ops import _pointwise
+from gemsops.runtime import launch
 from gemsops.runtime.oplog import read_log
 from tests.util import DEVICE, assert_close, reference
 
@@ -31,24 +32,30 @@ def make(*shape, dtype=torch.float32, specials=False, low=-5, high=6, positive=F
 
 
 class _CountLaunches:
-    """Counts the generator's kernel launches (the op log records calls, also those that fall back)."""
+    """Counts the generator's kernel launches (the op log records calls, also those that fall back).
+
+    Every launch, also one a cached plan makes through a bound launcher, passes
+    ``Bound.__call__``; the count keeps those of the generator's two kernels.
+    """
 
     def __init__(self):
         self.count = 0
-        self.saved = (_pointwise._launch_flat, _pointwise._launch_strided)
-
-    def _wrap(self, launch):
-        def counted(*args, **kwargs):
-            self.count += 1
-            return launch(*args, **kwargs)
-        return counted
+        self.saved = launch.Bound.__call__
+        self.kernels = (_pointwise._pointwise_flat_kernel, _pointwise._pointwise_strided_kernel)
 
     def __enter__(self):
-        _pointwise._launch_flat, _pointwise._launch_strided = map(self._wrap, self.saved)
+        original = self.saved
+
+        def counted(bound, grid, *args):
+            if any(bound.launcher.kernel is k for k in self.kernels):
+                self.count += 1
+            return original(bound, grid, *args)
+
+        launch.Bound.__call__ = counted
         return self
 
     def __exit__(self, *exc):
-        _pointwise._launch_flat, _pointwise._launch_strided = self.saved
+        launch.Bound.__call__ = self.saved
 
 
 def run_gems(include, fn, *args, launches=False, **kwargs):

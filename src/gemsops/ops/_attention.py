@@ -20,7 +20,7 @@ import triton
 import triton.language as tl
 
 from ..runtime import VENDOR, Tuner, bucket
-from ._common import TL_DTYPE, dot_upcast, needs_int64
+from ._common import TL_DTYPE, cdiv, dot_upcast, needs_int64, next_pow2
 
 try:
     from triton.tools.tensor_descriptor import TensorDescriptor
@@ -309,7 +309,7 @@ def attention_forward(q, k, v, out, *, q_strides, k_strides, v_strides, o_stride
     """
     if batch == 0 or max_q == 0 or num_heads == 0:
         return
-    block_d = max(16, triton.next_power_of_2(head_dim))
+    block_d = max(16, next_pow2(head_dim))
     paged = block_table is not None
     int64 = needs_int64(q, out) or (not paged and needs_int64(k, v))
     upcast = dot_upcast()
@@ -327,7 +327,7 @@ def attention_forward(q, k, v, out, *, q_strides, k_strides, v_strides, o_stride
         block_n = cfg.get("BLOCK_N", 64)
         if max_q <= 16:
             block_m = 16  # decode-like batches: a 16-row tile is the smallest dot
-        grid = (triton.cdiv(max_q, block_m), num_heads, batch)
+        grid = (cdiv(max_q, block_m), num_heads, batch)
         if cfg.get("DESC") and dense is not None and _desc_ok(dense, head_dim):
             dq, dk, dv, do = (_descriptor(t, rows) for t, rows in zip(dense, (block_m, block_n, block_n, block_m)))
             _attn_fwd_desc_kernel[grid](

@@ -17,6 +17,16 @@ FLOATING = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 INT32_MAX = 2**31 - 1
 
 
+def cdiv(a: int, b: int) -> int:
+    """Ceiling division on the host (``triton.cdiv`` is a jit function: slow to call from Python)."""
+    return -(-a // b)
+
+
+def next_pow2(n: int) -> int:
+    """Smallest power of two >= ``n`` (1 for n <= 1), on the host."""
+    return 1 if n <= 1 else 1 << (int(n) - 1).bit_length()
+
+
 def kernel_dtype_ok(dtype: torch.dtype) -> bool:
     """Floating dtypes the vendor supports, plus the integer and bool dtypes Triton has."""
     if dtype in FLOATING:

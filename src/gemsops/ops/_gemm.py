@@ -34,7 +34,7 @@ import triton
 import triton.language as tl
 
 from ..runtime import VENDOR, Tuner, Unsupported, bucket, launcher
-from ._common import INT32_MAX, dot_upcast
+from ._common import INT32_MAX, cdiv, dot_upcast
 
 try:
     from triton.tools.tensor_descriptor import TensorDescriptor
@@ -353,7 +353,7 @@ def _runner(cfg, sa, sb, sc, sx, has_bias, batch, M, N, K, alpha, beta, dtype, i
         return _tma_runner(cfg, sa, sb, sc, sx, has_bias, batch, M, N, K, alpha, beta, dtype, ieee, device)
     bm, bn, bk = cfg["BLOCK_M"], cfg["BLOCK_N"], cfg["BLOCK_K"]
     split = cfg.get("SPLIT_K", 1)
-    tiles = triton.cdiv(M, bm) * triton.cdiv(N, bn)
+    tiles = cdiv(M, bm) * cdiv(N, bn)
     if tiles > INT32_MAX:
         raise Unsupported
     grid = (tiles, split, batch)
@@ -396,7 +396,7 @@ def _tma_runner(cfg, sa, sb, sc, sx, has_bias, batch, M, N, K, alpha, beta, dtyp
     bm, bn, bk = cfg["BLOCK_M"], cfg["BLOCK_N"], cfg["BLOCK_K"]
     a_shape, a_st, a_block, a_t = _tma_operand(sa[1], sa[2], M, K, bm, bk)
     b_shape, b_st, b_block, b_t = _tma_operand(sb[1], sb[2], K, N, bk, bn)
-    tiles = triton.cdiv(M, bm) * triton.cdiv(N, bn)
+    tiles = cdiv(M, bm) * cdiv(N, bn)
     grid = (min(tiles, _num_sms(device)),)
     kw = dict(
         HAS_BIAS=has_bias, SCALE_ACC=alpha != 1, SCALE_BIAS=beta != 1,

@@ -13,6 +13,7 @@ import triton
 import triton.language as tl
 
 from ..runtime import Unsupported, VENDOR, launcher
+from ._common import cdiv, next_pow2
 
 MAX_INDICES = 4
 TILE = 4096  # elements per program of the take kernel
@@ -60,10 +61,6 @@ def split3(t: torch.Tensor, lo: int, hi: int):
     if outer is None or inner is None:
         raise Unsupported
     return outer[0], outer[1], inner[0], inner[1]
-
-
-def next_pow2(n: int) -> int:
-    return 1 if n <= 1 else 1 << (int(n) - 1).bit_length()
 
 
 @triton.jit
@@ -122,7 +119,7 @@ def take(src, outer, s_outer, inner, s_inner, indices, other, o_strides, mode, w
     block_i = min(next_pow2(inner), 1024)
     block_r = min(max(1, TILE // block_i), next_pow2(rows))
     pad = indices + [indices[0]] * (MAX_INDICES - len(indices))
-    grid = (triton.cdiv(rows, block_r), triton.cdiv(inner, block_i))
+    grid = (cdiv(rows, block_r), cdiv(inner, block_i))
     launcher(_take_kernel)[grid](
         src, other, *(p[0] for p in pad),
         rows, n, inner,
@@ -207,7 +204,7 @@ def gather_scatter(data, dim, index, src, mode):
     scalar = not isinstance(src, torch.Tensor)
     as_ = [0] * GS_RANK if scalar else [0] * pad + list(src.stride())
     ts = [0] * pad + list(data.stride())
-    grid = (triton.cdiv(n, GS_BLOCK),)
+    grid = (cdiv(n, GS_BLOCK),)
     launcher(_gs_kernel)[grid](
         data, index, src, n, data.shape[dim] if data.dim() else 1,
         shape[1], shape[2], shape[3], *xs, *as_, *ts,

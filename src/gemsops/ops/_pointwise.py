@@ -35,7 +35,7 @@ from torch._prims_common import elementwise_dtypes
 
 from ..runtime import VENDOR, Unsupported, declare, fallback, launcher, native
 from ..runtime.registry import aten_overload
-from ._common import INT32_MAX, TL_DTYPE, is_dense, kernel_dtype_ok
+from ._common import INT32_MAX, TL_DTYPE, cdiv, is_dense, kernel_dtype_ok
 
 MAX_RANK = 5
 MAX_INPUTS = 4
@@ -279,8 +279,13 @@ class Pointwise:
         pad = MAX_INPUTS - len(args)
         kinds = tuple(TENSOR if isinstance(a, _Tensor) else SCALAR for a in args) + (SCALAR,) * pad
         singles = tuple(SINGLE if k == TENSOR else k for k in kinds)
-        plan = self._plans[key] = (compute, result, casts, ok, self.variants.get(compute, self.fn),
-                                   kinds, singles, casts + (None,) * pad, (0,) * pad)
+        fn = self.variants.get(compute, self.fn)
+        c = casts + (None,) * pad
+        # launches of the flat kernel for the lean path: full tensors, or one element each
+        flat = tuple(_launch_flat.bind(FN=fn, NIN=len(args), K0=k[0], K1=k[1], K2=k[2], K3=k[3],
+                                       C0=c[0], C1=c[1], C2=c[2], C3=c[3], RES=None, INT64=False, BLOCK=BLOCK)
+                     for k in (kinds, singles))
+        plan = self._plans[key] = (compute, result, casts, ok, fn, flat, (0,) * pad)
         return plan
 
     def dtypes(self, args) -> tuple[torch.dtype, torch.dtype]:
@@ -293,7 +298,7 @@ class Pointwise:
         """Compute ``fn`` elementwise over ``args`` (tensors or Python numbers)."""
         key = tuple((a.dtype, a.dim() == 0) if isinstance(a, _Tensor) else type(a) for a in args)
         plan = self._plans.get(key) or self._plan(key, args)
-        compute, result_dtype, casts, ok, fn, kinds, singles, c, pad = plan
+        compute, result_dtype, casts, ok, fn, flat, pad = plan
         if not ok:
             raise Unsupported
         if out is None and result_dtype is not None and compute != torch.float64:
@@ -309,17 +314,13 @@ class Pointwise:
                         break
             else:
                 if first is not None:
-                    out = torch.empty_like(first, dtype=result_dtype)  # much cheaper than torch.empty
-                    n = out.numel()
-                    if n:
-                        k = singles if n == 1 else kinds
-                        x = args + pad
-                        _launch_flat(
-                            ((n + BLOCK - 1) // BLOCK,), out, x[0], x[1], x[2], x[3], n,
-                            FN=fn, NIN=len(args), K0=k[0], K1=k[1], K2=k[2], K3=k[3],
-                            C0=c[0], C1=c[1], C2=c[2], C3=c[3], RES=None, INT64=n > INT32_MAX, BLOCK=BLOCK,
-                        )
-                    return out
+                    n = first.numel()
+                    if n <= INT32_MAX:
+                        out = torch.empty_like(first, dtype=result_dtype)  # much cheaper than torch.empty
+                        if n:
+                            x = args + pad
+                            flat[n == 1](((n + BLOCK - 1) // BLOCK,), out, x[0], x[1], x[2], x[3], n)
+                        return out
         tensors = [a for a in args if isinstance(a, _Tensor)]
         dev = _DEVICE_TYPE
         if not all(map(_on_device, tensors)):
@@ -408,7 +409,7 @@ def _general(fn, args, casts, out, shape, res):
         strides.append(zeros)
     n = out.numel()
     int64 = needs_int64(out, args)
-    grid = (triton.cdiv(n, BLOCK),)
+    grid = (cdiv(n, BLOCK),)
     out_strides = [0 if sz == 1 else s for sz, s in zip(out.shape, out.stride())]
     if is_dense(out) and all(st == out_strides for k, st in zip(kinds, strides) if k == TENSOR):
         # identical dense layouts (e.g. all transposed alike): walk storage linearly

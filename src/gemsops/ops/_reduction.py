@@ -28,8 +28,8 @@ import torch
 import triton
 import triton.language as tl
 
-from ..runtime import VENDOR, Tuner, Unsupported, bucket, on_vendor_device
-from ._common import TL_DTYPE, kernel_dtype_ok, needs_int64
+from ..runtime import VENDOR, Tuner, Unsupported, bucket, launcher, on_vendor_device
+from ._common import TL_DTYPE, cdiv, kernel_dtype_ok, needs_int64, next_pow2
 
 # combine ops (constexpr OP)
 SUM, PROD, MAX, MIN = 0, 1, 2, 3
@@ -405,14 +405,6 @@ def check_input(x: torch.Tensor, *others) -> None:
 _SMS = None
 
 
-def cdiv(a: int, b: int) -> int:
-    return -(-a // b)  # triton.cdiv is a jit function: slow to call from the host
-
-
-def next_pow2(n: int) -> int:
-    return 1 if n <= 1 else 1 << (n - 1).bit_length()
-
-
 def _num_sms() -> int:
     global _SMS
     if _SMS is None:
@@ -555,13 +547,13 @@ def launch_reduce(x, g: Geometry, out, *, op, acc, pre=NONE, post=NONE, cast=Non
         if g.rows:
             bm, bn, programs, S, chunk, bm2, bn2, programs2 = _layout(cfg, g)
             dst = out if S == 1 else torch.empty((g.M, S), dtype=acc, device=out.device)
-            _reduce_rows[(programs, S)](
+            launcher(_reduce_rows)[(programs, S)](
                 x, dst, center, g.M, g.R, g.I, g.so, g.sr, g.si, chunk, S, p, inv_p, div,
                 OP=op, PRE=pre, POST=post if S == 1 else NONE, CAST=cast_tl, ACC=acc_tl, INIT=init, FLOAT=flt,
                 INT64=int64, BLOCK_M=bm, BLOCK_N=bn, num_warps=cfg["num_warps"],
             )
             if S > 1:
-                _reduce_rows[(programs2, 1)](
+                launcher(_reduce_rows)[(programs2, 1)](
                     dst, out, out, g.M, S, 1, S, 1, 0, S, 1, p, inv_p, div,
                     OP=op, PRE=NONE, POST=post, CAST=None, ACC=acc_tl, INIT=init, FLOAT=flt,
                     INT64=int64, BLOCK_M=bm2, BLOCK_N=bn2, num_warps=cfg["num_warps"],
@@ -569,13 +561,13 @@ def launch_reduce(x, g: Geometry, out, *, op, acc, pre=NONE, post=NONE, cast=Non
         else:
             br, bi, programs, S, chunk, br2, bi2, programs2 = _layout(cfg, g)
             dst = out if S == 1 else torch.empty((S, g.M), dtype=acc, device=out.device)
-            _reduce_cols[(programs, S)](
+            launcher(_reduce_cols)[(programs, S)](
                 x, dst, center, g.O, g.R, g.I, g.so, g.sr, g.si, chunk, S, p, inv_p, div,
                 OP=op, PRE=pre, POST=post if S == 1 else NONE, CAST=cast_tl, ACC=acc_tl, INIT=init, FLOAT=flt,
                 INT64=int64, BLOCK_R=br, BLOCK_I=bi, num_warps=cfg["num_warps"],
             )
             if S > 1:
-                _reduce_cols[(programs2, 1)](
+                launcher(_reduce_cols)[(programs2, 1)](
                     dst, out, out, 1, S, g.M, 0, g.M, 1, S, 1, p, inv_p, div,
                     OP=op, PRE=NONE, POST=post, CAST=None, ACC=acc_tl, INIT=init, FLOAT=flt,
                     INT64=int64, BLOCK_R=br2, BLOCK_I=bi2, num_warps=cfg["num_warps"],
@@ -646,26 +638,26 @@ def arg_reduce(x, dim, keepdim, is_max: bool, values: bool):
         if g.rows:
             bm, bn, programs, S, chunk, bm2, bn2, programs2 = _layout(cfg, g)
             if S == 1:
-                _arg_rows[(programs, 1)](src, src, vdst, iout, g.M, g.R, g.I, g.so, g.sr, g.si, g.R, 1,
+                launcher(_arg_rows)[(programs, 1)](src, src, vdst, iout, g.M, g.R, g.I, g.so, g.sr, g.si, g.R, 1,
                                          IDX_IN=False, BLOCK_M=bm, BLOCK_N=bn, **common)
                 return
             pv = torch.empty((g.M, S), dtype=acc, device=dev)
             pi = torch.empty((g.M, S), dtype=torch.int64, device=dev)
-            _arg_rows[(programs, S)](src, src, pv, pi, g.M, g.R, g.I, g.so, g.sr, g.si, chunk, S,
+            launcher(_arg_rows)[(programs, S)](src, src, pv, pi, g.M, g.R, g.I, g.so, g.sr, g.si, chunk, S,
                                      IDX_IN=False, BLOCK_M=bm, BLOCK_N=bn, **common)
-            _arg_rows[(programs2, 1)](pv, pi, vdst, iout, g.M, S, 1, S, 1, 0, S, 1,
+            launcher(_arg_rows)[(programs2, 1)](pv, pi, vdst, iout, g.M, S, 1, S, 1, 0, S, 1,
                                       IDX_IN=True, BLOCK_M=bm2, BLOCK_N=bn2, **common)
         else:
             br, bi, programs, S, chunk, br2, bi2, programs2 = _layout(cfg, g)
             if S == 1:
-                _arg_cols[(programs, 1)](src, src, vdst, iout, g.O, g.R, g.I, g.so, g.sr, g.si, g.R, 1,
+                launcher(_arg_cols)[(programs, 1)](src, src, vdst, iout, g.O, g.R, g.I, g.so, g.sr, g.si, g.R, 1,
                                          IDX_IN=False, BLOCK_R=br, BLOCK_I=bi, **common)
                 return
             pv = torch.empty((S, g.M), dtype=acc, device=dev)
             pi = torch.empty((S, g.M), dtype=torch.int64, device=dev)
-            _arg_cols[(programs, S)](src, src, pv, pi, g.O, g.R, g.I, g.so, g.sr, g.si, chunk, S,
+            launcher(_arg_cols)[(programs, S)](src, src, pv, pi, g.O, g.R, g.I, g.so, g.sr, g.si, chunk, S,
                                      IDX_IN=False, BLOCK_R=br, BLOCK_I=bi, **common)
-            _arg_cols[(programs2, 1)](pv, pi, vdst, iout, 1, S, g.M, 0, g.M, 1, S, 1,
+            launcher(_arg_cols)[(programs2, 1)](pv, pi, vdst, iout, 1, S, g.M, 0, g.M, 1, S, 1,
                                       IDX_IN=True, BLOCK_R=br2, BLOCK_I=bi2, **common)
 
     tuner = _row_tuner if g.rows else _col_tuner

@@ -21,7 +21,7 @@ import triton
 import triton.language as tl
 
 from ..runtime import VENDOR, Tuner, bucket, launcher  # noqa: F401  (launcher re-exported)
-from ._common import INT32_MAX, needs_int64
+from ._common import INT32_MAX, cdiv, needs_int64, next_pow2
 from ._reduction import tuned
 
 
@@ -62,7 +62,7 @@ class RowPlanner:
     def to_plan(cfg, n, cls) -> dict:
         cfg = cfg or _DEFAULT
         one_pass = cls != "loop"
-        block_n = triton.next_power_of_2(n) if one_pass else int(cfg.get("BLOCK_N", 2048))
+        block_n = next_pow2(n) if one_pass else int(cfg.get("BLOCK_N", 2048))
         plan = dict(cfg)
         plan.update(BLOCK_M=int(cfg.get("BLOCK_M", 1)), BLOCK_N=block_n, ONE_PASS=one_pass,
                     num_warps=int(cfg.get("num_warps", 4)))
@@ -141,8 +141,8 @@ def _column_sum_kernel(out, part, G, N, BLOCK_G: tl.constexpr, BLOCK_N: tl.const
 def column_sum(part: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
     """out[c] = sum over g of part[g, c] (part fp32 [G, N] contiguous, out contiguous)."""
     G, N = part.shape
-    BLOCK_N = 128 if N >= 128 else triton.next_power_of_2(N)
-    BLOCK_G = min(32, triton.next_power_of_2(G))
-    _column_sum_kernel[(triton.cdiv(N, BLOCK_N),)](out, part, G, N, BLOCK_G=BLOCK_G, BLOCK_N=BLOCK_N,
+    BLOCK_N = 128 if N >= 128 else next_pow2(N)
+    BLOCK_G = min(32, next_pow2(G))
+    launcher(_column_sum_kernel)[(cdiv(N, BLOCK_N),)](out, part, G, N, BLOCK_G=BLOCK_G, BLOCK_N=BLOCK_N,
                                                    num_warps=4)
     return out

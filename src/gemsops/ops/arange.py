@@ -11,7 +11,8 @@ import torch
 import triton
 import triton.language as tl
 
-from ..runtime import VENDOR, Unsupported, declare, with_fallback
+from ..runtime import VENDOR, Unsupported, declare, launcher, with_fallback
+from ._common import cdiv
 
 __all__ = ["arange"]
 
@@ -68,7 +69,7 @@ def _run(start, end, step, dtype, layout, device, pin_memory):
     if n:
         floating = dtype in _FLOAT
         s, st = (float(start), float(step)) if floating else (start, step)
-        _arange_kernel[(triton.cdiv(n, BLOCK),)](out, s, st, n, FLOAT=floating, BLOCK=BLOCK)
+        launcher(_arange_kernel)[(cdiv(n, BLOCK),)](out, s, st, n, FLOAT=floating, BLOCK=BLOCK)
     return out
 
 

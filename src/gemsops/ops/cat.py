@@ -6,8 +6,8 @@ import triton
 import triton.language as tl
 
 from ..runtime import Unsupported, declare, launcher, on_vendor_device, with_fallback
-from ._common import kernel_dtype_ok
-from ._indexing import next_pow2, split3
+from ._common import cdiv, kernel_dtype_ok, next_pow2
+from ._indexing import split3
 
 __all__ = ["cat"]
 
@@ -117,9 +117,9 @@ def _launch(out, group, outer, inner, c_total):
     cmax = max(it[1] for it in group)
     block_c = min(next_pow2(cmax), 1024)
     block_r = min(max(1, TILE // block_c), next_pow2(outer))
-    col_blocks = triton.cdiv(cmax, block_c)
+    col_blocks = cdiv(cmax, block_c)
     pad = group + [group[0]] * (PER_LAUNCH - n)
-    grid = (triton.cdiv(outer, block_r) * col_blocks * n,)
+    grid = (cdiv(outer, block_r) * col_blocks * n,)
     launcher(_cat_kernel)[grid](
         out, *(p[0] for p in pad), outer, inner, c_total, col_blocks,
         *(p[1] for p in pad), *(p[2] for p in pad), *(p[3] for p in pad), *(p[4] for p in pad),

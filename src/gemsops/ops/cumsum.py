@@ -4,10 +4,9 @@ import torch
 import triton
 import triton.language as tl
 
-from ..runtime import Tuner, Unsupported, bucket, declare, with_fallback
-from ._common import TL_DTYPE, kernel_dtype_ok, needs_int64
-from ._reduction import (INTEGRAL, acc_dtype, cdiv, check_input, merge_dims, next_pow2, normalize_dims,
-                         tuned)
+from ..runtime import Tuner, Unsupported, bucket, declare, launcher, with_fallback
+from ._common import TL_DTYPE, cdiv, kernel_dtype_ok, needs_int64, next_pow2
+from ._reduction import INTEGRAL, acc_dtype, check_input, merge_dims, normalize_dims, tuned
 
 __all__ = ["cumsum"]
 
@@ -129,12 +128,12 @@ def _scan(self, dim, dtype, out=None):
         if rows:
             bn = min(cfg["BLOCK_N"], next_pow2(R))
             bm = min(max(1, cfg["TILE"] // bn), next_pow2(O * I))
-            _scan_rows[(cdiv(O * I, bm),)](self, out, O * I, R, I, so, sr, si, oo, orr, oi,
+            launcher(_scan_rows)[(cdiv(O * I, bm),)](self, out, O * I, R, I, so, sr, si, oo, orr, oi,
                                                   BLOCK_M=bm, BLOCK_N=bn, **common)
         else:
             bi = min(cfg["BLOCK_I"], next_pow2(I))
             br = min(max(1, cfg["TILE"] // bi), next_pow2(R))
-            _scan_cols[(O * cdiv(I, bi),)](self, out, O, R, I, so, sr, si, oo, orr, oi,
+            launcher(_scan_cols)[(O * cdiv(I, bi),)](self, out, O, R, I, so, sr, si, oo, orr, oi,
                                                  BLOCK_R=br, BLOCK_I=bi, **common)
 
     # tuning launches every candidate: an in-place scan must not be applied to its input twice

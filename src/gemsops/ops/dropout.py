@@ -10,7 +10,7 @@ import triton
 import triton.language as tl
 
 from ..runtime import Unsupported, declare, launcher, on_vendor_device, with_fallback
-from ._common import kernel_dtype_ok
+from ._common import cdiv, kernel_dtype_ok
 from ._pointwise import Pointwise
 
 __all__ = ["native_dropout", "native_dropout_backward"]
@@ -59,7 +59,7 @@ def native_dropout(input, p, train):
     out = torch.empty_like(x)
     mask = torch.empty(x.shape, dtype=torch.bool, device=x.device)
     seed, offset = _seed_offset(x.device, (n + 3) // 4 * 4)
-    launcher(_dropout_kernel)[(triton.cdiv(n, BLOCK),)](x, out, mask, n, p, 1.0 / (1.0 - p), seed, offset, BLOCK=BLOCK)
+    launcher(_dropout_kernel)[(cdiv(n, BLOCK),)](x, out, mask, n, p, 1.0 / (1.0 - p), seed, offset, BLOCK=BLOCK)
     return out, mask
 
 

@@ -13,8 +13,8 @@ import torch
 import triton
 import triton.language as tl
 
-from ..runtime import VENDOR, Unsupported, declare, with_fallback
-from ._common import is_dense
+from ..runtime import VENDOR, Unsupported, declare, launcher, with_fallback
+from ._common import cdiv, is_dense
 from ._pointwise import with_vendor_fallback
 
 __all__ = ["full", "ones", "zeros", "full_like", "ones_like", "zeros_like"]
@@ -87,7 +87,7 @@ def _fill(out, value):
         return out
     # a dense tensor covers exactly n consecutive elements of its storage
     flat = out.as_strided((n,), (1,)).view(_INT_VIEW[out.element_size()])
-    _fill_kernel[(triton.cdiv(n, BLOCK),)](flat, bits, n, BLOCK=BLOCK)
+    launcher(_fill_kernel)[(cdiv(n, BLOCK),)](flat, bits, n, BLOCK=BLOCK)
     return out
 
 

@@ -16,6 +16,7 @@ import triton.language as tl
 from ..runtime import on_vendor_device
 from ._rows import RowPlanner, big, launcher, rows_2d
 from .rms_norm import KERNEL_DTYPES, _fused_rms_norm_backward
+from ._common import cdiv
 
 __all__ = ["fused_add_rms_norm"]
 
@@ -106,7 +107,7 @@ def _launch(y, s_out, rstd, x, residual, weight, eps):
 
     def launch(p, y_, s_, sy_, ss_):
         _L_add_rms_kernel(
-            (triton.cdiv(m, p["BLOCK_M"]),), y_, s_, rstd, xv, rv, w, m, n, sx, sr, sy_, ss_, float(eps),
+            (cdiv(m, p["BLOCK_M"]),), y_, s_, rstd, xv, rv, w, m, n, sx, sr, sy_, ss_, float(eps),
             HAS_W=w is not None, STORE_RSTD=rstd is not None, ONE_PASS=p["ONE_PASS"], INT64=False,
             BLOCK_M=p["BLOCK_M"], BLOCK_N=p["BLOCK_N"], num_warps=p["num_warps"],
         )

@@ -16,6 +16,7 @@ import triton.language as tl
 
 from ..runtime import Unsupported, declare, on_vendor_device, with_fallback
 from ._rows import RowPlanner, big, launcher
+from ._common import cdiv
 
 __all__ = ["group_norm"]
 
@@ -160,7 +161,7 @@ def native_group_norm(input, weight, bias, N, C, HxW, group, eps):
 
     def launch(p):
         _L_gn_fwd_kernel(
-            (triton.cdiv(m, p["BLOCK_M"]),), y, mean, rstd, input, w, b, m, length, HxW, cpg, group, float(eps),
+            (cdiv(m, p["BLOCK_M"]),), y, mean, rstd, input, w, b, m, length, HxW, cpg, group, float(eps),
             HAS_W=w is not None, HAS_B=b is not None, ONE_PASS=p["ONE_PASS"],
             BLOCK_M=p["BLOCK_M"], BLOCK_N=p["BLOCK_N"], num_warps=p["num_warps"],
         )
@@ -189,7 +190,7 @@ def native_group_norm_backward(grad_out, input, mean, rstd, weight, N, C, HxW, g
 
         def launch(p):
             _L_gn_bwd_dx_kernel(
-                (triton.cdiv(m, p["BLOCK_M"]),), dx, g, input, mu, r, w, m, length, HxW, cpg, group,
+                (cdiv(m, p["BLOCK_M"]),), dx, g, input, mu, r, w, m, length, HxW, cpg, group,
                 HAS_W=w is not None, ONE_PASS=p["ONE_PASS"],
                 BLOCK_M=p["BLOCK_M"], BLOCK_N=p["BLOCK_N"], num_warps=p["num_warps"],
             )

@@ -16,6 +16,7 @@ import triton.language as tl
 
 from ..runtime import Unsupported, declare, on_vendor_device, with_fallback
 from ._rows import RowPlanner, big, column_sum, launcher, partial_programs, rows_2d
+from ._common import cdiv
 
 __all__ = ["layer_norm"]
 
@@ -203,7 +204,7 @@ def native_layer_norm(input, normalized_shape, weight, bias, eps):
 
     def launch(p):
         _L_ln_fwd_kernel(
-            (triton.cdiv(m, p["BLOCK_M"]),), y, mean, rstd, xv, w, b, m, n, sx, n, float(eps),
+            (cdiv(m, p["BLOCK_M"]),), y, mean, rstd, xv, w, b, m, n, sx, n, float(eps),
             HAS_W=w is not None, HAS_B=b is not None, ONE_PASS=p["ONE_PASS"], INT64=int64,
             BLOCK_M=p["BLOCK_M"], BLOCK_N=p["BLOCK_N"], num_warps=p["num_warps"],
         )
@@ -246,7 +247,7 @@ def native_layer_norm_backward(grad_out, input, normalized_shape, mean, rstd, we
     parts = {}
 
     def launch(p):
-        G = partial_programs(triton.cdiv(m, p["BLOCK_M"]), dev)
+        G = partial_programs(cdiv(m, p["BLOCK_M"]), dev)
         part = None
         if need_p:  # the looped path accumulates into its partial rows
             part = (torch.empty if p["ONE_PASS"] else torch.zeros)((G, 2 * n), dtype=torch.float32, device=dev)

@@ -9,9 +9,8 @@ import torch
 import triton
 import triton.language as tl
 
-from ..runtime import Tuner, Unsupported, declare, on_vendor_device, with_fallback
-from ._common import kernel_dtype_ok
-from ._reduction import cdiv, next_pow2
+from ..runtime import Tuner, Unsupported, declare, launcher, on_vendor_device, with_fallback
+from ._common import cdiv, kernel_dtype_ok, next_pow2
 
 __all__ = ["nll_loss_forward", "nll_loss_backward"]
 
@@ -116,7 +115,7 @@ def nll_loss_forward(self, target, weight, reduction, ignore_index):
         out = torch.empty((N,), dtype=self.dtype, device=self.device)
         if N:
             bn = min(cfg["BLOCK_N"], next_pow2(N))
-            _nll_fwd[(cdiv(N, bn),)](self, target, w, out, tw, N, C, sxn, sxc, st, ignore_index,
+            launcher(_nll_fwd)[(cdiv(N, bn),)](self, target, w, out, tw, N, C, sxn, sxc, st, ignore_index,
                                      HAS_W=has_w, REDUCTION=NONE, IGNORED_MEAN_ZERO=False, BLOCK_N=bn,
                                      num_warps=cfg["num_warps"])
         return out, tw
@@ -127,7 +126,7 @@ def nll_loss_forward(self, target, weight, reduction, ignore_index):
     # torch's CUDA kernel for a 1-D input gives 0 for the mean loss of an ignored target
     # (total_weight 0), where its CPU kernel and every 2-D input give 0/0 = NaN
     ignored_zero = self.dim() == 1 and self.device.type == "cuda"
-    _nll_fwd[(1,)](self, target, w, out, tw, N, C, sxn, sxc, st, ignore_index,
+    launcher(_nll_fwd)[(1,)](self, target, w, out, tw, N, C, sxn, sxc, st, ignore_index,
                    HAS_W=has_w, REDUCTION=red, IGNORED_MEAN_ZERO=ignored_zero, BLOCK_N=bn,
                    num_warps=cfg["num_warps"])
     return out, tw
@@ -151,7 +150,7 @@ def nll_loss_backward(grad_output, self, target, weight, reduction, ignore_index
     sg = grad_output.stride(0) if per_sample else 0
     st = target.stride(0) if target.dim() == 1 else 0
     red = SUM if reduction == NONE else reduction
-    _nll_bwd[(N, cdiv(C, bc))](grad_output, self, target, weight if weight is not None else self,
+    launcher(_nll_bwd)[(N, cdiv(C, bc))](grad_output, self, target, weight if weight is not None else self,
                                        total_weight, gin, N, C, sg, st, ignore_index,
                                        HAS_W=weight is not None, REDUCTION=red, BLOCK_C=bc,
                                        num_warps=cfg["num_warps"])

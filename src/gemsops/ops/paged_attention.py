@@ -24,7 +24,7 @@ import triton.language as tl
 
 from ..runtime import Tuner, VENDOR, launcher, on_vendor_device
 from . import _attention
-from ._common import dot_upcast, kernel_dtype_ok
+from ._common import cdiv, dot_upcast, kernel_dtype_ok, next_pow2
 
 __all__ = ["paged_attention"]  # decode() is also used by flash_attn_varlen_func
 
@@ -213,8 +213,8 @@ def decode(query, key_cache, value_cache, block_tables, seq_lens, scale, lay, kv
     if num_seqs == 0 or num_heads == 0:
         return
     group = num_heads // hkv
-    block_g = max(16, triton.next_power_of_2(group))
-    block_d = max(16, triton.next_power_of_2(head_dim))
+    block_g = max(16, next_pow2(group))
+    block_d = max(16, next_pow2(head_dim))
     max_ctx = block_tables.shape[1] * page
     pairs = num_seqs * hkv
     sms = _sm_count(query.device.index if query.device.type == "cuda" else 0)
@@ -231,11 +231,11 @@ def decode(query, key_cache, value_cache, block_tables, seq_lens, scale, lay, kv
         target = cfg.get("waves", 4) * sms
         splits = 1
         if pairs < target and max_ctx > block_n:
-            splits = min(triton.cdiv(target, pairs), triton.cdiv(max_ctx, cfg.get("min_tokens", 256)),
+            splits = min(cdiv(target, pairs), cdiv(max_ctx, cfg.get("min_tokens", 256)),
                          cfg.get("max_splits", 128))
             splits = max(splits, 1)
-        per_split = triton.cdiv(triton.cdiv(max_ctx, splits), block_n) * block_n
-        splits = triton.cdiv(max_ctx, per_split) if max_ctx > 0 else 1
+        per_split = cdiv(cdiv(max_ctx, splits), block_n) * block_n
+        splits = cdiv(max_ctx, per_split) if max_ctx > 0 else 1
         if splits > 1:
             part_o = torch.empty((num_seqs, num_heads, splits, block_d), dtype=torch.float32, device=query.device)
             part_l = torch.empty((num_seqs, num_heads, splits), dtype=torch.float32, device=query.device)
@@ -257,7 +257,7 @@ def decode(query, key_cache, value_cache, block_tables, seq_lens, scale, lay, kv
             launcher(_merge_kernel)[(num_seqs * num_heads,)](
                 part_o, part_l, out, cu_q if varlen else seq_lens, num_heads,
                 out.stride(0), out.stride(1), out.stride(2),
-                NUM_SPLITS=splits, BLOCK_S=triton.next_power_of_2(splits), HEAD_DIM=head_dim,
+                NUM_SPLITS=splits, BLOCK_S=next_pow2(splits), HEAD_DIM=head_dim,
                 BLOCK_D=block_d, VARLEN_Q=varlen, num_warps=4,
             )
 

@@ -12,7 +12,7 @@ import triton
 import triton.language as tl
 
 from ..runtime import launcher, on_vendor_device
-from ._common import kernel_dtype_ok
+from ._common import cdiv, kernel_dtype_ok, next_pow2
 
 __all__ = ["reshape_and_cache", "reshape_and_cache_flash"]
 
@@ -59,9 +59,9 @@ def _launch(key, value, key_cache, value_cache, slot_mapping, page, kc, vc, kx, 
     h, d = key.shape[1], key.shape[2]
     if t == 0 or h == 0 or d == 0:
         return
-    block_d = triton.next_power_of_2(d)
-    block_h = min(triton.next_power_of_2(h), max(1, 4096 // block_d))
-    launcher(_cache_write_kernel)[(t, triton.cdiv(h, block_h))](
+    block_d = next_pow2(d)
+    block_h = min(next_pow2(h), max(1, 4096 // block_d))
+    launcher(_cache_write_kernel)[(t, cdiv(h, block_h))](
         key, value, key_cache, value_cache, slot_mapping, h,
         key.stride(0), key.stride(1), key.stride(2), value.stride(0), value.stride(1), value.stride(2),
         *kc, *vc,

@@ -18,6 +18,7 @@ import triton.language as tl
 from ..runtime import VENDOR, Unsupported, declare, on_vendor_device, with_fallback
 from ..runtime import registry
 from ._rows import RowPlanner, big, column_sum, launcher, partial_programs, rows_2d
+from ._common import cdiv
 
 __all__ = ["rms_norm"]
 
@@ -169,7 +170,7 @@ def rms_forward(input, normalized_shape, weight, eps):
 
     def launch(p):
         _L_rms_fwd_kernel(
-            (triton.cdiv(m, p["BLOCK_M"]),), y, rstd, xv, w, m, n, sx, n, eps,
+            (cdiv(m, p["BLOCK_M"]),), y, rstd, xv, w, m, n, sx, n, eps,
             HAS_W=w is not None, ONE_PASS=p["ONE_PASS"], INT64=int64,
             BLOCK_M=p["BLOCK_M"], BLOCK_N=p["BLOCK_N"], num_warps=p["num_warps"],
         )
@@ -204,7 +205,7 @@ def rms_backward(grad_out, input, normalized_shape, rstd, weight, output_mask):
     plans = {}
 
     def launch(p):
-        G = partial_programs(triton.cdiv(m, p["BLOCK_M"]), input.device)
+        G = partial_programs(cdiv(m, p["BLOCK_M"]), input.device)
         part = None
         if need_dw:  # the looped path accumulates into its partial row
             alloc = torch.empty if p["ONE_PASS"] else torch.zeros

@@ -18,7 +18,7 @@ import triton
 import triton.language as tl
 
 from ..runtime import on_vendor_device
-from ._common import needs_int64
+from ._common import cdiv, needs_int64, next_pow2
 from ._rows import launcher
 
 __all__ = ["rotary_embedding", "apply_rotary_pos_emb"]
@@ -119,8 +119,8 @@ def rotary_embedding(positions, query, key, head_size, cos_sin_cache, is_neox=Tr
     cache = cos_sin_cache if cos_sin_cache.stride(-1) == 1 else cos_sin_cache.contiguous()
     half = rot // 2
     hk = kv.shape[1] if kv is not None else 0
-    block_r = triton.next_power_of_2(half)
-    block_h = max(1, min(triton.next_power_of_2(max(qv.shape[1], hk, 1)), max(1, 4096 // block_r)))
+    block_r = next_pow2(half)
+    block_h = max(1, min(next_pow2(max(qv.shape[1], hk, 1)), max(1, 4096 // block_r)))
     _L_vllm_rope_kernel(
         (t, 2 if kv is not None else 1), pos, qv, kv if kv is not None else qv, cache, qv.shape[1], hk,
         qv.stride(0), qv.stride(1), (kv if kv is not None else qv).stride(0), (kv if kv is not None else qv).stride(1),
@@ -181,10 +181,10 @@ def _hf_apply(x, cos_b, sin_b, backward, out_dtype):
     shape = [1] * (4 - x.dim()) + list(x.shape)
     r = shape[0] * shape[1] * shape[2]
     half = shape[3] // 2
-    block_r = triton.next_power_of_2(half)
+    block_r = next_pow2(half)
     block_m = max(1, min(64, 4096 // block_r))
     _L_hf_rope_kernel(
-        (triton.cdiv(r, block_m),), out, x, cos_b, sin_b, r, shape[1], shape[2],
+        (cdiv(r, block_m),), out, x, cos_b, sin_b, r, shape[1], shape[2],
         *_three_strides(x), *_three_strides(out), *_three_strides(cos_b), *_three_strides(sin_b),
         HALF=half, BACKWARD=backward, BLOCK_M=block_m, BLOCK_R=block_r, num_warps=4,
     )

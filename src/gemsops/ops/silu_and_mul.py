@@ -13,6 +13,7 @@ import triton.language as tl
 
 from ..runtime import Tuner, bucket, on_vendor_device
 from ._rows import big, launcher, rows_2d
+from ._common import cdiv
 
 __all__ = ["silu_and_mul", "gelu_and_mul"]
 
@@ -107,7 +108,7 @@ def _forward(x, act, out=None):
 
     def launch(cfg):
         _L_gated_fwd_kernel(
-            (m, triton.cdiv(d, cfg["BLOCK"])), ov, xv, m, d, sx, so, ACT=act, INT64=big(ov, xv), BLOCK=cfg["BLOCK"],
+            (m, cdiv(d, cfg["BLOCK"])), ov, xv, m, d, sx, so, ACT=act, INT64=big(ov, xv), BLOCK=cfg["BLOCK"],
             num_warps=cfg["num_warps"])
 
     launch(_cfg(_FWD, d, m, launch))
@@ -132,7 +133,7 @@ def _backward(g, x, act):
 
     def launch(cfg):
         _L_gated_bwd_kernel(
-            (m, triton.cdiv(d, cfg["BLOCK"])), dx, gv, xv, m, d, 2 * d, sg, sx, ACT=act, INT64=big(dx, xv), BLOCK=cfg["BLOCK"],
+            (m, cdiv(d, cfg["BLOCK"])), dx, gv, xv, m, d, 2 * d, sg, sx, ACT=act, INT64=big(dx, xv), BLOCK=cfg["BLOCK"],
             num_warps=cfg["num_warps"])
 
     launch(_cfg(_BWD, d, m, launch))

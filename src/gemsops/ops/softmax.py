@@ -15,6 +15,7 @@ import triton.language as tl
 
 from ..runtime import Unsupported, declare, on_vendor_device, with_fallback
 from ._rows import RowPlanner, big, collapsed_stride, launcher
+from ._common import cdiv, next_pow2
 
 __all__ = ["softmax"]
 
@@ -155,7 +156,7 @@ def _plan(planner: RowPlanner, n: int, rows: int, lastdim: bool, launch) -> dict
 def _strided(p: dict, n: int) -> dict:
     p = dict(p)
     p["BLOCK_M"] = bm = max(p["BLOCK_M"], int(p.get("BLOCK_M_STRIDED", 16)))
-    p["BLOCK_N"] = bn = min(p["BLOCK_N"], triton.next_power_of_2(max(1, int(p.get("MAX_TILE_STRIDED", 8192)) // bm)))
+    p["BLOCK_N"] = bn = min(p["BLOCK_N"], next_pow2(max(1, int(p.get("MAX_TILE_STRIDED", 8192)) // bm)))
     p["ONE_PASS"] = p["ONE_PASS"] and bn >= n
     return p
 
@@ -212,7 +213,7 @@ def softmax_forward(x: torch.Tensor, dim: int, out_dtype: torch.dtype, log: bool
     compute = tl.float32
 
     def launch(p):
-        grid = (triton.cdiv(rows, p["BLOCK_M"]),)
+        grid = (cdiv(rows, p["BLOCK_M"]),)
         _L_softmax_fwd_kernel(
             grid, out, xv, rows, n, inner, xo, xi, xn, n * inner, 1, inner,
             LOG=log, LASTDIM=lastdim, ONE_PASS=p["ONE_PASS"], COMPUTE=compute, INT64=int64,
@@ -243,7 +244,7 @@ def softmax_backward(grad: torch.Tensor, output: torch.Tensor, dim: int, input_d
     int64 = big(gv, yv, dx)
 
     def launch(p):
-        grid = (triton.cdiv(rows, p["BLOCK_M"]),)
+        grid = (cdiv(rows, p["BLOCK_M"]),)
         _L_softmax_bwd_kernel(
             grid, dx, gv, yv, rows, n, inner, go, gi, gn, yo, yi, yn, n * inner, 1, inner,
             LOG=log, LASTDIM=lastdim, ONE_PASS=p["ONE_PASS"], COMPUTE=tl.float32, INT64=int64,

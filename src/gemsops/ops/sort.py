@@ -11,7 +11,7 @@ import triton
 import triton.language as tl
 
 from ..runtime import Unsupported, VENDOR, declare, launcher, on_vendor_device, with_fallback
-from ._common import kernel_dtype_ok
+from ._common import kernel_dtype_ok, next_pow2
 
 __all__ = ["sort"]
 
@@ -106,7 +106,7 @@ def sort_rows(x, outer, n, inner, k, descending, out_shape):
     vals = torch.empty(out_shape, dtype=x.dtype, device=x.device)
     idxs = torch.empty(out_shape, dtype=torch.int64, device=x.device)
     rows = outer * inner
-    block = triton.next_power_of_2(n)
+    block = next_pow2(n)
     if rows and k:
         launcher(_sort_rows_kernel)[(rows,)](
             x, vals, idxs, n, k, inner,

@@ -10,6 +10,7 @@ import triton.language as tl
 
 from ..runtime import Unsupported, VENDOR, declare, launcher, with_fallback
 from .sort import MAX_SORT, pack, rows_layout, sort_rows, unpack_pos, value_key, warps
+from ._common import cdiv, next_pow2
 
 __all__ = ["topk"]
 
@@ -66,7 +67,7 @@ def topk(self, k, dim=-1, largest=True, sorted=True):
     shape[dim] = k
     if n <= MAX_SORT:
         return sort_rows(x, outer, n, inner, k, largest, shape)
-    n_chunks = triton.cdiv(n, CHUNK)
+    n_chunks = cdiv(n, CHUNK)
     m = n_chunks * k
     if k > CHUNK or m > MAX_SORT:
         raise Unsupported
@@ -79,8 +80,8 @@ def topk(self, k, dim=-1, largest=True, sorted=True):
         x, cand, n, k, inner, n_chunks, IS_FLOAT=x.is_floating_point(), DESC=desc, CHUNK=CHUNK,
         num_warps=warps(CHUNK))
     launcher(_topk_merge_kernel)[(rows,)](
-        x, cand, vals, idxs, n, k, inner, m, DESC=desc, BLOCK=triton.next_power_of_2(m),
-        num_warps=warps(triton.next_power_of_2(m)))
+        x, cand, vals, idxs, n, k, inner, m, DESC=desc, BLOCK=next_pow2(m),
+        num_warps=warps(next_pow2(m)))
     return vals, idxs
 
 

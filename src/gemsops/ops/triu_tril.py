@@ -4,8 +4,8 @@ import triton
 import triton.language as tl
 
 from ..runtime import Unsupported, declare, launcher, on_vendor_device, with_fallback
-from ._common import kernel_dtype_ok
-from ._indexing import collapse, next_pow2
+from ._common import cdiv, kernel_dtype_ok, next_pow2
+from ._indexing import collapse
 
 __all__ = ["triu", "tril"]
 
@@ -62,7 +62,7 @@ def _run(self, diagonal, upper, out=None, inplace=False):
     batch = out.numel() // (M * N)
     block_n = min(next_pow2(N), 256)
     block_m = min(max(1, TILE // block_n), next_pow2(M))
-    m_blocks, n_blocks = triton.cdiv(M, block_m), triton.cdiv(N, block_n)
+    m_blocks, n_blocks = cdiv(M, block_m), cdiv(N, block_n)
     # diagonals past the matrix are clamped so that they fit the kernel's int32 argument
     diag = max(-M, min(N, diagonal))
     launcher(_tri_kernel)[(batch * m_blocks * n_blocks,)](

@@ -6,9 +6,9 @@ import triton
 import triton.language as tl
 
 from ..runtime import Unsupported, declare, launcher, with_fallback
-from ._common import TL_DTYPE
-from ._reduction import (DIV, DIV_SQRT, SQDIFF, SUM, acc_dtype, cdiv, check_input, launch_reduce, next_pow2,
-                         normalize_dims, plan, source)
+from ._common import TL_DTYPE, cdiv, next_pow2
+from ._reduction import (DIV, DIV_SQRT, SQDIFF, SUM, acc_dtype, check_input, launch_reduce, normalize_dims, plan,
+                         source)
 
 ONEPASS_MAX = 4096  # longest row read once
 

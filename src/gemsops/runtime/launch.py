@@ -23,6 +23,7 @@ _INT32_MIN, _INT32_MAX = -(2**31), 2**31 - 1
 
 
 def _spec(a):
+    """What Triton specializes a runtime argument on (its value only where it matters)."""
     if isinstance(a, torch.Tensor):
         return (a.dtype, a.data_ptr() & 15 == 0)
     t = type(a)
@@ -37,12 +38,12 @@ class Launcher:
     """``Launcher(kernel)(grid, *args, **constexprs)`` launches like ``kernel[grid](*args, **constexprs)``.
 
     Pass runtime arguments positionally and every constexpr (and launch option such as
-    ``num_warps``) by keyword, the same way at every call site of one kernel.
+    ``num_warps``) by keyword, the same way at every call site of one kernel. A call site
+    whose constexprs repeat can keep ``launcher.bind(**constexprs)`` and skip hashing them.
     """
 
     def __init__(self, kernel):
         self.kernel = kernel
-        self.compiled: dict = {}
         self.fast = VENDOR is not None and not VENDOR.interpreter
         self.params = list(kernel.arg_names) if self.fast else []
         self.defaults = {
@@ -50,37 +51,80 @@ class Launcher:
             if p.default is not inspect.Parameter.empty
         } if self.fast else {}
         self.runtime_params = {p.name for p in kernel.params if not p.is_constexpr} if self.fast else set()
+        self.bound: dict = {}
+
+    def bind(self, **constexprs) -> Bound:
+        """The launch of this kernel with these constexprs: ``bound(grid, *args)``."""
+        items = tuple(constexprs.items())
+        b = self.bound.get(items)
+        if b is None:
+            if not self.runtime_params.isdisjoint(constexprs):
+                self.fast = False  # a runtime argument passed by name: its value is no key
+            b = self.bound[items] = Bound(self, constexprs)
+        return b
 
     def __getitem__(self, grid):
         """``launcher[grid](*args, **constexprs)``, the spelling of ``kernel[grid](...)``."""
-        return lambda *args, **constexprs: self(grid, *args, **constexprs)
+        return lambda *args, **constexprs: self.bind(**constexprs)(grid, *args)
 
     def __call__(self, grid, *args, **constexprs):
-        if not self.fast or callable(grid):
-            return self.kernel[grid](*args, **constexprs)
+        return self.bind(**constexprs)(grid, *args)
+
+
+class Bound:
+    """One kernel with fixed constexprs; compiled kernels keyed by device and argument specs."""
+
+    __slots__ = ("launcher", "constexprs", "compiled")
+
+    def __init__(self, launcher: Launcher, constexprs: dict):
+        self.launcher = launcher
+        self.constexprs = constexprs
+        self.compiled: dict = {}
+
+    def __call__(self, grid, *args):
+        lau = self.launcher
+        if not lau.fast or callable(grid):
+            return lau.kernel[grid](*args, **self.constexprs)
         device = _current_device()
-        key = (device, tuple(map(_spec, args)), tuple(constexprs.items()))
+        # the key inlines _spec for the common argument types: this runs on every launch
+        key = [device]
+        for a in args:
+            t = type(a)
+            if t is _Tensor:
+                key.append(a.dtype)
+                key.append(a.data_ptr() & 15 == 0)
+            elif t is int:
+                key.append(1 if a == 1 else 2 + (a & 15 == 0) + 2 * (_INT32_MIN <= a <= _INT32_MAX))
+            elif t is float:
+                key.append(float)
+            elif a is None or t is bool or isinstance(a, _Tensor):
+                key.append(_spec(a))
+            else:  # e.g. a tensor descriptor: no value key; Triton's own path handles it
+                lau.fast = False
+                return lau.kernel[grid](*args, **self.constexprs)
+        key = tuple(key)
         entry = self.compiled.get(key)
         if entry is None:
-            if not self.runtime_params.isdisjoint(constexprs):
-                self.fast = False  # a runtime argument passed by name: its value is no key
-            kernel = self.kernel[grid](*args, **constexprs)
-            if kernel is not None and self.fast and _hooks_unset():
-                # the constexprs are part of the key, so the trailing arguments are fixed
-                tail = tuple(constexprs[name] if name in constexprs else self.defaults.get(name)
-                             for name in self.params[len(args):])
+            kernel = lau.kernel[grid](*args, **self.constexprs)
+            if kernel is not None and lau.fast and _hooks_unset():
+                # the constexprs are fixed, so the trailing arguments are too
+                tail = tuple(self.constexprs[name] if name in self.constexprs else lau.defaults.get(name)
+                             for name in lau.params[len(args):])
                 self.compiled[key] = (kernel.run, kernel.function, kernel.packed_metadata, tail)
             return None
         if not _hooks_unset():  # a profiler hooked launches after we cached: let Triton call it
-            return self.kernel[grid](*args, **constexprs)
+            return lau.kernel[grid](*args, **self.constexprs)
         run, function, metadata, tail = entry
         try:
             run(grid[0], grid[1] if len(grid) > 1 else 1, grid[2] if len(grid) > 2 else 1,
                 _current_stream(device), function, metadata, None, None, None, *args, *tail)
         except TypeError:
             # this Triton's launcher wants other arguments: use the normal path from now on
-            self.fast = False
-            self.kernel[grid](*args, **constexprs)
+            lau.fast = False
+            lau.kernel[grid](*args, **self.constexprs)
+
+
+_Tensor = torch.Tensor
 
 
 if VENDOR is not None and VENDOR.device_type == "cuda":
@@ -109,13 +153,12 @@ def _hooks_unset() -> bool:
     return _hook_unset(runtime.launch_enter_hook) and _hook_unset(runtime.launch_exit_hook)
 
 
-_LAUNCHERS: dict = {}
+_LAUNCHERS: dict = {}  # id(kernel) -> (kernel, Launcher): hashing a JITFunction takes a lock
 
 
 def launcher(kernel) -> Launcher:
     """The shared :class:`Launcher` of ``kernel``: ``launcher(k)[grid](...)`` for ``k[grid](...)``."""
-    lau = _LAUNCHERS.get(kernel)
-    if lau is None:
-        lau = _LAUNCHERS[kernel] = Launcher(kernel)
-    return lau
-
+    entry = _LAUNCHERS.get(id(kernel))
+    if entry is None or entry[0] is not kernel:
+        entry = _LAUNCHERS[id(kernel)] = (kernel, Launcher(kernel))
+    return entry[1]
