@@ -1,6 +1,8 @@
 """Small pieces shared by op files: dtype maps and launch-size helpers."""
 from __future__ import annotations
 
+import functools
+
 import torch
 import triton.language as tl
 
@@ -25,6 +27,12 @@ def cdiv(a: int, b: int) -> int:
 def next_pow2(n: int) -> int:
     """Smallest power of two >= ``n`` (1 for n <= 1), on the host."""
     return 1 if n <= 1 else 1 << (int(n) - 1).bit_length()
+
+
+@functools.lru_cache(maxsize=4096)
+def broadcast_shapes(*shapes) -> torch.Size:
+    """``torch.broadcast_shapes``, cached: torch's runs Python reference code (tens of us a call)."""
+    return torch.broadcast_shapes(*shapes)
 
 
 def kernel_dtype_ok(dtype: torch.dtype) -> bool:

@@ -35,7 +35,7 @@ from torch._prims_common import elementwise_dtypes
 
 from ..runtime import VENDOR, Unsupported, declare, fallback, launcher, native
 from ..runtime.registry import aten_overload
-from ._common import INT32_MAX, TL_DTYPE, cdiv, is_dense, kernel_dtype_ok
+from ._common import INT32_MAX, TL_DTYPE, broadcast_shapes, cdiv, is_dense, kernel_dtype_ok
 
 MAX_RANK = 5
 MAX_INPUTS = 4
@@ -233,9 +233,6 @@ def needs_int64(out, args) -> bool:
     return any(isinstance(a, _Tensor) and _span(a) > INT32_MAX for a in args)
 
 
-_UNUSED = (0, SCALAR, None)  # pointer, kind, cast of an unused input slot
-
-
 class Pointwise:
     """An elementwise op over 1 to 4 inputs built from a scalar ``@triton.jit`` function.
 
@@ -339,7 +336,7 @@ class Pointwise:
             if out is None or not kernel_dtype_ok(out.dtype):
                 raise Unsupported
             shape = out.shape
-            if any(t.shape != shape for t in tensors) and torch.broadcast_shapes(
+            if any(t.shape != shape for t in tensors) and broadcast_shapes(
                     shape, *(t.shape for t in tensors)) != shape:
                 raise Unsupported
             _check_out(out, shape, out.dtype, tensors)
@@ -348,7 +345,7 @@ class Pointwise:
             shape = tensors[0].shape
             for t in tensors:
                 if t.shape != shape:
-                    shape = torch.broadcast_shapes(*(t.shape for t in tensors))
+                    shape = broadcast_shapes(*(t.shape for t in tensors))
                     break
             if out is None:
                 out = _new_output(tensors, shape, result_dtype)
@@ -362,34 +359,35 @@ class Pointwise:
             # Triton passes Python floats as fp32: keep a float64 scalar in a 0-d tensor
             # (filled by torch's own kernel: no host-device copy, no sync)
             args = tuple(f64_scalar(a, out.device) if type(a) is float else a for a in args)
-        # fast path: every tensor contiguous with the output's shape
-        if out.is_contiguous() and all(t.shape == shape and t.is_contiguous() for t in tensors):
-            slots = [
-                (a, SINGLE if a.numel() == 1 else TENSOR, c) if isinstance(a, _Tensor) else (a, SCALAR, c)
-                for a, c in zip(args, casts)
-            ]
-            _flat(fn, out, n, slots, res)
-            return out
         _general(fn, args, casts, out, shape, res)
         return out
 
 
-def _flat(fn, out, n, slots, res):
-    """Launch the flat kernel: every tensor in ``slots`` laid out like ``out`` (or one element)."""
-    nin = len(slots)
-    slots += [_UNUSED] * (MAX_INPUTS - nin)
-    (p0, k0, c0), (p1, k1, c1), (p2, k2, c2), (p3, k3, c3) = slots
-    _launch_flat(
-        ((n + BLOCK - 1) // BLOCK,), out, p0, p1, p2, p3, n,
-        FN=fn, NIN=nin, K0=k0, K1=k1, K2=k2, K3=k3,
-        C0=c0, C1=c1, C2=c2, C3=c3, RES=res, INT64=n > INT32_MAX, BLOCK=BLOCK,
-    )
+_LAYOUT_PLANS: dict = {}  # launch plans by op and operand layouts: models repeat a few layouts
+_MAX_LAYOUT_PLANS = 4096
 
 
 def _general(fn, args, casts, out, shape, res):
     """Any layout: the flat kernel if all tensors share the output's dense layout, else strided."""
+    # fn, casts (from a Pointwise plan) and res (a TL_DTYPE value) live as long as the process:
+    # their ids are keys, and hashing them (Python-level __hash__) would cost more
+    key = (id(fn), id(casts), id(res), out.shape, out.stride(),
+           tuple((a.shape, a.stride()) if isinstance(a, _Tensor) else type(a) for a in args))
+    plan = _LAYOUT_PLANS.get(key)
+    if plan is None:
+        if len(_LAYOUT_PLANS) >= _MAX_LAYOUT_PLANS:
+            _LAYOUT_PLANS.clear()
+        plan = _LAYOUT_PLANS[key] = _layout_plan(fn, args, casts, out, shape, res)
+    bound, grid, n, extra = plan
+    if len(args) < MAX_INPUTS:
+        args = args + (0,) * (MAX_INPUTS - len(args))  # unused slots: never read (NIN prunes them)
+    bound(grid, out, *args, n, *extra)
+
+
+def _layout_plan(fn, args, casts, out, shape, res):
+    """(bound launch, grid, n, trailing int arguments) for these operand layouts."""
     ndim = len(shape)
-    ptrs, kinds, strides = [], [], []
+    kinds, strides = [], []
     zeros = [0] * ndim
     for a in args:
         if isinstance(a, _Tensor) and a.numel() != 1:
@@ -399,11 +397,9 @@ def _general(fn, args, casts, out, shape, res):
         else:
             kinds.append(SINGLE if isinstance(a, _Tensor) else SCALAR)
             strides.append(zeros)
-        ptrs.append(a)
     casts = list(casts)
     nin = len(args)
-    while len(ptrs) < MAX_INPUTS:  # unused slots: never read (NIN prunes them)
-        ptrs.append(0)
+    while len(kinds) < MAX_INPUTS:
         kinds.append(SCALAR)
         casts.append(None)
         strides.append(zeros)
@@ -411,29 +407,19 @@ def _general(fn, args, casts, out, shape, res):
     int64 = needs_int64(out, args)
     grid = (cdiv(n, BLOCK),)
     out_strides = [0 if sz == 1 else s for sz, s in zip(out.shape, out.stride())]
+    common = dict(FN=fn, NIN=nin, K0=kinds[0], K1=kinds[1], K2=kinds[2], K3=kinds[3],
+                  C0=casts[0], C1=casts[1], C2=casts[2], C3=casts[3], RES=res, INT64=int64, BLOCK=BLOCK)
     if is_dense(out) and all(st == out_strides for k, st in zip(kinds, strides) if k == TENSOR):
-        # identical dense layouts (e.g. all transposed alike): walk storage linearly
-        _launch_flat(
-            grid, out, *ptrs, n,
-            FN=fn, NIN=nin, K0=kinds[0], K1=kinds[1], K2=kinds[2], K3=kinds[3],
-            C0=casts[0], C1=casts[1], C2=casts[2], C3=casts[3], RES=res, INT64=int64, BLOCK=BLOCK,
-        )
-        return
+        # identical dense layouts (contiguous, or all transposed alike): walk storage linearly
+        return _launch_flat.bind(**common), grid, n, ()
     sizes, all_st = _coalesce(list(shape), [out_strides] + strides)
     rank = len(sizes)
     if rank > MAX_RANK:
         raise Unsupported
     pad = MAX_RANK - rank
     sizes_p = sizes + [1] * pad
-    all_st = [st + [0] * pad for st in all_st]
-    _launch_strided(
-        grid, out, *ptrs, n,
-        sizes_p[1], sizes_p[2], sizes_p[3], sizes_p[4],
-        *all_st[0], *all_st[1], *all_st[2], *all_st[3], *all_st[4],
-        FN=fn, NIN=nin, K0=kinds[0], K1=kinds[1], K2=kinds[2], K3=kinds[3],
-        C0=casts[0], C1=casts[1], C2=casts[2], C3=casts[3], RES=res, RANK=rank, INT64=int64,
-        BLOCK=BLOCK,
-    )
+    extra = (*sizes_p[1:], *(x for st in all_st for x in st + [0] * pad))
+    return _launch_strided.bind(RANK=rank, **common), grid, n, extra
 
 
 def f64_scalar(value: float, device) -> torch.Tensor:

@@ -8,7 +8,7 @@ import torch
 import triton.language as tl  # noqa: F401  (the interpreter needs it visible to every jit function)
 
 from ..runtime import Unsupported, declare, on_vendor_device, with_fallback
-from ._common import kernel_dtype_ok
+from ._common import broadcast_shapes, kernel_dtype_ok
 from ._indexing import MAX_INDICES, check_bounds, split3, take
 
 __all__ = ["index"]
@@ -31,7 +31,7 @@ def plan(self, indices):
     if pos[-1] - pos[0] + 1 != len(pos):
         src = self.permute(pos + [d for d in range(self.dim()) if d not in pos])
         pos = list(range(len(pos)))
-    bshape = torch.broadcast_shapes(*(t.shape for t in idx))
+    bshape = broadcast_shapes(*(t.shape for t in idx))
     flats = []
     for d, t in zip(pos, idx):
         size = src.shape[d]

@@ -8,7 +8,7 @@ import torch
 import triton.language as tl  # noqa: F401  (the interpreter needs it visible to every jit function)
 
 from ..runtime import Unsupported, declare, on_vendor_device, with_fallback
-from ._common import kernel_dtype_ok
+from ._common import broadcast_shapes, kernel_dtype_ok
 from ._indexing import split3, take
 from .index import plan
 
@@ -21,7 +21,7 @@ def _put(target, indices, values, accumulate):
     src, lo, hi, flats, bshape = plan(target, indices)
     shape = (*src.shape[:lo], *bshape, *src.shape[hi:])
     try:
-        if torch.broadcast_shapes(values.shape, shape) != torch.Size(shape):
+        if broadcast_shapes(values.shape, shape) != torch.Size(shape):
             raise Unsupported
     except RuntimeError:
         raise Unsupported from None  # torch's shape-mismatch error

@@ -18,7 +18,7 @@ import triton
 import triton.language as tl
 
 from ..runtime import on_vendor_device
-from ._common import cdiv, needs_int64, next_pow2
+from ._common import broadcast_shapes, cdiv, needs_int64, next_pow2
 from ._rows import launcher
 
 __all__ = ["rotary_embedding", "apply_rotary_pos_emb"]
@@ -212,9 +212,9 @@ def _hf_supported(q, k, cos, sin, unsqueeze_dim):
         c = cos.unsqueeze(unsqueeze_dim)
         s = sin.unsqueeze(unsqueeze_dim)
         for x in (q, k):
-            torch.broadcast_shapes(c.shape, x.shape)
-            torch.broadcast_shapes(s.shape, x.shape)
-            if torch.broadcast_shapes(c.shape, s.shape, x.shape) != x.shape:
+            broadcast_shapes(c.shape, x.shape)
+            broadcast_shapes(s.shape, x.shape)
+            if broadcast_shapes(c.shape, s.shape, x.shape) != x.shape:
                 return False
     except (RuntimeError, IndexError):
         return False
