@@ -30,6 +30,21 @@ def test_cat_many_inputs_and_noncontiguous():
     same(kcat(p, 2), torch.cat(p, 2))
 
 
+def test_cat_repeated_layouts_use_new_data():
+    # repeated calls with one layout take a planned launch: each must read its own inputs
+    for dim in (0, 1, -1):
+        for _ in range(3):
+            xs = [randn(4, 6)[:, 1:5], randn(4, 2), randn(8, 4).t()[:, :4] if dim == 0 else randn(4, 3)]
+            if dim == 0:
+                xs = [x[:, :2] for x in xs]
+            same(kcat(xs, dim), torch.cat(xs, dim))
+    # same shapes and strides, other dtypes: another plan, torch's promotion
+    a, b = randn(2, 3), randn(2, 3)
+    same(kcat([a, b], 0), torch.cat([a, b], 0))
+    same(kcat([a.half(), b.double()], 0), torch.cat([a.half(), b.double()], 0))
+    same(kcat([a.half(), b.half()], 0), torch.cat([a.half(), b.half()], 0))
+
+
 def test_cat_promotion_and_empty_rules():
     a = torch.ones(2, 3, dtype=torch.int64, device=DEVICE)
     b = randn(1, 3, dtype=torch.float16)

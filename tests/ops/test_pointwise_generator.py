@@ -36,6 +36,16 @@ def test_layouts(case):
     check("mul", torch.mul, a, b)
 
 
+@pytest.mark.parametrize("index", range(len(_layouts())), ids=[c[0] for c in _layouts()])
+def test_repeated_layouts_use_new_data_and_scalars(index):
+    # a layout seen before takes a planned launch: it must read the new operands and values
+    for scale in (1, 3, 0.5):
+        _, a, b = _layouts()[index]  # fresh random tensors, same shapes and strides
+        check("mul", torch.mul, a, b)
+        check("add", lambda x, y, s=scale: torch.add(x, y, alpha=s), a, b)
+        check("mul", lambda x, s=scale: torch.mul(x, s), a)
+
+
 def test_result_keeps_input_layout():
     a = make(4, 6).t()
     got, _ = run_gems("mul", torch.mul, a, a)

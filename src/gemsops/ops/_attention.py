@@ -19,7 +19,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ..runtime import VENDOR, Tuner, bucket
+from ..runtime import VENDOR, Tuner, bucket, launcher
 from ._common import TL_DTYPE, cdiv, dot_upcast, needs_int64, next_pow2
 
 try:
@@ -330,7 +330,7 @@ def attention_forward(q, k, v, out, *, q_strides, k_strides, v_strides, o_stride
         grid = (cdiv(max_q, block_m), num_heads, batch)
         if cfg.get("DESC") and dense is not None and _desc_ok(dense, head_dim):
             dq, dk, dv, do = (_descriptor(t, rows) for t, rows in zip(dense, (block_m, block_n, block_n, block_m)))
-            _attn_fwd_desc_kernel[grid](
+            launcher(_attn_fwd_desc_kernel)[grid](
                 dq, dk, dv, do, lse if lse is not None else dummy, qk_scale, seqlen_q, seqlen_k, *lse_strides,
                 GROUP=group, HEAD_DIM=head_dim, BLOCK_M=block_m, BLOCK_N=block_n, CAUSAL=bool(causal),
                 STORE_LSE=lse is not None, UPCAST=upcast, PREC=_prec(q.dtype), OUT_DTYPE=TL_DTYPE[out.dtype],
@@ -338,7 +338,7 @@ def attention_forward(q, k, v, out, *, q_strides, k_strides, v_strides, o_stride
                 num_warps=cfg.get("num_warps", 4), num_stages=cfg.get("num_stages", 2),
             )
             return
-        _attn_fwd_kernel[grid](
+        launcher(_attn_fwd_kernel)[grid](
             q, k, v, out, lse if lse is not None else dummy, cu_q_t, cu_k_t, su_t, bt_t,
             qk_scale, seqlen_q, seqlen_k,
             *q_strides, *k_strides, *v_strides, *o_strides, *lse_strides,

@@ -373,10 +373,11 @@ def _runner(cfg, sa, sb, sc, sx, has_bias, batch, M, N, K, alpha, beta, dtype, i
             raise _NotApplicable
         ws, locks = _WORKSPACE.get(device, tiles * batch * split * bm * bn, tiles * batch)
     tail = (M, N, K, *sa, *sb, *sc, *sx)
+    launch = _launch_gemm.bind(**kw)
 
     def run(a, b, c, x, alpha, beta):
-        _launch_gemm(grid, a, b, c, c if x is None else x, c if ws is None else ws, c if locks is None else locks,
-                     *tail, alpha, beta, **kw)
+        launch(grid, a, b, c, c if x is None else x, c if ws is None else ws, c if locks is None else locks,
+               *tail, alpha, beta)
 
     return run
 
@@ -407,18 +408,35 @@ def _tma_runner(cfg, sa, sb, sc, sx, has_bias, batch, M, N, K, alpha, beta, dtyp
         num_warps=cfg.get("num_warps", 8), num_stages=cfg.get("num_stages", 3),
     )
     tail = (M, N, K, grid[0], sc[1], sc[2], sx[1], sx[2])
-    kernel = _gemm_tma_kernel[grid]
+    launch = _launch_tma.bind(**kw)
     fallback = _first_runner([_classic(_TUNERS["mm"])],
                              (sa, sb, sc, sx, has_bias, batch, M, N, K, alpha, beta, dtype, ieee, device))
+    templates = []
 
     def run(a, b, c, x, alpha, beta):
         if a.data_ptr() % 16 or b.data_ptr() % 16:  # TMA needs 16-byte aligned bases
             fallback(a, b, c, x, alpha, beta)
             return
-        kernel(TensorDescriptor(a, a_shape, a_st, a_block), TensorDescriptor(b, b_shape, b_st, b_block),
-               c, c if x is None else x, *tail, alpha, beta, **kw)
+        if templates:
+            da, db = _rebased(templates[0], a), _rebased(templates[1], b)
+        else:
+            # the first pair is validated by TensorDescriptor itself; later calls differ only
+            # in their (aligned, same-dtype) bases, so they copy it instead (a few us per call)
+            da, db = TensorDescriptor(a, a_shape, a_st, a_block), TensorDescriptor(b, b_shape, b_st, b_block)
+            templates.extend({**d.__dict__, "base": None} for d in (da, db))  # keeps no tensor alive
+        launch(grid, da, db, c, c if x is None else x, *tail, alpha, beta)
 
     return run
+
+
+def _rebased(template, base):
+    d = object.__new__(TensorDescriptor)
+    d.__dict__.update(template)
+    d.base = base
+    return d
+
+
+_launch_tma = launcher(_gemm_tma_kernel) if TensorDescriptor is not None else None
 
 
 _SMS: dict = {}

@@ -298,6 +298,7 @@ class Pointwise:
         compute, result_dtype, casts, ok, fn, flat, pad = plan
         if not ok:
             raise Unsupported
+        call_key = None
         if out is None and result_dtype is not None and compute != torch.float64:
             # the common case, kept lean: contiguous tensors of one shape on the device
             first = None
@@ -318,6 +319,26 @@ class Pointwise:
                             x = args + pad
                             flat[n == 1](((n + BLOCK - 1) // BLOCK,), out, x[0], x[1], x[2], x[3], n)
                         return out
+            # next: layouts seen before (broadcasts, slices, transposes), planned once
+            call_key = (id(plan), *[(a.shape, a.stride()) if isinstance(a, _Tensor) else type(a) for a in args])
+            call = _CALL_PLANS.get(call_key)
+            if call is not None:
+                first = None
+                for a in args:
+                    if isinstance(a, _Tensor):
+                        if not _on_device(a):
+                            break
+                        if first is None:
+                            first = a
+                else:
+                    out_shape, out_stride, launch = call
+                    out = torch.empty_strided(out_shape, out_stride, dtype=result_dtype, device=first.device)
+                    bound, grid, n, extra = launch
+                    if len(args) < MAX_INPUTS:
+                        args = args + (0,) * (MAX_INPUTS - len(args))
+                    bound(grid, out, *args, n, *extra)
+                    return out
+                call_key = None
         tensors = [a for a in args if isinstance(a, _Tensor)]
         dev = _DEVICE_TYPE
         if not all(map(_on_device, tensors)):
@@ -329,6 +350,7 @@ class Pointwise:
             tensors = [a for a in args if isinstance(a, _Tensor)]
             if not all(map(_on_device, tensors)):
                 raise Unsupported
+            call_key = None  # the CPU scalar's value is now an argument: no call plan
         if out is not None and not _on_device(out):
             raise Unsupported
         if result_dtype is None:
@@ -359,11 +381,16 @@ class Pointwise:
             # Triton passes Python floats as fp32: keep a float64 scalar in a 0-d tensor
             # (filled by torch's own kernel: no host-device copy, no sync)
             args = tuple(f64_scalar(a, out.device) if type(a) is float else a for a in args)
-        _general(fn, args, casts, out, shape, res)
+        launch = _general(fn, args, casts, out, shape, res)
+        if call_key is not None:
+            if len(_CALL_PLANS) >= _MAX_LAYOUT_PLANS:
+                _CALL_PLANS.clear()
+            _CALL_PLANS[call_key] = (out.shape, out.stride(), launch)
         return out
 
 
 _LAYOUT_PLANS: dict = {}  # launch plans by op and operand layouts: models repeat a few layouts
+_CALL_PLANS: dict = {}  # (Pointwise plan id, operand layouts) -> (output shape, strides, launch plan)
 _MAX_LAYOUT_PLANS = 4096
 
 
@@ -382,6 +409,7 @@ def _general(fn, args, casts, out, shape, res):
     if len(args) < MAX_INPUTS:
         args = args + (0,) * (MAX_INPUTS - len(args))  # unused slots: never read (NIN prunes them)
     bound(grid, out, *args, n, *extra)
+    return plan
 
 
 def _layout_plan(fn, args, casts, out, shape, res):

@@ -56,15 +56,31 @@ def _channels_last(t):
         t.is_contiguous(memory_format=torch.channels_last if t.dim() == 4 else torch.channels_last_3d))
 
 
+_PLANS: dict = {}  # (dim, device, per input (dtype, shape, strides)) -> (dtype, shape, launches)
+_MAX_PLANS = 4096
+
+
 def _run(tensors, dim, out=None):
     if not tensors or not on_vendor_device(*tensors, out):
         raise Unsupported
+    key = None
+    if out is None:
+        # a model concatenates the same layouts on every step (KV caches, rotary halves):
+        # their launches are planned once
+        key = (dim, tensors[0].get_device(), *[(t.dtype, t.shape, t.stride()) for t in tensors])
+        plan = _PLANS.get(key)
+        if plan is not None:
+            dtype, shape, launches = plan
+            out = torch.empty(shape, dtype=dtype, device=tensors[0].device)
+            for bound, grid, which, ints in launches:
+                bound(grid, out, *[tensors[i] for i in which], *ints)
+            return out
     dtype = functools.reduce(torch.promote_types, [t.dtype for t in tensors])
     # legacy rule: 1-D empty tensors are skipped whatever the other shapes are
-    parts = [t for t in tensors if not (t.dim() == 1 and t.numel() == 0)]
-    if not parts or not kernel_dtype_ok(dtype) or any(not kernel_dtype_ok(t.dtype) for t in parts):
+    parts = [(i, t) for i, t in enumerate(tensors) if not (t.dim() == 1 and t.numel() == 0)]
+    if not parts or not kernel_dtype_ok(dtype) or any(not kernel_dtype_ok(t.dtype) for _, t in parts):
         raise Unsupported
-    first = parts[0]
+    first = parts[0][1]
     nd = first.dim()
     if nd == 0:
         raise Unsupported
@@ -73,7 +89,7 @@ def _run(tensors, dim, out=None):
         raise Unsupported
     ref = first.shape
     total = 0
-    for t in parts:
+    for _, t in parts:
         if t.dim() != nd or any(a != b for i, (a, b) in enumerate(zip(t.shape, ref)) if i != dim):
             raise Unsupported  # torch's error message
         if _channels_last(t):
@@ -97,7 +113,7 @@ def _run(tensors, dim, out=None):
     outer = out.numel() // (total * inner)
     c_total = total * inner
     items, off = [], 0
-    for t in parts:
+    for i, t in parts:
         c = t.shape[dim] * inner
         if c:
             try:
@@ -105,27 +121,33 @@ def _run(tensors, dim, out=None):
             except Unsupported:  # outer or inner dims not mergeable: copy this one input
                 t = t.contiguous()
                 _, so, _, si = split3(t, dim, dim + 1)
-            items.append((t, c, off, so, t.stride(dim), si))
+                key = None  # the copy is per call: no plan
+            items.append((i, t, c, off, so, t.stride(dim), si))
         off += c
-    for g in range(0, len(items), PER_LAUNCH):
-        _launch(out, items[g:g + PER_LAUNCH], outer, inner, c_total)
+    groups = [items[g:g + PER_LAUNCH] for g in range(0, len(items), PER_LAUNCH)]
+    launches = [_launch(group, outer, inner, c_total) for group in groups]
+    for (bound, grid, _, ints), group in zip(launches, groups):
+        padded = [it[1] for it in group] + [group[0][1]] * (PER_LAUNCH - len(group))
+        bound(grid, out, *padded, *ints)
+    if key is not None:
+        if len(_PLANS) >= _MAX_PLANS:
+            _PLANS.clear()
+        _PLANS[key] = (dtype, shape, launches)
     return out
 
 
-def _launch(out, group, outer, inner, c_total):
+def _launch(group, outer, inner, c_total):
+    """(bound launch, grid, input positions, integer arguments) copying ``group`` into the output."""
     n = len(group)
-    cmax = max(it[1] for it in group)
+    cmax = max(it[2] for it in group)
     block_c = min(next_pow2(cmax), 1024)
     block_r = min(max(1, TILE // block_c), next_pow2(outer))
     col_blocks = cdiv(cmax, block_c)
-    pad = group + [group[0]] * (PER_LAUNCH - n)
+    pad = group + [group[0]] * (PER_LAUNCH - n)  # unused slots repeat the first input
     grid = (cdiv(outer, block_r) * col_blocks * n,)
-    launcher(_cat_kernel)[grid](
-        out, *(p[0] for p in pad), outer, inner, c_total, col_blocks,
-        *(p[1] for p in pad), *(p[2] for p in pad), *(p[3] for p in pad), *(p[4] for p in pad),
-        *(p[5] for p in pad),
-        N=n, BLOCK_R=block_r, BLOCK_C=block_c,
-    )
+    ints = (outer, inner, c_total, col_blocks, *(p[2] for p in pad), *(p[3] for p in pad),
+            *(p[4] for p in pad), *(p[5] for p in pad), *(p[6] for p in pad))
+    return launcher(_cat_kernel).bind(N=n, BLOCK_R=block_r, BLOCK_C=block_c), grid, [p[0] for p in pad], ints
 
 
 @with_fallback("cat")

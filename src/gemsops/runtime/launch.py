@@ -88,18 +88,23 @@ class Bound:
         device = _current_device()
         # the key inlines _spec for the common argument types: this runs on every launch
         key = [device]
+        append = key.append
         for a in args:
             t = type(a)
             if t is _Tensor:
-                key.append(a.dtype)
-                key.append(a.data_ptr() & 15 == 0)
+                append(a.dtype)
+                append(a.data_ptr() & 15 == 0)
             elif t is int:
-                key.append(1 if a == 1 else 2 + (a & 15 == 0) + 2 * (_INT32_MIN <= a <= _INT32_MAX))
+                append(1 if a == 1 else 2 + (a & 15 == 0) + 2 * (_INT32_MIN <= a <= _INT32_MAX))
             elif t is float:
-                key.append(float)
+                append(float)
+            elif t is _TensorDescriptor:
+                # Triton specializes a host descriptor on its dtype and block shape; the
+                # launcher builds the TMA descriptor from shape and strides at each call
+                append((t, a.base.dtype, tuple(a.block_shape), getattr(a, "padding", None)))
             elif a is None or t is bool or isinstance(a, _Tensor):
-                key.append(_spec(a))
-            else:  # e.g. a tensor descriptor: no value key; Triton's own path handles it
+                append(_spec(a))  # a tensor subclass: one (dtype, aligned) entry
+            else:  # an argument type this key does not know: Triton's own path handles it
                 lau.fast = False
                 return lau.kernel[grid](*args, **self.constexprs)
         key = tuple(key)
@@ -125,6 +130,11 @@ class Bound:
 
 
 _Tensor = torch.Tensor
+
+try:
+    from triton.tools.tensor_descriptor import TensorDescriptor as _TensorDescriptor
+except ImportError:  # a Triton without host descriptors
+    _TensorDescriptor = None
 
 
 if VENDOR is not None and VENDOR.device_type == "cuda":
