@@ -22,7 +22,7 @@ export GEMS_CACHE_DIR=${GEMS_CACHE_DIR:-$OUT/tune_cache}
 cat "$OUT/env.txt"
 status=0
 if [ "${GPU_CHECK_TESTS:-1}" = 1 ]; then
-  GEMS_TEST_FAILURES=$OUT/failures.txt timeout ${PYTEST_TIMEOUT:-3000} $PY -m pytest --durations=40 -v -n ${PYTEST_WORKERS:-4} -p no:cacheprovider tests ${PYTEST_ARGS:-} > "$OUT/pytest.log" 2>&1 || status=1
+  GEMS_TEST_FAILURES=$OUT/failures.txt timeout ${PYTEST_TIMEOUT:-3000} $PY -m pytest --durations=40 -v -n ${PYTEST_WORKERS:-4} --dist loadgroup -p no:cacheprovider tests ${PYTEST_ARGS:-} > "$OUT/pytest.log" 2>&1 || status=1
   grep -E "^(FAILED|ERROR)" "$OUT/pytest.log" | head -40
   tail -1 "$OUT/pytest.log"
 fi

@@ -16,6 +16,15 @@ if "GEMS_VENDOR" not in os.environ:
 import gemsops  # noqa: E402
 
 
+def pytest_collection_modifyitems(config, items):
+    # with several workers sharing one GPU (the GPU check runs ``-n 14 --dist loadgroup``),
+    # two tests of several GiB each at once can run it out of memory: they share one group,
+    # which one worker runs in sequence
+    for item in items:
+        if item.get_closest_marker("big_memory"):
+            item.add_marker(pytest.mark.xdist_group("big_memory"))
+
+
 @pytest.fixture(autouse=True)
 def _gems_off_after_test():
     yield

@@ -95,6 +95,7 @@ def test_arange_through_enable(tmp_path):
 
 
 @pytest.mark.skipif(not ON_GPU, reason="large shapes on GPU only")
+@pytest.mark.big_memory
 def test_arange_large():
     assert torch.equal(karange(50_000_000, device=DEVICE), torch.arange(50_000_000, device=DEVICE))
     assert_close(kstep(0, 1, 1e-6, device=DEVICE), torch.arange(0, 1, 1e-6, device=DEVICE))

@@ -92,6 +92,7 @@ def test_cat_through_enable(tmp_path):
 
 
 @pytest.mark.skipif(not ON_GPU, reason="large shapes on GPU only")
+@pytest.mark.big_memory
 def test_cat_large():
     x = randn(4, 32, 2048, 128, dtype=torch.bfloat16)
     same(kcat((-x[..., 64:], x[..., :64]), -1), torch.cat((-x[..., 64:], x[..., :64]), -1))

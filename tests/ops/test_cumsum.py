@@ -74,6 +74,7 @@ def test_cumsum_inplace_out_empty_0d():
 
 @pytest.mark.skipif(not ON_GPU, reason="large shapes on the GPU only")
 @pytest.mark.parametrize("shape,dim", [((4096, 4096), 1), ((4096, 4096), 0), ((2, 1 << 20), 1)])
+@pytest.mark.big_memory
 def test_cumsum_large(shape, dim):
     x = torch.rand(shape, device=DEVICE)
     assert_close(C.cumsum.__wrapped__(x, dim), reference(torch.cumsum, x, dim, out_dtype=x.dtype),

@@ -69,6 +69,7 @@ def test_embedding_autograd_through_enable(tmp_path):
 
 
 @pytest.mark.skipif(not ON_GPU, reason="large shapes on GPU only")
+@pytest.mark.big_memory
 def test_embedding_large():
     w = randn(128256, 4096, dtype=torch.bfloat16)
     idx = torch.randint(0, 128256, (4, 2048), device=DEVICE)

@@ -91,6 +91,7 @@ def test_factories_through_enable(tmp_path):
 
 
 @pytest.mark.skipif(not ON_GPU, reason="large shapes on GPU only")
+@pytest.mark.big_memory
 def test_full_large():
     same(kzeros((8192, 8192), dtype=torch.bfloat16, device=DEVICE), torch.zeros(8192, 8192, dtype=torch.bfloat16, device=DEVICE))
 

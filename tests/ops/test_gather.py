@@ -57,6 +57,7 @@ def test_gather_through_enable(tmp_path):
 
 
 @pytest.mark.skipif(not ON_GPU, reason="large shapes on GPU only")
+@pytest.mark.big_memory
 def test_gather_large():
     x = randn(8, 4096, 32000, dtype=torch.bfloat16)
     idx = torch.randint(0, 32000, (8, 4096, 1), device=DEVICE)

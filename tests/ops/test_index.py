@@ -67,6 +67,7 @@ def test_index_through_enable(tmp_path):
 
 
 @pytest.mark.skipif(not ON_GPU, reason="large shapes on GPU only")
+@pytest.mark.big_memory
 def test_index_large():
     x = randn(8, 4096, 4096, dtype=torch.bfloat16)
     idx = torch.randint(-4096, 4096, (2048,), device=DEVICE)

@@ -90,6 +90,7 @@ def test_setitem_through_enable(tmp_path):
 
 
 @pytest.mark.skipif(not ON_GPU, reason="large shapes on GPU only")
+@pytest.mark.big_memory
 def test_index_put_large():
     x = torch.zeros(32000, 4096, dtype=torch.bfloat16, device=DEVICE)
     idx = torch.randint(0, 32000, (8192,), device=DEVICE)

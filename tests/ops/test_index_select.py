@@ -74,6 +74,7 @@ def test_index_select_routed_through_enable(tmp_path):
 
 
 @pytest.mark.skipif(not ON_GPU, reason="large shapes on GPU only")
+@pytest.mark.big_memory
 def test_index_select_large():
     x = randn(32000, 4096, dtype=torch.bfloat16)
     idx = torch.randint(0, 32000, (8192,), device=DEVICE)

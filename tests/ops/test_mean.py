@@ -66,6 +66,7 @@ def test_mean_through_enable(tmp_path):
 
 @pytest.mark.skipif(not ON_GPU, reason="large shapes on the GPU only")
 @pytest.mark.parametrize("shape,dim", [((16384, 8192), 1), ((8192, 4096), 0), ((1 << 24,), 0)])
+@pytest.mark.big_memory
 def test_mean_large(shape, dim):
     x = torch.randn(shape, device=DEVICE).bfloat16()
     assert_close(Mn.mean_dim.__wrapped__(x, [dim]), reference(torch.mean, x, [dim], out_dtype=x.dtype))

@@ -156,6 +156,7 @@ def test_through_enable(tmp_path):
 @pytest.mark.skipif(not ON_GPU, reason="large shapes on the GPU only")
 @pytest.mark.parametrize("shape,dim", [((4096, 32000), 1), ((8192, 4096), 0), ((1 << 24,), 0), ((7, 1 << 20), 1)])
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+@pytest.mark.big_memory
 def test_large(shape, dim, dtype):
     x = torch.randn(shape, device=DEVICE).to(dtype)
     v, i = M.max_dim.__wrapped__(x, dim)

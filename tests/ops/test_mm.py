@@ -239,6 +239,7 @@ def test_gemm_tma_plan_and_fallback(monkeypatch):
     assert len(_gemm._PLANS) == 2
 
 
+@pytest.mark.big_memory
 def test_gemm_int64_offsets_path(monkeypatch):
     # the 64-bit offset variant (outputs past 2**31 elements) computes the same result
     monkeypatch.setattr(_gemm, "_needs_int64", lambda *args: True)

@@ -112,6 +112,7 @@ def test_cross_entropy_through_gems(dtype, tmp_path):
 
 
 @pytest.mark.skipif(not ON_GPU, reason="large shapes on the GPU only")
+@pytest.mark.big_memory
 def test_nll_loss_large():
     x, t = _inputs(8192, 32000, torch.bfloat16)
     for r in (0, 1, 2):

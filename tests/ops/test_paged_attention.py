@@ -180,6 +180,7 @@ if ON_GPU:
         torch.cuda.synchronize()
         _check(out, _reference(q, kc, vc, bt, seq_lens, "flash"), torch.bfloat16)
 
+    @pytest.mark.big_memory
     def test_long_single_sequence_split_gpu():
         seq_lens = [32768]
         q, kc, vc, bt, sl = _make(1, 32, 8, 128, 16, seq_lens, torch.bfloat16, "flash")

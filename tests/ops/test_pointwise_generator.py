@@ -156,6 +156,7 @@ def test_launch_paths_and_index_width(monkeypatch):
 
 
 @pytest.mark.skipif(not ON_GPU, reason="needs a GPU with a few GiB free")
+@pytest.mark.big_memory
 def test_past_int32_elements_on_gpu():
     n = 2**31 + 1024
     free, _ = torch.cuda.mem_get_info()

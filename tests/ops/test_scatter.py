@@ -89,6 +89,7 @@ def test_scatter_through_enable(tmp_path):
 
 
 @pytest.mark.skipif(not ON_GPU, reason="large shapes on GPU only")
+@pytest.mark.big_memory
 def test_scatter_large():
     x = randn(64, 128256, dtype=torch.bfloat16)
     idx = torch.argsort(torch.rand(64, 128256, device=DEVICE), dim=-1)

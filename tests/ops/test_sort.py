@@ -66,6 +66,7 @@ def test_sort_through_enable(tmp_path):
 
 @pytest.mark.skipif(not ON_GPU, reason="large shapes on GPU only")
 @pytest.mark.parametrize("dtype", FLOAT_DTYPES + [torch.int32])
+@pytest.mark.big_memory
 def test_sort_large(dtype):
     for n in (50, 1000, S.MAX_SORT):
         check(make((300, n), dtype, dups=True), -1, True)

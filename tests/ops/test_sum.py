@@ -194,6 +194,7 @@ def test_sum_through_enable(tmp_path):
 @pytest.mark.parametrize("shape,dim", [((16384, 8192), 1), ((8192, 4096), 0), ((1 << 24,), 0), ((32, 4096), 1),
                                        ((4, 1 << 20), 1), ((1 << 20, 4), 0), ((64, 512, 512), 1)])
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+@pytest.mark.big_memory
 def test_sum_large(shape, dim, dtype):
     x = torch.randn(shape, device=DEVICE).to(dtype)
     got = S.sum_dim.__wrapped__(x, [dim])

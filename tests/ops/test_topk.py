@@ -60,6 +60,7 @@ def test_topk_through_enable(tmp_path):
 
 
 @pytest.mark.skipif(not ON_GPU, reason="large shapes on GPU only")
+@pytest.mark.big_memory
 def test_topk_large():
     check(randn(64, 128256, dtype=torch.bfloat16), 50, -1, True)
     check(randn(64, 32000), 128, -1, True)

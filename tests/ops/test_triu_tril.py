@@ -61,6 +61,7 @@ def test_causal_mask_through_enable(tmp_path):
 
 
 @pytest.mark.skipif(not ON_GPU, reason="large shapes on GPU only")
+@pytest.mark.big_memory
 def test_tri_large():
     x = randn(4, 4096, 4096, dtype=torch.bfloat16)
     same(T.triu.__wrapped__(x, 1), torch.triu(x, 1))

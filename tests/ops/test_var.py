@@ -81,6 +81,7 @@ def test_var_through_enable(tmp_path):
 
 @pytest.mark.skipif(not ON_GPU, reason="large shapes on the GPU only")
 @pytest.mark.parametrize("shape,dim", [((4096, 8192), 1), ((8192, 1024), 0), ((1 << 22,), 0)])
+@pytest.mark.big_memory
 def test_var_large(shape, dim):
     x = torch.randn(shape, device=DEVICE) * 3 + 100
     assert_close(V.var.__wrapped__(x, [dim]), reference(torch.var, x, [dim], out_dtype=x.dtype), scale=10)

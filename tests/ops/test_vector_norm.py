@@ -58,6 +58,7 @@ def test_vector_norm_dtype_noncontiguous_nan_0d_empty():
 
 @pytest.mark.skipif(not ON_GPU, reason="large shapes on the GPU only")
 @pytest.mark.parametrize("shape,dim", [((8192, 8192), 1), ((1 << 24,), 0)])
+@pytest.mark.big_memory
 def test_vector_norm_large(shape, dim):
     x = torch.randn(shape, device=DEVICE).bfloat16()
     assert_close(N.linalg_vector_norm.__wrapped__(x, 2, [dim]),

@@ -1,8 +1,8 @@
 """index_put / index_put_: writes (or atomic adds, accumulate=True) through integer index tensors.
 
 Addressing is index.Tensor's (see index.py). With accumulate=False and repeated indices one
-of the values lands, as in torch. bf16 accumulation goes through an fp32 copy (no bf16
-atomics in the interpreter). Bool masks go to torch.
+of the values lands, as in torch. fp16/bf16 accumulation goes through an fp32 copy (one
+rounding per element, as torch's sorted accumulation). Bool masks go to torch.
 """
 import torch
 import triton.language as tl  # noqa: F401  (the interpreter needs it visible to every jit function)
@@ -44,7 +44,9 @@ def _run(self, indices, values, accumulate):
         raise Unsupported  # overlapping writes: torch's error
     if values.untyped_storage().data_ptr() == self.untyped_storage().data_ptr():
         raise Unsupported
-    if accumulate and self.dtype == torch.bfloat16:
+    if accumulate and self.dtype in (torch.bfloat16, torch.float16):
+        # half-precision atomics would round after every add; torch sums repeated indices
+        # in fp32 and rounds once, and so does this fp32 copy
         acc = self.to(torch.float32, memory_format=torch.contiguous_format)
         _put(acc, indices, values.to(torch.float32), True)
         return self.copy_(acc)
