@@ -22,7 +22,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ..runtime import Tuner, VENDOR, launcher, on_vendor_device
+from ..runtime import Tuner, VENDOR, bucket, launcher, on_vendor_device
 from . import _attention
 from ._common import cdiv, dot_upcast, kernel_dtype_ok, next_pow2
 
@@ -261,8 +261,11 @@ def decode(query, key_cache, value_cache, block_tables, seq_lens, scale, lay, kv
                 BLOCK_D=block_d, VARLEN_Q=varlen, num_warps=4,
             )
 
+    # with fewer (sequence, KV head) pairs than SMs the best split depends on how few and
+    # how long: B1 x 32k and B8 x 16k contexts (8 and 64 pairs) want different configs
     few = pairs < sms
-    key = (query.dtype, block_d, page, block_g, kv_layout, few, few and max_ctx >= 16384)
+    key = (query.dtype, block_d, page, block_g, kv_layout, few,
+           bucket(pairs) if few else 0, bucket(max_ctx) if few else 0)
     run(_attention.choose_config(_tuner, key, run))
 
 
