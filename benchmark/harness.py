@@ -5,8 +5,9 @@ Timing. Each implementation is timed with the median of ``triton.testing.do_benc
 per call of back-to-back calls between two CUDA events (inputs rotated among several
 sets when one set fits in L2; the median of three such loops). The flush kernel that
 do_bench launches before each repetition can hide up to its own duration of host work,
-so a library with heavy per-call Python cost looks better under do_bench than in a model; the reported latency
-is therefore the larger of the two. Both numbers are kept in the JSON.
+so a library with heavy per-call Python cost looks better under do_bench than in a
+model; the reported latency is therefore the larger of the two. Both numbers are kept in
+the JSON.
 
 Peers. gemsops runs through ``gemsops.use_gems(include=...)`` (or global ``enable()``
 with ``--enable``), the way users call it. FlagGems runs through its global
