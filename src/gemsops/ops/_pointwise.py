@@ -391,6 +391,7 @@ class Pointwise:
 
 _LAYOUT_PLANS: dict = {}  # launch plans by op and operand layouts: models repeat a few layouts
 _CALL_PLANS: dict = {}  # (Pointwise plan id, operand layouts) -> (output shape, strides, launch plan)
+# plan ids are stable keys: Pointwise objects are module-level and never drop a plan
 _MAX_LAYOUT_PLANS = 4096
 
 
