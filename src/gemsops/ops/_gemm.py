@@ -423,7 +423,8 @@ def _tma_runner(cfg, sa, sb, sc, sx, has_bias, batch, M, N, K, alpha, beta, dtyp
             # the first pair is validated by TensorDescriptor itself; later calls differ only
             # in their (aligned, same-dtype) bases, so they copy it instead (a few us per call)
             da, db = TensorDescriptor(a, a_shape, a_st, a_block), TensorDescriptor(b, b_shape, b_st, b_block)
-            templates.extend({**d.__dict__, "base": None} for d in (da, db))  # keeps no tensor alive
+            if hasattr(da, "__dict__"):  # a Triton whose descriptor has slots: built each call
+                templates.extend({**d.__dict__, "base": None} for d in (da, db))  # keeps no tensor alive
         launch(grid, da, db, c, c if x is None else x, *tail, alpha, beta)
 
     return run
