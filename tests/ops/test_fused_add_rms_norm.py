@@ -31,6 +31,20 @@ def test_in_place_semantics(shape, dtype):
     assert_close(x, y_ref.to(dtype), dtype, scale=2)
 
 
+@pytest.mark.parametrize("weighted", [True, False])
+def test_repeated_calls_use_each_calls_data(weighted):
+    # the second call of a signature takes the planned launch: new data, new eps, sliced rows
+    for step, eps in enumerate((1e-6, 1e-2, 1e-6)):
+        torch.manual_seed(step)
+        base = randn(4, 80)
+        x, r = base[:, :48], randn(4, 48)
+        w = randn(48) if weighted else None
+        y_ref, s_ref = _reference(x, r, w, eps)
+        gemsops.ops.fused_add_rms_norm(x, r, w, eps)
+        assert_close(r, s_ref)
+        assert_close(base[:, :48], y_ref.float())
+
+
 def test_views_no_weight_and_fallback():
     base_x, base_r = randn(6, 50), randn(50, 6)
     x, r = base_x[:, 3:43], base_r.t()[:, :40]  # a row slice and a transposed view, written in place

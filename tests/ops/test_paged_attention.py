@@ -104,18 +104,32 @@ def test_alibi(layout):
 
 
 def test_no_tuning_during_graph_capture(monkeypatch):
-    # under CUDA graph capture nothing may be timed: an untuned key runs the default config
+    # under CUDA graph capture nothing may be timed: an untuned key runs the default config,
+    # and neither the choice nor the launch plan is kept (they are made again after capture)
     import importlib
-    _attention = importlib.import_module("gemsops.ops._attention")
+    from gemsops.runtime import tuner
     pa = importlib.import_module("gemsops.ops.paged_attention")  # the module, not the function
-    monkeypatch.setattr(_attention, "_capturing", lambda: True)
-    monkeypatch.setattr(pa._tuner, "choose", None)  # must not be asked
+    monkeypatch.setattr(tuner, "capturing", lambda: True)
+    monkeypatch.setattr(tuner, "can_benchmark", lambda: True)
+    monkeypatch.setattr(pa._tuner, "_tune", None)  # must not be asked
+    monkeypatch.setattr(pa._tuner, "candidates", [dict(pa._tuner.default), dict(pa._tuner.default, num_warps=2)])
     monkeypatch.setattr(pa._tuner, "memory", {})
+    monkeypatch.setattr(pa._tuner, "_entry_key", lambda key: f"never-cached {key!r}")
+    monkeypatch.setattr(pa, "_PLANS", {})
     seq_lens = [5, 21]
     q, kc, vc, bt, sl = _make(2, 4, 2, 16, 8, seq_lens, torch.float32, "flash")
     out = paged_attention(q, kc, vc, bt, sl)
     _check(out, _reference(q, kc, vc, bt, seq_lens, "flash"), torch.float32)
-    assert not pa._tuner.memory
+    assert not pa._tuner.memory and not pa._PLANS
+
+
+def test_repeated_split_calls_agree():
+    # split-KV calls, planned once per signature: each later call (other data, other
+    # batch sizes, a signature seen before) must read its own inputs
+    for seed, seq_lens in enumerate(([40, 37], [33, 0, 48], [40, 37])):
+        q, kc, vc, bt, sl = _make(len(seq_lens), 4, 2, 16, 8, seq_lens, torch.float32, "flash", seed=seed)
+        out = paged_attention(q, kc, vc, bt, sl)
+        _check(out, _reference(q, kc, vc, bt, seq_lens, "flash"), torch.float32)
 
 
 def test_all_empty_is_zero():
@@ -184,5 +198,6 @@ if ON_GPU:
     def test_long_single_sequence_split_gpu():
         seq_lens = [32768]
         q, kc, vc, bt, sl = _make(1, 32, 8, 128, 16, seq_lens, torch.bfloat16, "flash")
-        out = paged_attention(q, kc, vc, bt, sl)
-        _check(out, _reference(q, kc, vc, bt, seq_lens, "flash"), torch.bfloat16)
+        for _ in range(3):  # repeated (planned) launches
+            out = paged_attention(q, kc, vc, bt, sl)
+            _check(out, _reference(q, kc, vc, bt, seq_lens, "flash"), torch.bfloat16)

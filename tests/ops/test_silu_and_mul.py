@@ -41,6 +41,14 @@ def test_forward_backward(shape, dtype, kind):
     assert_close(gx, ref.to(dtype), dtype, scale=4)
 
 
+def test_repeated_calls_use_each_calls_data():
+    # the second call of a signature takes the planned launch; each must read its own input
+    for kind, fn in (("silu", gemsops.ops.silu_and_mul), ("silu", gemsops.ops.silu_and_mul),
+                     ("none", gemsops.ops.gelu_and_mul)):
+        x = randn(3, 70)[:, 3:67]  # sliced rows: one stride, no copy
+        assert_close(fn(x), _ref(x, kind).float())
+
+
 def test_out_views_and_fallbacks():
     x = randn(6, 40)[:, 2:34]  # a slice of a wider buffer
     out = torch.empty(6, 16, device=DEVICE)

@@ -19,7 +19,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ..runtime import VENDOR, Tuner, bucket, launcher
+from ..runtime import Tuner, bucket, launcher
 from ._common import TL_DTYPE, cdiv, dot_upcast, needs_int64, next_pow2
 
 try:
@@ -263,21 +263,6 @@ _fwd_tuner_fp32 = Tuner("attention_fwd_fp32", kernels=[_attn_fwd_kernel, _attn_f
                         default=_FP32_DEFAULT)
 
 
-def _capturing() -> bool:
-    return VENDOR is not None and not VENDOR.interpreter and torch.cuda.is_current_stream_capturing()
-
-
-def choose_config(tuner, key, run) -> dict:
-    """``tuner.choose``, except under CUDA graph capture, where nothing can be timed: an
-    untuned key then gets the YAML default for this call only (tuned later, outside capture)."""
-    cfg = tuner.memory.get(key)
-    if cfg is not None:
-        return cfg
-    if _capturing():
-        return tuner.default or tuner.candidates[0]
-    return tuner.choose(key, run)
-
-
 def _desc_ok(tensors, head_dim) -> bool:
     """Tensor descriptors need a power-of-2 head, unit last stride, 16-byte aligned rest."""
     if TensorDescriptor is None or head_dim < 16 or head_dim & (head_dim - 1):
@@ -357,7 +342,7 @@ def attention_forward(q, k, v, out, *, q_strides, k_strides, v_strides, o_stride
         tuner = _fwd_tuner_fp32
     else:
         tuner = _fwd_tuner_wide if block_d > 128 else _fwd_tuner
-    run(choose_config(tuner, key, run))
+    run(tuner.choose(key, run))
 
 
 def torch_attention(q, k, v, causal, scale):

@@ -69,3 +69,4 @@ def is_dense(t: torch.Tensor) -> bool:
             return False
         expected *= size
     return True
+

@@ -20,7 +20,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ..runtime import VENDOR, Tuner, bucket, launcher  # noqa: F401  (launcher re-exported)
+from ..runtime import VENDOR, Tuner, bucket, capturing, launcher  # noqa: F401  (launcher re-exported)
 from ._common import INT32_MAX, cdiv, needs_int64, next_pow2
 from ._reduction import tuned
 
@@ -55,7 +55,9 @@ class RowPlanner:
             cls = width_class(n)
             cfg = tuned(self.tuners[cls], (n if cls == "narrow" else bucket(n), ck[1], key),
                         lambda c: launch(self.to_plan(c, n, cls)))
-            p = self.cache[ck] = self.to_plan(cfg, n, cls)
+            p = self.to_plan(cfg, n, cls)
+            if not capturing():  # under capture an untuned width gets a one-off default
+                self.cache[ck] = p
         return p
 
     @staticmethod

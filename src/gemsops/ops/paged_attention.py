@@ -23,7 +23,6 @@ import triton
 import triton.language as tl
 
 from ..runtime import Tuner, VENDOR, bucket, launcher, on_vendor_device
-from . import _attention
 from ._common import cdiv, dot_upcast, kernel_dtype_ok, next_pow2
 
 __all__ = ["paged_attention"]  # decode() is also used by flash_attn_varlen_func
@@ -202,29 +201,61 @@ def paged_attention(query, key_cache, value_cache, block_tables, seq_lens, *, sc
 
 def decode(query, key_cache, value_cache, block_tables, seq_lens, scale, lay, kv_layout, alibi_slopes, out,
            cu_q=None):
-    """Launch the split-KV decode (and merge) on inputs already validated by the caller.
+    """Launch the split-KV decode on inputs already validated by the caller.
 
     With ``cu_q`` the queries are packed varlen rows (at most one per sequence) and the
-    batch size is ``len(cu_q) - 1``.
+    batch size is ``len(cu_q) - 1``. Everything but the tensors' addresses and the scale
+    is planned once per call signature: a decode step of a serving loop repeats one.
     """
+    varlen = cu_q is not None
+    num_seqs = cu_q.shape[0] - 1 if varlen else query.shape[0]
+    sig = (lay, kv_layout, query.shape, query.stride(), query.dtype, out.stride(), block_tables.shape,
+           block_tables.stride(0), alibi_slopes is not None, varlen, num_seqs, query.device)
+    plan = _PLANS.get(sig)
+    if plan is None:
+        plan = _plan(sig, query, key_cache, value_cache, block_tables, seq_lens, lay, alibi_slopes, out, cu_q)
+        if plan is None:
+            return
+    _launch(plan, query, key_cache, value_cache, block_tables, seq_lens, scale, alibi_slopes, out, cu_q)
+
+
+def _launch(plan, query, key_cache, value_cache, block_tables, seq_lens, scale, alibi_slopes, out, cu_q):
+    bound, grid, ints, merge, part_o_shape, part_l_shape = plan
+    if merge is None:
+        part_o = part_l = out
+    else:
+        part_o = torch.empty(part_o_shape, dtype=torch.float32, device=query.device)
+        part_l = torch.empty(part_l_shape, dtype=torch.float32, device=query.device)
+    cu = seq_lens if cu_q is None else cu_q
+    bound(grid, query, key_cache, value_cache, block_tables, seq_lens,
+          query if alibi_slopes is None else alibi_slopes, out, part_o, part_l, cu, scale * LOG2E, *ints)
+    if merge is not None:
+        merge_bound, merge_grid, merge_ints = merge
+        merge_bound(merge_grid, part_o, part_l, out, cu, *merge_ints)
+
+
+_PLANS: dict = {}  # call signature -> (bound launch, grid, integer arguments, merge launch, partial shapes)
+
+
+def _plan(sig, query, key_cache, value_cache, block_tables, seq_lens, lay, alibi_slopes, out, cu_q):
     hkv, page, d, ks, vs, kx, vx = lay
+    kv_layout, num_seqs = sig[1], sig[-2]
     num_heads, head_dim = query.shape[1], query.shape[2]
-    num_seqs = cu_q.numel() - 1 if cu_q is not None else query.shape[0]
     if num_seqs == 0 or num_heads == 0:
-        return
+        return None
     group = num_heads // hkv
     block_g = max(16, next_pow2(group))
     block_d = max(16, next_pow2(head_dim))
     max_ctx = block_tables.shape[1] * page
     pairs = num_seqs * hkv
     sms = _sm_count(query.device.index if query.device.type == "cuda" else 0)
-    upcast = dot_upcast()
-    prec = "ieee" if query.dtype == torch.float32 else "tf32"
-    has_alibi = alibi_slopes is not None
-    varlen = cu_q is not None
-    qk_scale = scale * LOG2E
+    ints = (query.stride(0), query.stride(1), query.stride(2), *ks, *vs,
+            block_tables.stride(0), out.stride(0), out.stride(1), out.stride(2))
+    fixed = dict(GROUP=group, BLOCK_G=block_g, HEAD_DIM=head_dim, BLOCK_D=block_d, PAGE=page, KX=kx, VX=vx,
+                 HAS_ALIBI=alibi_slopes is not None, UPCAST=dot_upcast(),
+                 PREC="ieee" if query.dtype == torch.float32 else "tf32", VARLEN_Q=cu_q is not None)
 
-    def run(cfg):
+    def setup(cfg):
         block_n = cfg.get("BLOCK_N", 64)
         # splits: enough programs for `waves` programs per SM, each segment at least
         # `min_tokens` long (shorter segments spend more on the merge than they save)
@@ -236,37 +267,35 @@ def decode(query, key_cache, value_cache, block_tables, seq_lens, scale, lay, kv
             splits = max(splits, 1)
         per_split = cdiv(cdiv(max_ctx, splits), block_n) * block_n
         splits = cdiv(max_ctx, per_split) if max_ctx > 0 else 1
-        if splits > 1:
-            part_o = torch.empty((num_seqs, num_heads, splits, block_d), dtype=torch.float32, device=query.device)
-            part_l = torch.empty((num_seqs, num_heads, splits), dtype=torch.float32, device=query.device)
-        else:
-            part_o = part_l = out
-        launcher(_paged_decode_kernel)[(pairs, splits)](
-            query, key_cache, value_cache, block_tables, seq_lens,
-            alibi_slopes if has_alibi else query, out, part_o, part_l, cu_q if varlen else seq_lens,
-            qk_scale, hkv, per_split,
-            query.stride(0), query.stride(1), query.stride(2),
-            *ks, *vs,
-            block_tables.stride(0), out.stride(0), out.stride(1), out.stride(2),
-            GROUP=group, BLOCK_G=block_g, HEAD_DIM=head_dim, BLOCK_D=block_d,
-            PAGE=page, BLOCK_N=block_n, KX=kx, VX=vx, NUM_SPLITS=splits, HAS_ALIBI=has_alibi,
-            UPCAST=upcast, PREC=prec, VARLEN_Q=varlen, NUM_STAGES=cfg.get("num_stages", 2),
-            num_warps=cfg.get("num_warps", 4), num_stages=cfg.get("num_stages", 2),
-        )
-        if splits > 1:
-            launcher(_merge_kernel)[(num_seqs * num_heads,)](
-                part_o, part_l, out, cu_q if varlen else seq_lens, num_heads,
-                out.stride(0), out.stride(1), out.stride(2),
-                NUM_SPLITS=splits, BLOCK_S=next_pow2(splits), HEAD_DIM=head_dim,
-                BLOCK_D=block_d, VARLEN_Q=varlen, num_warps=4,
-            )
+        stages = cfg.get("num_stages", 2)
+        bound = launcher(_paged_decode_kernel).bind(
+            **fixed, BLOCK_N=block_n, NUM_SPLITS=splits, NUM_STAGES=stages, num_warps=cfg.get("num_warps", 4),
+            num_stages=stages)
+        if splits == 1:
+            return bound, (pairs, 1), (hkv, per_split, *ints), None, None, None
+        # the merge of the segments' partial outputs: one program per (sequence, query head)
+        merge = (launcher(_merge_kernel).bind(NUM_SPLITS=splits, BLOCK_S=next_pow2(splits), HEAD_DIM=head_dim,
+                                              BLOCK_D=block_d, VARLEN_Q=cu_q is not None, num_warps=4),
+                 (num_seqs * num_heads,), (num_heads, out.stride(0), out.stride(1), out.stride(2)))
+        return (bound, (pairs, splits), (hkv, per_split, *ints), merge,
+                (num_seqs, num_heads, splits, block_d), (num_seqs, num_heads, splits))
+
+    def run(cfg):  # a tuning trial: writes a scratch output
+        _launch(setup(cfg), query, key_cache, value_cache, block_tables, seq_lens, 1.0, alibi_slopes,
+                torch.empty_like(out), cu_q)
 
     # with fewer (sequence, KV head) pairs than SMs the best split depends on how few and
     # how long: B1 x 32k and B8 x 16k contexts (8 and 64 pairs) want different configs
     few = pairs < sms
     key = (query.dtype, block_d, page, block_g, kv_layout, few,
            bucket(pairs) if few else 0, bucket(max_ctx) if few else 0)
-    run(_attention.choose_config(_tuner, key, run))
+    cfg = _tuner.choose(key, run)
+    plan = setup(cfg)
+    if key in _tuner.memory:  # not a one-off default under graph capture
+        if len(_PLANS) >= 4096:
+            _PLANS.clear()
+        _PLANS[sig] = plan
+    return plan
 
 
 def _kernel_ok(query, key_cache, value_cache, block_tables, seq_lens, alibi_slopes, out) -> bool:
