@@ -69,4 +69,3 @@ def is_dense(t: torch.Tensor) -> bool:
             return False
         expected *= size
     return True
-
