@@ -156,3 +156,24 @@ def test_uncapturable_call_is_timed_the_plain_way():
     torch.cuda.synchronize()
     assert x[0].item() > 2
     assert torch.randn(4, device="cuda").isfinite().all()
+
+
+def test_under_graph_capture_disk_hits_serve_and_misses_get_an_unkept_default(tmp_path, monkeypatch):
+    # inside a CUDA graph capture nothing can be timed: a config already on disk is used,
+    # an untuned key runs the default for this call only and is tuned after the capture
+    monkeypatch.setenv("GEMS_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(tuner, "_TUNERS", list(tuner._TUNERS))  # the test tuner does not outlive the test
+    monkeypatch.setattr(tuner, "can_benchmark", lambda: True)
+    timed = []
+    monkeypatch.setattr(tuner, "benchmark", lambda fn: timed.append(1) or 1.0)
+    t = tuner.Tuner("unit_test_capture", default={"BLOCK": 8}, candidates=[{"BLOCK": 8}, {"BLOCK": 16}])
+    assert t.choose(("tuned",), lambda cfg: None) == {"BLOCK": 8}  # timed outside capture, on disk
+    t.memory.clear()  # a later process: only the disk remembers
+    timed.clear()
+    monkeypatch.setattr(tuner, "capturing", lambda: True)
+    assert t.choose(("tuned",), lambda cfg: None) == {"BLOCK": 8}
+    assert t.choose(("untuned",), lambda cfg: None) == {"BLOCK": 8}
+    assert ("untuned",) not in t.memory and not timed
+    monkeypatch.setattr(tuner, "capturing", lambda: False)
+    t.choose(("untuned",), lambda cfg: None)
+    assert ("untuned",) in t.memory and len(timed) == 2
