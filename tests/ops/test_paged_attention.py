@@ -123,6 +123,31 @@ def test_no_tuning_during_graph_capture(monkeypatch):
     assert not pa._tuner.memory and not pa._PLANS
 
 
+def test_tuning_trials_leave_a_strided_out_alone(monkeypatch):
+    # the tuner's trial launches (made to run here through a fake timer) write scratch
+    # tensors laid out like ``out``; the real output is written once, by the final launch
+    import importlib
+    from gemsops.runtime import tuner
+    pa = importlib.import_module("gemsops.ops.paged_attention")
+    trials = []
+    monkeypatch.setattr(tuner, "can_benchmark", lambda: True)
+    monkeypatch.setattr(tuner, "benchmark", lambda fn: trials.append(fn()) or 1.0)
+    monkeypatch.setattr(pa._tuner, "candidates", [dict(pa._tuner.default), dict(pa._tuner.default, num_warps=2)])
+    monkeypatch.setattr(pa._tuner, "memory", {})
+    monkeypatch.setattr(pa._tuner, "_entry_key", lambda key: f"test-only {key!r}")
+    monkeypatch.setattr(pa._tuner, "_disk", lambda: type("NoDisk", (), {"get": lambda s, k: None,
+                                                                          "put": lambda s, k, v: None})())
+    monkeypatch.setattr(pa, "_PLANS", {})
+    seq_lens = [40, 9]
+    q, kc, vc, bt, sl = _make(2, 4, 2, 16, 8, seq_lens, torch.float32, "flash")
+    wide = torch.full((2, 4, 40), float("nan"), device=DEVICE)
+    out = wide[:, :, 8:24]  # a strided view inside a wider buffer
+    paged_attention(q, kc, vc, bt, sl, out=out)
+    assert len(trials) == 2
+    _check(out, _reference(q, kc, vc, bt, seq_lens, "flash"), torch.float32)
+    assert torch.isnan(wide[:, :, :8]).all() and torch.isnan(wide[:, :, 24:]).all()
+
+
 def test_repeated_split_calls_agree():
     # split-KV calls, planned once per signature: each later call (other data, other
     # batch sizes, a signature seen before) must read its own inputs

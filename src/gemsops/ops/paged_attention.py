@@ -280,9 +280,11 @@ def _plan(sig, query, key_cache, value_cache, block_tables, seq_lens, lay, alibi
         return (bound, (pairs, splits), (hkv, per_split, *ints), merge,
                 (num_seqs, num_heads, splits, block_d), (num_seqs, num_heads, splits))
 
-    def run(cfg):  # a tuning trial: writes a scratch output
-        _launch(setup(cfg), query, key_cache, value_cache, block_tables, seq_lens, 1.0, alibi_slopes,
-                torch.empty_like(out), cu_q)
+    def run(cfg):
+        # a tuning trial writes a scratch output with out's strides (the plan's integer
+        # arguments), so an out that aliases the query is not overwritten mid-tuning
+        scratch = torch.empty_strided(out.shape, out.stride(), dtype=out.dtype, device=out.device)
+        _launch(setup(cfg), query, key_cache, value_cache, block_tables, seq_lens, 1.0, alibi_slopes, scratch, cu_q)
 
     # with fewer (sequence, KV head) pairs than SMs the best split depends on how few and
     # how long: B1 x 32k and B8 x 16k contexts (8 and 64 pairs) want different configs
