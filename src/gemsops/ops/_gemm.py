@@ -34,6 +34,7 @@ import triton
 import triton.language as tl
 
 from ..runtime import VENDOR, Tuner, Unsupported, bucket, launcher
+from ..runtime import capturing as _capturing  # a module name, so tests can stand in for a capture
 from ._common import INT32_MAX, cdiv, dot_upcast
 
 try:
@@ -218,15 +219,10 @@ def _current_device():
     return -1
 
 
-def _capturing():
-    return False
-
-
 if VENDOR is not None and VENDOR.device_type == "cuda":
     _tf32_allowed = getattr(torch._C, "_get_cublas_allow_tf32", None) or (
         lambda: torch.backends.cuda.matmul.allow_tf32)
     _current_device = getattr(torch._C, "_cuda_getDevice", None) or torch.cuda.current_device
-    _capturing = torch.cuda.is_current_stream_capturing
 
 
 class _Workspace:

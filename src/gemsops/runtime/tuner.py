@@ -101,18 +101,12 @@ def _capture(fn: Callable[[], None], calls: int):
     graph = torch.cuda.CUDAGraph()
     graph.capture_begin(capture_error_mode="thread_local")
     try:
-        for _ in range(calls):
-            fn()
-    except BaseException:
         try:
-            graph.capture_end()
-        except Exception:  # noqa: BLE001  (the capture is invalid already)
-            pass
-        _reset_rng_capture_state()
-        raise
-    try:
-        graph.capture_end()
-    except Exception:
+            for _ in range(calls):
+                fn()
+        finally:
+            graph.capture_end()  # raises too when fn broke the capture
+    except BaseException:
         _reset_rng_capture_state()
         raise
     return graph
