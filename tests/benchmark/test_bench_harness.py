@@ -160,3 +160,23 @@ def test_failing_or_missing_peer_function_is_recorded_and_the_run_goes_on():
     res = runner.run(_tiny_case(liger=lambda L, i: L.Missing(i["x"])))
     assert res["impls"]["liger"]["na"].startswith("not in this version")
     assert "error" not in res["impls"]["liger"]
+
+
+def test_in_place_case_checks_every_implementation_on_the_original_inputs():
+    # the timing loop of one implementation runs in place on the timed inputs; a later
+    # implementation's output check must still start from the inputs the reference saw
+    def make(device):
+        return {"x": torch.randn(4, 8, device=device), "r": torch.randn(4, 8, device=device)}
+
+    def add_into(i):
+        i["r"].add_(i["x"])
+        return i["r"]
+
+    runner = harness.Runner(harness.QUICK, peers=(), device=DEV)
+    runner.liger = types.SimpleNamespace(AddInto=add_into)
+    case = Case("add", "4x8", torch.float32, make, lambda i: i["x"] + i["r"], bytes=1,
+                gems_direct="add", gems_call=lambda fn, i: i["r"].copy_(fn(i["r"], i["x"])),
+                liger=lambda L, i: L.AddInto(i))
+    res = runner.run(case)
+    assert res["impls"]["gems"]["check"] == "ok"
+    assert res["impls"]["liger"]["check"] == "ok"
