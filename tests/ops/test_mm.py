@@ -5,6 +5,7 @@ import torch
 import gemsops
 from gemsops import ops
 from gemsops.ops import _gemm
+from gemsops.runtime import Plans
 from tests.ops._matmul_util import check, operand, same_as_native
 from tests.util import DEVICE, FLOAT_DTYPES, ON_GPU, assert_close
 
@@ -225,7 +226,7 @@ def test_gemm_tma_not_applicable():
 
 def test_gemm_tma_plan_and_fallback(monkeypatch):
     # a tuner that picks the TMA kernel: aligned calls run it, misaligned ones the fallback
-    monkeypatch.setattr(_gemm, "_PLANS", {})
+    monkeypatch.setattr(_gemm, "_PLANS", Plans())
     monkeypatch.setattr(_gemm._TUNERS["mm"], "choose", lambda key, run: TMA_CFG)
     torch.manual_seed(10)
     for K in (32, 33):  # 33: rows of x are not 16-byte aligned
@@ -243,7 +244,7 @@ def test_gemm_tma_plan_and_fallback(monkeypatch):
 def test_gemm_int64_offsets_path(monkeypatch):
     # the 64-bit offset variant (outputs past 2**31 elements) computes the same result
     monkeypatch.setattr(_gemm, "_needs_int64", lambda *args: True)
-    monkeypatch.setattr(_gemm, "_PLANS", {})
+    monkeypatch.setattr(_gemm, "_PLANS", Plans())
     torch.manual_seed(11)
     x, w = operand(20, 24, torch.float32), operand(18, 24, torch.float32)
     bias = torch.randn(18, device=DEVICE)
@@ -266,7 +267,7 @@ def test_tuning_on_a_miss(monkeypatch, tmp_path):
     fake.default = dict(BLOCK_M=16, BLOCK_N=32, BLOCK_K=16, GROUP_M=1, SPLIT_K=1)
     fake.candidates = [dict(TMA_CFG), fake.default, fast]
     monkeypatch.setitem(_gemm._TUNERS, "mm_fp32", fake)
-    monkeypatch.setattr(_gemm, "_PLANS", {})
+    monkeypatch.setattr(_gemm, "_PLANS", Plans())
     monkeypatch.setattr(tuner_mod, "can_benchmark", lambda: True)
     used = []
     real_runner = _gemm._runner
@@ -290,7 +291,7 @@ def test_tuning_on_a_miss(monkeypatch, tmp_path):
 def test_split_k_workspace_cap_falls_back(monkeypatch):
     # a split-K config whose workspace would exceed the cap serves through a non-split config
     monkeypatch.setattr(_gemm, "_MAX_WORKSPACE", 100)
-    monkeypatch.setattr(_gemm, "_PLANS", {})
+    monkeypatch.setattr(_gemm, "_PLANS", Plans())
     torch.manual_seed(13)
     a, b = torch.randn(3, 5, 40, device=DEVICE), torch.randn(3, 40, 20, device=DEVICE)
     check(ops.bmm(a.half(), b.half()), torch.bmm, a.half(), b.half(), k=40)
@@ -298,7 +299,7 @@ def test_split_k_workspace_cap_falls_back(monkeypatch):
 
 def test_plan_during_graph_capture(monkeypatch):
     # under CUDA graph capture: no tuning, no new split-K workspace, no cached plan
-    monkeypatch.setattr(_gemm, "_PLANS", {})
+    monkeypatch.setattr(_gemm, "_PLANS", Plans())
     monkeypatch.setattr(_gemm, "_capturing", lambda: True)
     monkeypatch.setattr(_gemm._TUNERS["mm_small_m"], "choose", None)  # must not be asked
     torch.manual_seed(14)

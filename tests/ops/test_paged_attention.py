@@ -3,6 +3,7 @@ import pytest
 import torch
 
 from gemsops.ops import paged_attention
+from gemsops.runtime import Plans
 from tests.ops.attention_ref import gather_flash, gather_vllm_key, gather_vllm_value, ref_attention
 from tests.util import DEVICE, ON_GPU, assert_close, randn
 
@@ -115,7 +116,7 @@ def test_no_tuning_during_graph_capture(monkeypatch):
     monkeypatch.setattr(pa._tuner, "candidates", [dict(pa._tuner.default), dict(pa._tuner.default, num_warps=2)])
     monkeypatch.setattr(pa._tuner, "memory", {})
     monkeypatch.setattr(pa._tuner, "_entry_key", lambda key: f"never-cached {key!r}")
-    monkeypatch.setattr(pa, "_PLANS", {})
+    monkeypatch.setattr(pa, "_PLANS", Plans())
     seq_lens = [5, 21]
     q, kc, vc, bt, sl = _make(2, 4, 2, 16, 8, seq_lens, torch.float32, "flash")
     out = paged_attention(q, kc, vc, bt, sl)
@@ -137,7 +138,7 @@ def test_tuning_trials_leave_a_strided_out_alone(monkeypatch):
     monkeypatch.setattr(pa._tuner, "_entry_key", lambda key: f"test-only {key!r}")
     monkeypatch.setattr(pa._tuner, "_disk", lambda: type("NoDisk", (), {"get": lambda s, k: None,
                                                                           "put": lambda s, k, v: None})())
-    monkeypatch.setattr(pa, "_PLANS", {})
+    monkeypatch.setattr(pa, "_PLANS", Plans())
     seq_lens = [40, 9]
     q, kc, vc, bt, sl = _make(2, 4, 2, 16, 8, seq_lens, torch.float32, "flash")
     wide = torch.full((2, 4, 40), float("nan"), device=DEVICE)

@@ -73,6 +73,18 @@ def test_layouts_and_mixed_weight_dtype():
     assert_close(y, _ref_forward(x, [16], w, 1e-6)[0].bfloat16())
 
 
+def test_repeated_signatures_read_their_own_inputs():
+    # from its second call on, a forward signature takes a planned launch: each call must
+    # read its own input, weight and eps; layouts, weight dtypes and shapes must not share it
+    for _ in range(3):
+        for x in (randn(8, 50)[:, 5:45], randn(8, 40), randn(2, 4, 40), randn(4, 2, 40).transpose(0, 1)):
+            for w, eps in ((randn(40), 1e-6), (None, 0.5), (randn(40, dtype=torch.bfloat16), 1e-6),
+                           (randn(80)[::2], 1e-6)):
+                assert_close(_fused_rms_norm(x, [40], w, eps)[0], _ref_forward(x, [40], w, eps)[0].float())
+        x = randn(5, 8)
+        assert_close(_fused_rms_norm(x, [5, 8], None, 1e-6)[0], _ref_forward(x, [5, 8], None, 1e-6)[0].float())
+
+
 def test_empty_and_routed_to_native():
     y, rstd = _fused_rms_norm(randn(0, 16), [16], None, None)
     assert y.shape == (0, 16) and rstd.shape == (0, 1)

@@ -39,6 +39,23 @@ def test_non_contiguous_inputs():
                      torch.ops.aten._softmax_backward_data(g, y, dim, torch.float32))
 
 
+def test_repeated_signatures_read_their_own_inputs():
+    # from its second call on, a signature takes a planned launch (forward and backward):
+    # each call must read its own tensors, and other dims, layouts or log must not share it
+    from gemsops.ops.log_softmax import _log_softmax
+    layouts = [lambda: randn(6, 40)[:, 3:35], lambda: randn(32, 6).t(), lambda: randn(6, 32)]  # all [6, 32]
+    for _ in range(3):
+        for make in layouts:
+            x = make()
+            for dim in (1, 0, -1):
+                assert_close(_softmax(x, dim, False), reference(torch.softmax, x, dim).float())
+                assert_close(_log_softmax(x, dim, False), reference(torch.log_softmax, x, dim).float())
+                for make_y in layouts:  # the forward output's layout is part of the signature too
+                    g, y = make(), make_y()  # any values will do for the formula
+                    assert_close(_softmax_backward_data(g, y, dim, torch.float32),
+                                 torch.ops.aten._softmax_backward_data(g, y, dim, torch.float32))
+
+
 def test_zero_dim_empty_and_infinities():
     s = randn(())
     assert_close(_softmax(s, 0, False), torch.softmax(s, 0))

@@ -190,6 +190,30 @@ def test_sum_through_enable(tmp_path):
     assert got[2].shape == (1, 1)
 
 
+def test_repeated_signatures_read_their_own_inputs_and_never_share_a_plan():
+    # from its second call on, a reduction signature takes a planned launch: each call must
+    # read its own input, and calls differing in dims, keepdim, op, ord or layout must not
+    # meet each other's plans
+    calls = [
+        lambda x: torch.sum(x, 1), lambda x: torch.sum(x, 0), lambda x: torch.sum(x, [1], keepdim=True),
+        lambda x: torch.sum(x, 1, dtype=torch.float16), lambda x: torch.mean(x, 1), lambda x: torch.amax(x, 1),
+        lambda x: torch.linalg.vector_norm(x, 2, 1), lambda x: torch.linalg.vector_norm(x, 3, 1),
+        lambda x: x.sum(),
+    ]
+    layouts = [lambda: torch.randn(6, 40, device=DEVICE)[:, 3:35],  # sliced rows
+               lambda: torch.randn(32, 6, device=DEVICE).t(),  # columns
+               lambda: torch.randn(6, 32, device=DEVICE)]
+    for _ in range(3):
+        for make in layouts:
+            x = make()
+            for fn in calls:
+                with gemsops.use_gems(include=["sum", "mean", "amax", "linalg_vector_norm"]):
+                    got = fn(x)
+                want = fn(x)
+                assert got.shape == want.shape and got.dtype == want.dtype
+                assert_close(got, want, want.dtype, scale=2)
+
+
 @pytest.mark.skipif(not ON_GPU, reason="large shapes on the GPU only")
 @pytest.mark.parametrize("shape,dim", [((16384, 8192), 1), ((8192, 4096), 0), ((1 << 24,), 0), ((32, 4096), 1),
                                        ((4, 1 << 20), 1), ((1 << 20, 4), 0), ((64, 512, 512), 1)])

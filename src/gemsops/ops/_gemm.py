@@ -33,7 +33,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ..runtime import VENDOR, Tuner, Unsupported, bucket, launcher
+from ..runtime import VENDOR, Plans, Tuner, Unsupported, bucket, launcher
 from ..runtime import capturing as _capturing  # a module name, so tests can stand in for a capture
 from ._common import INT32_MAX, cdiv, dot_upcast
 
@@ -249,8 +249,7 @@ class _Workspace:
 
 
 _WORKSPACE = _Workspace()
-_PLANS: dict = {}  # exact call signature -> launcher
-_MAX_PLANS = 8192
+_PLANS = Plans(8192)  # exact call signature -> launcher
 
 
 def _layout(s_row, s_col):
@@ -275,14 +274,12 @@ def gemm(a, sa, b, sb, c, sc, x, sx, batch, M, N, K, alpha=1.0, beta=1.0):
     if run is None:
         if batch > _MAX_GRID_YZ:
             raise Unsupported
-        if len(_PLANS) >= _MAX_PLANS:
-            _PLANS.clear()
         if _capturing():
             # inside CUDA graph capture nothing can be timed, and a new split-K workspace's
             # zeroing would only be recorded, not run: a plain config, planned again later
             run = _first_runner([], _plan_args(sa, sb, sc, sx, x, batch, M, N, K, alpha, beta, dtype, ieee, c))
         else:
-            run = _PLANS[key] = _make_plan(a, sa, b, sb, c, sc, x, sx, batch, M, N, K, alpha, beta, ieee)
+            run = _PLANS.keep(key, _make_plan(a, sa, b, sb, c, sc, x, sx, batch, M, N, K, alpha, beta, ieee))
     run(a, b, c, x, float(alpha), float(beta))
     return c
 

@@ -25,8 +25,6 @@ torch's own kernel. ``declare_pointwise`` declares one op family's aten overload
 """
 from __future__ import annotations
 
-import operator
-
 import torch
 import triton
 import triton.language as tl
@@ -34,6 +32,7 @@ from torch._prims_common import ELEMENTWISE_TYPE_PROMOTION_KIND as Promotion  # 
 from torch._prims_common import elementwise_dtypes
 
 from ..runtime import VENDOR, Unsupported, declare, fallback, launcher, native
+from ..runtime import on_device as _on_device
 from ..runtime.registry import aten_overload
 from ._common import INT32_MAX, TL_DTYPE, broadcast_shapes, cdiv, is_dense, kernel_dtype_ok
 
@@ -48,8 +47,6 @@ SCALAR, TENSOR, SINGLE = 0, 1, 2  # Python number / full tensor / one element br
 
 _DEVICE_TYPE = VENDOR.device_type if VENDOR is not None else None
 _Tensor = torch.Tensor
-# t.is_cuda / t.is_cpu: far cheaper than building t.device on every call
-_on_device = operator.attrgetter({"cuda": "is_cuda", "cpu": "is_cpu"}.get(_DEVICE_TYPE, "is_meta"))
 
 
 @triton.jit

@@ -28,7 +28,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ..runtime import VENDOR, Tuner, Unsupported, bucket, launcher, on_vendor_device
+from ..runtime import VENDOR, Plans, Tuner, Unsupported, bucket, launcher, on_device, on_vendor_device
 from ._common import TL_DTYPE, cdiv, kernel_dtype_ok, needs_int64, next_pow2
 
 # combine ops (constexpr OP)
@@ -532,7 +532,11 @@ def _tl(dtype):
 
 def launch_reduce(x, g: Geometry, out, *, op, acc, pre=NONE, post=NONE, cast=None, p=0.0, div=1,
                   center=None, init=None):
-    """Reduce ``x`` (already ``source``-d) laid out as ``g`` into the contiguous ``out`` ([M])."""
+    """Reduce ``x`` (already ``source``-d) laid out as ``g`` into the contiguous ``out`` ([M]).
+
+    Returns the launch as (bound kernel, grid, integer arguments after x, out, center) when
+    it was a single one, else None.
+    """
     int64 = g.int64
     if init is None:
         init = init_value(op, acc)
@@ -547,35 +551,36 @@ def launch_reduce(x, g: Geometry, out, *, op, acc, pre=NONE, post=NONE, cast=Non
         if g.rows:
             bm, bn, programs, S, chunk, bm2, bn2, programs2 = _layout(cfg, g)
             dst = out if S == 1 else torch.empty((g.M, S), dtype=acc, device=out.device)
-            launcher(_reduce_rows)[(programs, S)](
-                x, dst, center, g.M, g.R, g.I, g.so, g.sr, g.si, chunk, S, p, inv_p, div,
+            bound = launcher(_reduce_rows).bind(
                 OP=op, PRE=pre, POST=post if S == 1 else NONE, CAST=cast_tl, ACC=acc_tl, INIT=init, FLOAT=flt,
-                INT64=int64, BLOCK_M=bm, BLOCK_N=bn, num_warps=cfg["num_warps"],
+                INT64=int64, BLOCK_M=bm, BLOCK_N=bn, num_warps=cfg["num_warps"])
+            ints = (g.M, g.R, g.I, g.so, g.sr, g.si, chunk, S, p, inv_p, div)
+            bound((programs, S), x, dst, center, *ints)
+            if S == 1:
+                return bound, (programs, S), ints
+            launcher(_reduce_rows)[(programs2, 1)](
+                dst, out, out, g.M, S, 1, S, 1, 0, S, 1, p, inv_p, div,
+                OP=op, PRE=NONE, POST=post, CAST=None, ACC=acc_tl, INIT=init, FLOAT=flt,
+                INT64=int64, BLOCK_M=bm2, BLOCK_N=bn2, num_warps=cfg["num_warps"],
             )
-            if S > 1:
-                launcher(_reduce_rows)[(programs2, 1)](
-                    dst, out, out, g.M, S, 1, S, 1, 0, S, 1, p, inv_p, div,
-                    OP=op, PRE=NONE, POST=post, CAST=None, ACC=acc_tl, INIT=init, FLOAT=flt,
-                    INT64=int64, BLOCK_M=bm2, BLOCK_N=bn2, num_warps=cfg["num_warps"],
-                )
         else:
             br, bi, programs, S, chunk, br2, bi2, programs2 = _layout(cfg, g)
             dst = out if S == 1 else torch.empty((S, g.M), dtype=acc, device=out.device)
-            launcher(_reduce_cols)[(programs, S)](
-                x, dst, center, g.O, g.R, g.I, g.so, g.sr, g.si, chunk, S, p, inv_p, div,
+            bound = launcher(_reduce_cols).bind(
                 OP=op, PRE=pre, POST=post if S == 1 else NONE, CAST=cast_tl, ACC=acc_tl, INIT=init, FLOAT=flt,
-                INT64=int64, BLOCK_R=br, BLOCK_I=bi, num_warps=cfg["num_warps"],
+                INT64=int64, BLOCK_R=br, BLOCK_I=bi, num_warps=cfg["num_warps"])
+            ints = (g.O, g.R, g.I, g.so, g.sr, g.si, chunk, S, p, inv_p, div)
+            bound((programs, S), x, dst, center, *ints)
+            if S == 1:
+                return bound, (programs, S), ints
+            launcher(_reduce_cols)[(programs2, 1)](
+                dst, out, out, 1, S, g.M, 0, g.M, 1, S, 1, p, inv_p, div,
+                OP=op, PRE=NONE, POST=post, CAST=None, ACC=acc_tl, INIT=init, FLOAT=flt,
+                INT64=int64, BLOCK_R=br2, BLOCK_I=bi2, num_warps=cfg["num_warps"],
             )
-            if S > 1:
-                launcher(_reduce_cols)[(programs2, 1)](
-                    dst, out, out, 1, S, g.M, 0, g.M, 1, S, 1, p, inv_p, div,
-                    OP=op, PRE=NONE, POST=post, CAST=None, ACC=acc_tl, INIT=init, FLOAT=flt,
-                    INT64=int64, BLOCK_R=br2, BLOCK_I=bi2, num_warps=cfg["num_warps"],
-                )
 
     tuner = _row_tuner if g.rows else _col_tuner
-    run(tuned(tuner, ("val", x.element_size()) + g.key, run, (x.dtype, acc, op, pre, post, cast)))
-    return out
+    return run(tuned(tuner, ("val", x.element_size()) + g.key, run, (x.dtype, acc, op, pre, post, cast)))
 
 
 def reduce(x, dim, keepdim, *, op, out_dtype, acc=None, pre=NONE, post=NONE, cast=None, p=0.0,
@@ -586,6 +591,16 @@ def reduce(x, dim, keepdim, *, op, out_dtype, acc=None, pre=NONE, post=NONE, cas
     ``empty_ok=False``: an empty reduced dim has no identity (amax), torch raises.
     ``init``: the identity when it is not the op's usual one (all/any over 0/1 values).
     """
+    sig = None
+    if out is None:
+        sig = (x.shape, x.stride(), x.dtype, tuple(dim) if type(dim) is list else dim, keepdim, op, out_dtype,
+               acc, pre, post, cast, p, div, empty_all, init)
+        planned = _CALLS.get(sig)
+        if planned is not None and on_device(x):
+            shape, strides, bound, grid, ints = planned
+            out = torch.empty_strided(shape, strides, dtype=out_dtype, device=x.device)
+            bound(grid, x, out, out, *ints)
+            return out
     check_input(x, out)
     if not kernel_dtype_ok(out_dtype) or (cast is not None and not kernel_dtype_ok(cast)):
         raise Unsupported
@@ -603,9 +618,16 @@ def reduce(x, dim, keepdim, *, op, out_dtype, acc=None, pre=NONE, post=NONE, cas
         acc = acc_dtype(cast or x.dtype)
     if div is None:
         div = g.R
-    launch_reduce(source(x, g), g, out, op=op, acc=acc, pre=pre, post=post, cast=cast, p=p, div=div,
-                  init=init)
+    launched = launch_reduce(source(x, g), g, out, op=op, acc=acc, pre=pre, post=post, cast=cast, p=p, div=div,
+                             init=init)
+    if sig is not None and launched is not None and g.perm is None:
+        _CALLS.keep(sig, (out.shape, out.stride(), *launched))
     return out
+
+
+# reduce() call signature -> (output shape, strides, bound kernel, grid, integer arguments),
+# for reductions of one launch over x as it is (no reordering copy)
+_CALLS = Plans()
 
 
 def arg_reduce(x, dim, keepdim, is_max: bool, values: bool):

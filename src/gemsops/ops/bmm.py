@@ -19,7 +19,7 @@ def _bmm(a, b, out):
     if K != K2 or B != B2:
         raise Unsupported
     if out is None:
-        out = torch.empty((B, M, N), dtype=dtype, device=a.device)
+        out = torch.empty_strided((B, M, N), (max(M, 1) * max(N, 1), max(N, 1), 1), dtype=dtype, device=a.device)
     else:
         check_out(out, (B, M, N), dtype, a, b)
     if B == 0 or M == 0 or N == 0:

@@ -5,7 +5,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ..runtime import Unsupported, declare, launcher, on_vendor_device, with_fallback
+from ..runtime import Plans, Unsupported, declare, launcher, on_vendor_device, with_fallback
 from ._common import cdiv, kernel_dtype_ok, next_pow2
 from ._indexing import split3
 
@@ -56,8 +56,7 @@ def _channels_last(t):
         t.is_contiguous(memory_format=torch.channels_last if t.dim() == 4 else torch.channels_last_3d))
 
 
-_PLANS: dict = {}  # (dim, device, per input (dtype, shape, strides)) -> (dtype, shape, launches)
-_MAX_PLANS = 4096
+_PLANS = Plans()  # (dim, device, per input (dtype, shape, strides)) -> (dtype, shape, strides, launches)
 
 
 def _run(tensors, dim, out=None):
@@ -70,8 +69,8 @@ def _run(tensors, dim, out=None):
         key = (dim, tensors[0].get_device(), *[(t.dtype, t.shape, t.stride()) for t in tensors])
         plan = _PLANS.get(key)
         if plan is not None:
-            dtype, shape, launches = plan
-            out = torch.empty(shape, dtype=dtype, device=tensors[0].device)
+            dtype, shape, strides, launches = plan
+            out = torch.empty_strided(shape, strides, dtype=dtype, device=tensors[0].device)
             for bound, grid, which, ints in launches:
                 bound(grid, out, *[tensors[i] for i in which], *ints)
             return out
@@ -130,9 +129,7 @@ def _run(tensors, dim, out=None):
         padded = [it[1] for it in group] + [group[0][1]] * (PER_LAUNCH - len(group))
         bound(grid, out, *padded, *ints)
     if key is not None:
-        if len(_PLANS) >= _MAX_PLANS:
-            _PLANS.clear()
-        _PLANS[key] = (dtype, shape, launches)
+        _PLANS.keep(key, (dtype, shape, out.stride(), launches))
     return out
 
 

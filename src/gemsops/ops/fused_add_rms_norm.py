@@ -13,7 +13,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ..runtime import capturing, on_vendor_device
+from ..runtime import Plans, on_vendor_device
 from ._rows import RowPlanner, big, launcher, rows_2d
 from .rms_norm import KERNEL_DTYPES, _fused_rms_norm_backward
 from ._common import cdiv
@@ -118,15 +118,12 @@ def _launch(y, s_out, rstd, x, residual, weight, eps):
 
     p = _PLANNER.plan(n, m, trial, key=(x.dtype, residual.dtype))
     launch(p, yv, sv, sy, ss)
-    if (y is x and s_out is residual and rstd is None and xv is x and rv is residual and w is weight
-            and not capturing()):
+    if y is x and s_out is residual and rstd is None and xv is x and rv is residual and w is weight:
         # the in-place call: later calls of this signature go straight to the launch
-        if len(_PLANS) >= 4096:
-            _PLANS.clear()
         bound = _L_add_rms_kernel.bind(
             HAS_W=w is not None, STORE_RSTD=False, ONE_PASS=p["ONE_PASS"], INT64=False,
             BLOCK_M=p["BLOCK_M"], BLOCK_N=p["BLOCK_N"], num_warps=p["num_warps"])
-        _PLANS[_signature(x, residual, weight)] = (bound, (cdiv(m, p["BLOCK_M"]),), (m, n, sx, sr, sx, sr))
+        _PLANS.keep(_signature(x, residual, weight), (bound, (cdiv(m, p["BLOCK_M"]),), (m, n, sx, sr, sx, sr)))
     # views that could not be addressed as rows were computed in copies: write them back
     if yv.data_ptr() != y.data_ptr() or yv.shape != y.shape:
         y.copy_(yv.view(y.shape))
@@ -154,7 +151,7 @@ def fused_add_rms_norm(x, residual, weight, eps=1e-6):
 
 
 # in-place call signature -> (bound launch, grid, integer arguments); see _launch
-_PLANS: dict = {}
+_PLANS = Plans()
 
 
 def _signature(x, residual, weight):

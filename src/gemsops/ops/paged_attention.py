@@ -22,7 +22,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ..runtime import Tuner, VENDOR, bucket, launcher, on_vendor_device
+from ..runtime import VENDOR, Plans, Tuner, bucket, launcher, on_vendor_device
 from ._common import cdiv, dot_upcast, kernel_dtype_ok, next_pow2
 
 __all__ = ["paged_attention"]  # decode() is also used by flash_attn_varlen_func
@@ -234,7 +234,7 @@ def _launch(plan, query, key_cache, value_cache, block_tables, seq_lens, scale, 
         merge_bound(merge_grid, part_o, part_l, out, cu, *merge_ints)
 
 
-_PLANS: dict = {}  # call signature -> (bound launch, grid, integer arguments, merge launch, partial shapes)
+_PLANS = Plans()  # call signature -> (bound launch, grid, integer arguments, merge launch, partial shapes)
 
 
 def _plan(sig, query, key_cache, value_cache, block_tables, seq_lens, lay, alibi_slopes, out, cu_q):
@@ -293,11 +293,7 @@ def _plan(sig, query, key_cache, value_cache, block_tables, seq_lens, lay, alibi
            bucket(pairs) if few else 0, bucket(max_ctx) if few else 0)
     cfg = _tuner.choose(key, run)
     plan = setup(cfg)
-    if key in _tuner.memory:  # not a one-off default under graph capture
-        if len(_PLANS) >= 4096:
-            _PLANS.clear()
-        _PLANS[sig] = plan
-    return plan
+    return _PLANS.keep(sig, plan)
 
 
 def _kernel_ok(query, key_cache, value_cache, block_tables, seq_lens, alibi_slopes, out) -> bool:

@@ -15,7 +15,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ..runtime import VENDOR, Unsupported, declare, on_vendor_device, with_fallback
+from ..runtime import VENDOR, Plans, Unsupported, declare, on_device, on_vendor_device, with_fallback
 from ..runtime import registry
 from ._rows import RowPlanner, big, column_sum, launcher, partial_programs, rows_2d
 from ._common import cdiv
@@ -157,8 +157,17 @@ def _shape_check(input, normalized_shape, weight):
 
 def rms_forward(input, normalized_shape, weight, eps):
     """(y, rstd) of ``_fused_rms_norm``; raises Unsupported for inputs the kernel skips."""
-    n, axis = _shape_check(input, normalized_shape, weight)
     eps = _FP32_EPS if eps is None else float(eps)
+    sig = (input.shape, input.stride(), input.dtype, tuple(normalized_shape),
+           None if weight is None else (weight.dtype, weight.stride()))
+    planned = _FORWARDS.get(sig)
+    if planned is not None and on_device(input) and (weight is None or on_device(weight)):
+        y_strides, rstd_shape, rstd_strides, bound, grid, ints = planned
+        y = torch.empty_strided(input.shape, y_strides, dtype=input.dtype, device=input.device)
+        rstd = torch.empty_strided(rstd_shape, rstd_strides, dtype=torch.float32, device=input.device)
+        bound(grid, y, rstd, input, weight, *ints, eps)
+        return y, rstd
+    n, axis = _shape_check(input, normalized_shape, weight)
     y = torch.empty(input.shape, dtype=input.dtype, device=input.device)
     rstd = torch.empty(input.shape[:axis] + (1,) * (input.dim() - axis), dtype=torch.float32, device=input.device)
     m = input.numel() // n
@@ -167,16 +176,24 @@ def rms_forward(input, normalized_shape, weight, eps):
     xv, sx = rows_2d(input, n)
     w = None if weight is None else weight.contiguous()
     int64 = big(xv, y)
+    ints = (m, n, sx, n)
 
     def launch(p):
-        _L_rms_fwd_kernel(
-            (cdiv(m, p["BLOCK_M"]),), y, rstd, xv, w, m, n, sx, n, eps,
+        bound = _L_rms_fwd_kernel.bind(
             HAS_W=w is not None, ONE_PASS=p["ONE_PASS"], INT64=int64,
-            BLOCK_M=p["BLOCK_M"], BLOCK_N=p["BLOCK_N"], num_warps=p["num_warps"],
-        )
+            BLOCK_M=p["BLOCK_M"], BLOCK_N=p["BLOCK_N"], num_warps=p["num_warps"])
+        grid = (cdiv(m, p["BLOCK_M"]),)
+        bound(grid, y, rstd, xv, w, *ints, eps)
+        return bound, grid
 
-    launch(_FWD.plan(n, m, launch))
+    bound, grid = launch(_FWD.plan(n, m, launch))
+    if xv is input and w is weight:
+        _FORWARDS.keep(sig, (y.stride(), rstd.shape, rstd.stride(), bound, grid, ints))
     return y, rstd
+
+
+# rms_forward call signature -> (y strides, rstd shape and strides, bound kernel, grid, integer arguments)
+_FORWARDS = Plans()
 
 
 def rms_backward(grad_out, input, normalized_shape, rstd, weight, output_mask):

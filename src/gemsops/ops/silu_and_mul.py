@@ -11,7 +11,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ..runtime import Tuner, bucket, capturing, on_vendor_device
+from ..runtime import Plans, Tuner, bucket, on_vendor_device
 from ._rows import big, launcher, rows_2d
 from ._common import cdiv
 
@@ -92,7 +92,7 @@ def _cfg(tuner, d, m, launch):
 
 # (shape, strides, dtype, device, act) -> (bound launch, grid, m, d, row strides, output shape):
 # a repeated call (every layer of every decode step) skips the checks, tuning and views
-_PLANS: dict = {}
+_PLANS = Plans()
 
 
 def _forward(x, act, out=None):
@@ -129,12 +129,10 @@ def _forward(x, act, out=None):
     launch(cfg)
     if ov.data_ptr() != out.data_ptr() or ov.shape != out.shape:
         out.copy_(ov.view(out.shape))
-    elif xv is x and so == d and not capturing():
-        if len(_PLANS) >= 4096:
-            _PLANS.clear()
+    elif xv is x and so == d:
         bound = _L_gated_fwd_kernel.bind(ACT=act, INT64=int64, BLOCK=cfg["BLOCK"], num_warps=cfg["num_warps"])
-        _PLANS[(x.shape, x.stride(), x.dtype, x.device, act)] = (
-            bound, (m, cdiv(d, cfg["BLOCK"])), (m, d, sx, so), out.shape)
+        _PLANS.keep((x.shape, x.stride(), x.dtype, x.device, act),
+                    (bound, (m, cdiv(d, cfg["BLOCK"])), (m, d, sx, so), out.shape))
     return out
 
 

@@ -13,7 +13,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ..runtime import Unsupported, declare, on_vendor_device, with_fallback
+from ..runtime import Plans, Unsupported, declare, on_device, on_vendor_device, with_fallback
 from ._rows import RowPlanner, big, collapsed_stride, launcher
 from ._common import cdiv, next_pow2
 
@@ -197,6 +197,15 @@ def _norm_dim(dim: int, ndim: int) -> int:
 
 def softmax_forward(x: torch.Tensor, dim: int, out_dtype: torch.dtype, log: bool, out=None):
     """Softmax (or log-softmax) of ``x`` along ``dim`` into a new or given contiguous tensor."""
+    sig = None
+    if out is None:
+        sig = (x.shape, x.stride(), x.dtype, dim, out_dtype, log)
+        planned = _FORWARDS.get(sig)
+        if planned is not None and on_device(x):
+            strides, bound, grid, ints = planned
+            out = torch.empty_strided(x.shape, strides, dtype=out_dtype, device=x.device)
+            bound(grid, out, x, *ints)
+            return out
     _check(x)
     dim = _norm_dim(dim, x.dim())
     if out is None:
@@ -212,20 +221,35 @@ def softmax_forward(x: torch.Tensor, dim: int, out_dtype: torch.dtype, log: bool
     int64 = big(xv, out)
     compute = tl.float32
 
-    def launch(p):
-        grid = (cdiv(rows, p["BLOCK_M"]),)
-        _L_softmax_fwd_kernel(
-            grid, out, xv, rows, n, inner, xo, xi, xn, n * inner, 1, inner,
-            LOG=log, LASTDIM=lastdim, ONE_PASS=p["ONE_PASS"], COMPUTE=compute, INT64=int64,
-            BLOCK_M=p["BLOCK_M"], BLOCK_N=p["BLOCK_N"], num_warps=p["num_warps"],
-        )
+    ints = (rows, n, inner, xo, xi, xn, n * inner, 1, inner)
 
-    launch(_plan(_FWD, n, rows, lastdim, launch))
+    def launch(p):
+        bound = _L_softmax_fwd_kernel.bind(
+            LOG=log, LASTDIM=lastdim, ONE_PASS=p["ONE_PASS"], COMPUTE=compute, INT64=int64,
+            BLOCK_M=p["BLOCK_M"], BLOCK_N=p["BLOCK_N"], num_warps=p["num_warps"])
+        grid = (cdiv(rows, p["BLOCK_M"]),)
+        bound(grid, out, xv, *ints)
+        return bound, grid
+
+    bound, grid = launch(_plan(_FWD, n, rows, lastdim, launch))
+    if sig is not None and xv is x:
+        _FORWARDS.keep(sig, (out.stride(), bound, grid, ints))
     return out
+
+
+# softmax_forward call signature -> (output strides, bound kernel, grid, integer arguments)
+_FORWARDS = Plans()
 
 
 def softmax_backward(grad: torch.Tensor, output: torch.Tensor, dim: int, input_dtype, log: bool):
     """Gradient of softmax (or log-softmax) given the forward ``output``."""
+    sig = (grad.shape, grad.stride(), grad.dtype, output.shape, output.stride(), output.dtype, dim, input_dtype, log)
+    planned = _BACKWARDS.get(sig)
+    if planned is not None and on_device(grad) and on_device(output):
+        strides, bound, grid, ints = planned
+        dx = torch.empty_strided(grad.shape, strides, dtype=input_dtype, device=grad.device)
+        bound(grid, dx, grad, output, *ints)
+        return dx
     _check(grad)
     _check(output)
     if grad.shape != output.shape or input_dtype not in KERNEL_DTYPES:
@@ -243,16 +267,24 @@ def softmax_backward(grad: torch.Tensor, output: torch.Tensor, dim: int, input_d
     rows = outer * inner
     int64 = big(gv, yv, dx)
 
-    def launch(p):
-        grid = (cdiv(rows, p["BLOCK_M"]),)
-        _L_softmax_bwd_kernel(
-            grid, dx, gv, yv, rows, n, inner, go, gi, gn, yo, yi, yn, n * inner, 1, inner,
-            LOG=log, LASTDIM=lastdim, ONE_PASS=p["ONE_PASS"], COMPUTE=tl.float32, INT64=int64,
-            BLOCK_M=p["BLOCK_M"], BLOCK_N=p["BLOCK_N"], num_warps=p["num_warps"],
-        )
+    ints = (rows, n, inner, go, gi, gn, yo, yi, yn, n * inner, 1, inner)
 
-    launch(_plan(_BWD, n, rows, lastdim, launch))
+    def launch(p):
+        bound = _L_softmax_bwd_kernel.bind(
+            LOG=log, LASTDIM=lastdim, ONE_PASS=p["ONE_PASS"], COMPUTE=tl.float32, INT64=int64,
+            BLOCK_M=p["BLOCK_M"], BLOCK_N=p["BLOCK_N"], num_warps=p["num_warps"])
+        grid = (cdiv(rows, p["BLOCK_M"]),)
+        bound(grid, dx, gv, yv, *ints)
+        return bound, grid
+
+    bound, grid = launch(_plan(_BWD, n, rows, lastdim, launch))
+    if gv is grad and yv is output:
+        _BACKWARDS.keep(sig, (dx.stride(), bound, grid, ints))
     return dx
+
+
+# softmax_backward call signature -> (gradient strides, bound kernel, grid, integer arguments)
+_BACKWARDS = Plans()
 
 
 def _out_dtype(x: torch.Tensor, half_to_float: bool) -> torch.dtype:

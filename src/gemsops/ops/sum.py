@@ -37,7 +37,6 @@ def sum_all_out(self, *, dtype=None, out):
     return _sum(self, None, False, dtype, out)
 
 
-
 declare("sum", {
     "sum.dim_IntList": sum_dim,
     "sum": sum_all,

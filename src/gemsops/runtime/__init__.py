@@ -2,5 +2,5 @@
 from .vendor import VENDOR, VendorError, vendor_name  # noqa: F401  (first: sets TRITON_INTERPRET)
 from .registry import Unsupported, declare, fallback, native, with_fallback  # noqa: F401
 from .tuner import Tuner, bucket, capturing  # noqa: F401
-from .devices import on_vendor_device  # noqa: F401
-from .launch import Launcher, launcher  # noqa: F401
+from .devices import on_device, on_vendor_device  # noqa: F401
+from .launch import Launcher, Plans, launcher  # noqa: F401

@@ -17,6 +17,7 @@ import inspect
 
 import torch
 
+from . import tuner as _tuner
 from .vendor import VENDOR
 
 _INT32_MIN, _INT32_MAX = -(2**31), 2**31 - 1
@@ -172,3 +173,29 @@ def launcher(kernel) -> Launcher:
     if entry is None or entry[0] is not kernel:
         entry = _LAUNCHERS[id(kernel)] = (kernel, Launcher(kernel))
     return entry[1]
+
+
+class Plans(dict):
+    """Launch plans by call signature, for host functions whose callers repeat a few.
+
+    A plan holds what one call signature launches (bound kernels, grids, integer
+    arguments, output shapes) so that the next call with that signature skips the checks,
+    layout work and tuner lookups and goes straight to allocation and launch. A model
+    repeats a handful of signatures per op; the memo is bounded anyway and starts over
+    when full. Nothing is kept while a CUDA graph is being captured: a config chosen
+    then is a one-off default, not the tuned choice.
+    """
+
+    __slots__ = ("limit",)
+
+    def __init__(self, limit: int = 4096):
+        super().__init__()
+        self.limit = limit
+
+    def keep(self, key, plan):
+        """Remember ``plan`` for ``key`` (unless capturing) and return it."""
+        if not _tuner.capturing():
+            if len(self) >= self.limit:
+                self.clear()
+            self[key] = plan
+        return plan

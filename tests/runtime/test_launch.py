@@ -1,0 +1,21 @@
+"""The launch helpers: per-signature plan memos (the lean launcher itself runs in every op test)."""
+from gemsops.runtime import Plans, tuner
+
+
+def test_plans_are_bounded_and_start_over_when_full():
+    plans = Plans(limit=2)
+    assert plans.keep("a", 1) == 1 and plans.keep("b", 2) == 2
+    assert plans.get("a") == 1
+    plans.keep("c", 3)  # full: the memo starts over rather than growing with odd signatures
+    assert dict(plans) == {"c": 3}
+
+
+def test_plans_made_under_graph_capture_are_not_kept(monkeypatch):
+    # a config chosen under capture is a one-off default, not the tuned choice
+    plans = Plans()
+    monkeypatch.setattr(tuner, "capturing", lambda: True)
+    assert plans.keep("sig", "plan") == "plan"
+    assert "sig" not in plans
+    monkeypatch.setattr(tuner, "capturing", lambda: False)
+    plans.keep("sig", "plan")
+    assert plans["sig"] == "plan"
