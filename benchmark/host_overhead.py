@@ -38,6 +38,12 @@ def tiny_ops(device="cuda"):
         ("embedding 4 of 64x16", ("embedding",), lambda i: F.embedding(i[0], i[1]),
          lambda: (torch.randint(0, 64, (4,), device=device), t(64, 16))),
         ("cat 2x16", ("cat",), lambda i: torch.cat([i[0], i[1]]), lambda: (t(16), t(16))),
+        # what Llama-style layers also send: rotate_half's halves of transposed heads, an
+        # in-place add, a dtype cast
+        ("cat rotary halves", ("cat",), lambda i: torch.cat((i[0][..., 8:], i[0][..., :8]), -1),
+         lambda: (t(1, 4, 2, 16).transpose(1, 2),)),
+        ("add_ 16 (in place)", ("add",), lambda i: i[0].add_(i[1]), lambda: (t(16), t(16))),
+        ("to fp32 16", ("_to_copy",), lambda i: i[0].to(torch.float32), lambda: (t(16),)),
     ]
 
 

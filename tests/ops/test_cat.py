@@ -1,8 +1,11 @@
+import importlib
+
 import pytest
 import torch
 
 import gemsops
 from gemsops.ops.cat import cat, cat_out
+from gemsops.runtime import Plans
 
 kcat, kcat_out = cat.__wrapped__, cat_out.__wrapped__  # no silent native fallback
 from tests.util import DEVICE, FLOAT_DTYPES, ON_GPU, randn
@@ -43,6 +46,27 @@ def test_cat_repeated_layouts_use_new_data():
     same(kcat([a, b], 0), torch.cat([a, b], 0))
     same(kcat([a.half(), b.double()], 0), torch.cat([a.half(), b.double()], 0))
     same(kcat([a.half(), b.half()], 0), torch.cat([a.half(), b.half()], 0))
+
+
+def test_cat_reads_transposed_head_views_without_copying(monkeypatch):
+    # rotary embeddings concatenate halves of q.view(b, s, h, d).transpose(1, 2): rows that
+    # take two strides. They are read in place (no copy, so the launch is planned) and each
+    # repeated call reads its own data
+    cat_module = importlib.import_module("gemsops.ops.cat")  # the module, not the function
+    monkeypatch.setattr(cat_module, "_PLANS", Plans())
+    for _ in range(3):
+        for batch in (1, 2):  # rows: (h, s) take two strides, (b, h, s) three
+            q = randn(batch, 5, 3, 8).transpose(1, 2)
+            xs = (-q[..., 4:], q[..., :4])
+            same(kcat(xs, -1), torch.cat(xs, -1))
+        mixed = [randn(3, 2, 5).transpose(0, 1), randn(2, 5, 3).transpose(1, 2), randn(2, 3, 5)]
+        same(kcat(mixed, 2), torch.cat(mixed, 2))
+    assert len(cat_module._PLANS) == 3
+    # rows of four dims that no three groups serve: that input is copied (no plan), still right
+    odd = [randn(2, 3, 4, 5, 6).permute(3, 2, 1, 0, 4), randn(5, 4, 3, 2, 6)]
+    for _ in range(2):
+        same(kcat(odd, 4), torch.cat(odd, 4))
+    assert len(cat_module._PLANS) == 3
 
 
 def test_cat_promotion_and_empty_rules():

@@ -24,9 +24,21 @@ def test_embedding_noncontiguous_0d_empty():
     assert kemb(w, torch.empty(2, 0, dtype=torch.long, device=DEVICE)).shape == (2, 0, 6)
 
 
+def test_embedding_repeated_signatures_read_their_own_inputs():
+    # from its second call on, a signature takes a planned launch: each call must read its
+    # own table and indices; other layouts and index dtypes must not share the plan
+    for _ in range(3):
+        for w in (randn(10, 6), randn(6, 10).t(), randn(10, 12)[:, ::2]):
+            for idx in (torch.randint(0, 10, (3, 4), device=DEVICE),
+                        torch.randint(0, 10, (3, 4), dtype=torch.int32, device=DEVICE),
+                        torch.randint(0, 10, (4, 3), device=DEVICE).t()):
+                torch.testing.assert_close(kemb(w, idx), w[idx.long()], rtol=0, atol=0)
+
+
 @pytest.mark.skipif(ON_GPU, reason="torch device-asserts on the GPU")
 def test_embedding_out_of_range_raises():
     w = randn(4, 3)
+    embedding(w, torch.tensor([0, 3], device=DEVICE))  # this signature is planned from here on
     for bad in (4, -1):
         with pytest.raises(IndexError):
             embedding(w, torch.tensor([0, bad], device=DEVICE))

@@ -74,6 +74,21 @@ def test_masks_layouts_and_fallbacks():
     assert y.shape == (0, 8) and mean.shape == (0, 1)
 
 
+def test_repeated_signatures_read_their_own_inputs():
+    # from its second call on, a forward signature takes a planned launch: each call must
+    # read its own input, weight, bias and eps; layouts and affine variants must not share it
+    ln = torch.ops.aten.native_layer_norm
+    for _ in range(3):
+        for x in (randn(8, 50)[:, 5:45], randn(8, 40), randn(4, 2, 40).transpose(0, 1)):
+            for w, b, eps in ((randn(40), randn(40), 1e-6), (None, None, 0.5), (randn(40), None, 1e-6),
+                              (None, randn(80)[::2], 1e-6)):
+                got = native_layer_norm(x, [40], w, b, eps)
+                want = reference(ln, x, [40], w, b, eps)
+                for g, e in zip(got, want):
+                    assert g.shape == e.shape
+                    assert_close(g, e.to(g.dtype), scale=2)
+
+
 @pytest.mark.parametrize("dtype", FLOAT_DTYPES)
 def test_autograd_through_enable(tmp_path, dtype):
     log = tmp_path / "ops.log"

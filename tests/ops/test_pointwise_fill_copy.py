@@ -131,6 +131,33 @@ def test_to_copy():
           served=False)
 
 
+def test_repeated_in_place_and_out_calls_are_planned_but_overlap_is_still_torchs():
+    # the second call of an in-place / out= layout takes a planned launch: each call must use
+    # its own tensors and values, and an input that overlaps out (same layouts, other data
+    # pointers) must still reach torch's overlap error rather than the plan
+    for _ in range(3):
+        for value in (1.5, -2.0):
+            check("fill_", lambda t: t.fill_(value), make(4, 6).t())
+        for dst in (torch.empty(6, 4, device=DEVICE).t(), torch.empty(4, 6, device=DEVICE)):  # out's layout
+            check("copy_", lambda d, s: d.copy_(s), dst, make(4, 6))
+        check("add", lambda a, b: a.add_(b, alpha=2), make(4, 6), make(6))
+        check("add", lambda a, b, o: torch.add(a, b, out=o), make(4, 6), make(4, 6), torch.empty(4, 6, device=DEVICE))
+        check("_to_copy", lambda t: t.to(torch.float16), make(4, 6, specials=True), exact=True)
+    for _ in range(2):  # separate tensors: these layouts are planned from the first call on
+        run_gems("copy_", lambda: make(6).copy_(make(6)))
+        run_gems("add", lambda: torch.add(make(6), make(6), out=make(6)))
+    buf = make(12)
+    for src, dst in ((slice(3, 9), slice(6, 12)), (slice(6, 12), slice(3, 9))):
+        with pytest.raises(RuntimeError, match="single memory location"):
+            run_gems("copy_", lambda: buf[dst].copy_(buf[src]))
+    with pytest.raises(RuntimeError, match="single memory location"):
+        run_gems("add", lambda: torch.add(buf[:6], buf[3:9], out=buf[6:]))
+    a = make(12)
+    want = a[:6] + a[6:]
+    run_gems("add", lambda: torch.add(a[:6], a[6:], out=a[6:]))  # out is an input: in place
+    torch.testing.assert_close(a[6:], want)
+
+
 @pytest.mark.skipif(not ON_GPU, reason="needs the CPU beside the vendor's device")
 def test_cross_device_copies_run_torchs_kernel():
     # copy_ and _to_copy between the host and the GPU reach gems' CUDA kernels (the GPU is

@@ -107,26 +107,24 @@ def _take_kernel(
 
 
 def take(src, outer, s_outer, inner, s_inner, indices, other, o_strides, mode, wrap):
-    """Launch the take kernel.
+    """Launch the take kernel; returns (bound kernel, grid, integer arguments) or None (nothing to do).
 
     ``indices``: list of (flat contiguous index tensor of length N, src stride, dim size).
     ``other``: the (outer, N, inner) tensor read or written, with ``o_strides``.
+    The integer arguments follow src, other and the four index tensors (padded by repeating the first).
     """
     n = indices[0][0].numel()
     rows = outer * n
     if rows == 0 or inner == 0:
-        return
+        return None
     block_i = min(next_pow2(inner), 1024)
     block_r = min(max(1, TILE // block_i), next_pow2(rows))
     pad = indices + [indices[0]] * (MAX_INDICES - len(indices))
     grid = (cdiv(rows, block_r), cdiv(inner, block_i))
-    launcher(_take_kernel)[grid](
-        src, other, *(p[0] for p in pad),
-        rows, n, inner,
-        s_outer, s_inner, *o_strides,
-        *(p[1] for p in pad), *(p[2] for p in pad),
-        K=len(indices), WRAP=wrap, MODE=mode, BLOCK_R=block_r, BLOCK_I=block_i,
-    )
+    bound = launcher(_take_kernel).bind(K=len(indices), WRAP=wrap, MODE=mode, BLOCK_R=block_r, BLOCK_I=block_i)
+    ints = (rows, n, inner, s_outer, s_inner, *o_strides, *(p[1] for p in pad), *(p[2] for p in pad))
+    bound(grid, src, other, *(p[0] for p in pad), *ints)
+    return bound, grid, ints
 
 
 def flat_index(idx: torch.Tensor) -> torch.Tensor:

@@ -31,7 +31,7 @@ import triton.language as tl
 from torch._prims_common import ELEMENTWISE_TYPE_PROMOTION_KIND as Promotion  # noqa: F401
 from torch._prims_common import elementwise_dtypes
 
-from ..runtime import VENDOR, Unsupported, declare, fallback, launcher, native
+from ..runtime import VENDOR, Plans, Unsupported, declare, fallback, launcher, native
 from ..runtime import on_device as _on_device
 from ..runtime.registry import aten_overload
 from ._common import INT32_MAX, TL_DTYPE, broadcast_shapes, cdiv, is_dense, kernel_dtype_ok
@@ -295,7 +295,7 @@ class Pointwise:
         compute, result_dtype, casts, ok, fn, flat, pad = plan
         if not ok:
             raise Unsupported
-        call_key = None
+        call_key = into_key = None
         if out is None and result_dtype is not None and compute != torch.float64:
             # the common case, kept lean: contiguous tensors of one shape on the device
             first = None
@@ -336,9 +336,29 @@ class Pointwise:
                     bound(grid, out, *args, n, *extra)
                     return out
                 call_key = None
+        elif out is not None and compute != torch.float64:
+            # in place and out= (add_, copy_, fill_, _to_copy's store): layouts seen before
+            # launch as planned unless an input overlaps ``out`` other than by being it (the
+            # full path then decides: torch errors or exact-alias in place)
+            into_key = (id(plan), out.shape, out.stride(), out.dtype,
+                        *[(a.shape, a.stride()) if isinstance(a, _Tensor) else type(a) for a in args])
+            into = _INTO_PLANS.get(into_key)
+            if into is not None and _on_device(out):
+                launch, extents, out_extent = into
+                lo = out.data_ptr()
+                hi = lo + out_extent
+                for a, extent in zip(args, extents):
+                    if extent and (not _on_device(a) or (a is not out and a.data_ptr() < hi
+                                                          and lo < a.data_ptr() + extent)):
+                        break
+                else:
+                    bound, grid, n, extra = launch
+                    bound(grid, out, *args, *pad, n, *extra)
+                    return out
         tensors = [a for a in args if isinstance(a, _Tensor)]
         dev = _DEVICE_TYPE
         if not all(map(_on_device, tensors)):
+            into_key = None
             # a CPU 0-d tensor next to device tensors is a scalar (torch allows that mix)
             if dev == "cpu" or not any(t.device.type == dev for t in tensors):
                 raise Unsupported
@@ -380,16 +400,23 @@ class Pointwise:
             args = tuple(f64_scalar(a, out.device) if type(a) is float else a for a in args)
         launch = _general(fn, args, casts, out, shape, res)
         if call_key is not None:
-            if len(_CALL_PLANS) >= _MAX_LAYOUT_PLANS:
-                _CALL_PLANS.clear()
-            _CALL_PLANS[call_key] = (out.shape, out.stride(), launch)
+            _CALL_PLANS.keep(call_key, (out.shape, out.stride(), launch))
+        elif into_key is not None:
+            _INTO_PLANS.keep(into_key, (launch, tuple(_extent(a) for a in args), _extent(out)))
         return out
 
 
-_LAYOUT_PLANS: dict = {}  # launch plans by op and operand layouts: models repeat a few layouts
-_CALL_PLANS: dict = {}  # (Pointwise plan id, operand layouts) -> (output shape, strides, launch plan)
 # plan ids are stable keys: Pointwise objects are module-level and never drop a plan
-_MAX_LAYOUT_PLANS = 4096
+_LAYOUT_PLANS = Plans()  # launch plans by op and operand layouts: models repeat a few layouts
+_CALL_PLANS = Plans()  # (Pointwise plan id, operand layouts) -> (output shape, strides, launch plan)
+# (Pointwise plan id, out's layout and dtype, operand layouts) -> (launch plan, byte extent of
+# each tensor operand (0 for numbers), out's byte extent)
+_INTO_PLANS = Plans()
+
+
+def _extent(a) -> int:
+    """Bytes from a tensor's data pointer to the end of its last element (0 for a number)."""
+    return (_span(a) + 1) * a.element_size() if isinstance(a, _Tensor) else 0
 
 
 def _general(fn, args, casts, out, shape, res):
@@ -400,9 +427,7 @@ def _general(fn, args, casts, out, shape, res):
            tuple((a.shape, a.stride()) if isinstance(a, _Tensor) else type(a) for a in args))
     plan = _LAYOUT_PLANS.get(key)
     if plan is None:
-        if len(_LAYOUT_PLANS) >= _MAX_LAYOUT_PLANS:
-            _LAYOUT_PLANS.clear()
-        plan = _LAYOUT_PLANS[key] = _layout_plan(fn, args, casts, out, shape, res)
+        plan = _LAYOUT_PLANS.keep(key, _layout_plan(fn, args, casts, out, shape, res))
     bound, grid, n, extra = plan
     if len(args) < MAX_INPUTS:
         args = args + (0,) * (MAX_INPUTS - len(args))  # unused slots: never read (NIN prunes them)

@@ -1,5 +1,13 @@
-"""cat: up to four inputs per launch, any dim, dtype promotion, torch's empty-tensor rules."""
+"""cat: up to four inputs per launch, any dim, dtype promotion, torch's empty-tensor rules.
+
+Each input is read as rows (the dims before ``dim``) of ``c`` columns (``dim`` and the dims
+after it). The row dims are split into up to three groups [A, B, C] that each walk every
+input with one stride, which covers the transposed views models concatenate (the two
+halves of ``q.view(b, s, h, d).transpose(1, 2)`` in rotary embeddings: b, h and s). An
+input that no common split serves is copied first.
+"""
 import functools
+import math
 
 import torch
 import triton
@@ -7,7 +15,7 @@ import triton.language as tl
 
 from ..runtime import Plans, Unsupported, declare, launcher, on_vendor_device, with_fallback
 from ._common import cdiv, kernel_dtype_ok, next_pow2
-from ._indexing import split3
+from ._indexing import collapse
 
 __all__ = ["cat"]
 
@@ -16,18 +24,26 @@ TILE = 4096
 
 
 @triton.jit
-def _copy_tile(out, x, rows, cols, outer, inner, c, col_off, s_row, s_dim, s_inner, c_total):
+def _copy_tile(out, x, rows, cols, outer, inner, c, col_off, s_a, s_b, s_c, rows_b, rows_c, s_dim, s_inner,
+               c_total, LEVELS: tl.constexpr):
     mask = (rows < outer)[:, None] & (cols < c)[None, :]
     col = (cols // inner) * s_dim + (cols % inner) * s_inner
-    v = tl.load(x + rows[:, None] * s_row + col[None, :], mask=mask)
+    if LEVELS == 1:
+        row = rows * s_a
+    elif LEVELS == 2:
+        row = (rows // rows_c) * s_a + (rows % rows_c) * s_c
+    else:
+        row = (rows // (rows_b * rows_c)) * s_a + ((rows // rows_c) % rows_b) * s_b + (rows % rows_c) * s_c
+    v = tl.load(x + row[:, None] + col[None, :], mask=mask)
     tl.store(out + rows[:, None] * c_total + (cols + col_off)[None, :], v.to(out.dtype.element_ty), mask=mask)
 
 
 @triton.jit
 def _cat_kernel(
-    out, x0, x1, x2, x3, outer, inner, c_total, col_blocks,
-    c0, c1, c2, c3, f0, f1, f2, f3, r0, r1, r2, r3, d0, d1, d2, d3, k0, k1, k2, k3,
-    N: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr,
+    out, x0, x1, x2, x3, outer, inner, c_total, col_blocks, rows_b, rows_c,
+    c0, c1, c2, c3, f0, f1, f2, f3, d0, d1, d2, d3, k0, k1, k2, k3,
+    a0, a1, a2, a3, b0, b1, b2, b3, e0, e1, e2, e3,
+    N: tl.constexpr, LEVELS: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr,
 ):
     # one flat grid: (row block) x (input, column block); every input gets col_blocks blocks
     pid = tl.program_id(0)
@@ -39,16 +55,20 @@ def _cat_kernel(
     rows = rb.to(tl.int64) * BLOCK_R + tl.arange(0, BLOCK_R)
     cols = cb.to(tl.int64) * BLOCK_C + tl.arange(0, BLOCK_C)
     if which == 0:
-        _copy_tile(out, x0, rows, cols, outer, inner, c0, f0, r0, d0, k0, c_total)
+        _copy_tile(out, x0, rows, cols, outer, inner, c0, f0, a0, b0, e0, rows_b, rows_c, d0, k0,
+                   c_total, LEVELS)
     if N >= 2:
         if which == 1:
-            _copy_tile(out, x1, rows, cols, outer, inner, c1, f1, r1, d1, k1, c_total)
+            _copy_tile(out, x1, rows, cols, outer, inner, c1, f1, a1, b1, e1, rows_b, rows_c, d1, k1,
+                       c_total, LEVELS)
     if N >= 3:
         if which == 2:
-            _copy_tile(out, x2, rows, cols, outer, inner, c2, f2, r2, d2, k2, c_total)
+            _copy_tile(out, x2, rows, cols, outer, inner, c2, f2, a2, b2, e2, rows_b, rows_c, d2, k2,
+                       c_total, LEVELS)
     if N >= 4:
         if which == 3:
-            _copy_tile(out, x3, rows, cols, outer, inner, c3, f3, r3, d3, k3, c_total)
+            _copy_tile(out, x3, rows, cols, outer, inner, c3, f3, a3, b3, e3, rows_b, rows_c, d3, k3,
+                       c_total, LEVELS)
 
 
 def _channels_last(t):
@@ -111,20 +131,21 @@ def _run(tensors, dim, out=None):
         inner *= s
     outer = out.numel() // (total * inner)
     c_total = total * inner
+    rows_b, rows_c, row_strides = _row_strides([t for _, t in parts], dim)
     items, off = [], 0
-    for i, t in parts:
+    for (i, t), rs in zip(parts, row_strides):
         c = t.shape[dim] * inner
         if c:
-            try:
-                _, so, _, si = split3(t, dim, dim + 1)
-            except Unsupported:  # outer or inner dims not mergeable: copy this one input
+            inner_dims = collapse(t.shape[dim + 1:], t.stride()[dim + 1:])
+            if rs is None or inner_dims is None:  # not addressable as rows: copy this one input
                 t = t.contiguous()
-                _, so, _, si = split3(t, dim, dim + 1)
+                rs = (rows_b * rows_c * c, rows_c * c, c)  # row r of a contiguous copy starts at r * c
+                inner_dims = (inner, 1)
                 key = None  # the copy is per call: no plan
-            items.append((i, t, c, off, so, t.stride(dim), si))
+            items.append((i, t, c, off, t.stride(dim), inner_dims[1], *rs))
         off += c
     groups = [items[g:g + PER_LAUNCH] for g in range(0, len(items), PER_LAUNCH)]
-    launches = [_launch(group, outer, inner, c_total) for group in groups]
+    launches = [_launch(group, outer, inner, c_total, rows_b, rows_c) for group in groups]
     for (bound, grid, _, ints), group in zip(launches, groups):
         padded = [it[1] for it in group] + [group[0][1]] * (PER_LAUNCH - len(group))
         bound(grid, out, *padded, *ints)
@@ -133,7 +154,34 @@ def _run(tensors, dim, out=None):
     return out
 
 
-def _launch(group, outer, inner, c_total):
+def _row_strides(tensors, dim):
+    """(rows_b, rows_c, per input (row strides of A, B, C) or None): the dims before ``dim``
+    seen as [A, B, C] with B of rows_b rows and C of rows_c.
+
+    The fewest groups that serve every input win (empty groups have one row); an input that
+    no common split serves gets None.
+    """
+    shape = tensors[0].shape  # the inputs agree on every dim but ``dim``
+    outer = [d for d in range(dim) if shape[d] != 1]
+    n = len(outer)
+
+    def strides(t, cuts):
+        st = t.stride()
+        groups = [outer[lo:hi] for lo, hi in zip((0, *cuts), (*cuts, n))]
+        walks = [collapse([shape[d] for d in g], [st[d] for d in g]) for g in groups]
+        return None if None in walks else tuple(w[1] for w in walks)
+
+    splits = [(n, n), *((q, q) for q in range(n - 1, 0, -1)),
+              *((p, q) for q in range(n - 1, 0, -1) for p in range(q - 1, 0, -1))]
+    for cuts in splits:
+        found = [strides(t, cuts) for t in tensors]
+        if None not in found:
+            return (math.prod(shape[d] for d in outer[cuts[0]:cuts[1]]),
+                    math.prod(shape[d] for d in outer[cuts[1]:]), found)
+    return 1, 1, [strides(t, (n, n)) for t in tensors]
+
+
+def _launch(group, outer, inner, c_total, rows_b, rows_c):
     """(bound launch, grid, input positions, integer arguments) copying ``group`` into the output."""
     n = len(group)
     cmax = max(it[2] for it in group)
@@ -142,9 +190,12 @@ def _launch(group, outer, inner, c_total):
     col_blocks = cdiv(cmax, block_c)
     pad = group + [group[0]] * (PER_LAUNCH - n)  # unused slots repeat the first input
     grid = (cdiv(outer, block_r) * col_blocks * n,)
-    ints = (outer, inner, c_total, col_blocks, *(p[2] for p in pad), *(p[3] for p in pad),
-            *(p[4] for p in pad), *(p[5] for p in pad), *(p[6] for p in pad))
-    return launcher(_cat_kernel).bind(N=n, BLOCK_R=block_r, BLOCK_C=block_c), grid, [p[0] for p in pad], ints
+    # per input: columns, column offset, stride of dim, inner stride, row strides of A, B, C
+    ints = (outer, inner, c_total, col_blocks, rows_b, rows_c,
+            *(p[k] for k in range(2, 9) for p in pad))
+    levels = 3 if rows_b > 1 else 2 if rows_c > 1 else 1
+    bound = launcher(_cat_kernel).bind(N=n, LEVELS=levels, BLOCK_R=block_r, BLOCK_C=block_c)
+    return bound, grid, [p[0] for p in pad], ints
 
 
 @with_fallback("cat")

@@ -26,7 +26,7 @@ _store = Pointwise("copy", _identity, promote=())  # a casting store into out
 def _copy_run(self, src, non_blocking=False, *, out=None):
     if not isinstance(src, torch.Tensor) or src.is_neg() or src.is_conj() or self.is_neg() or self.is_conj():
         raise Unsupported
-    if src.device != self.device and src.dim() != 0:
+    if src.get_device() != self.get_device() and src.dim() != 0:  # get_device: no device objects built
         raise Unsupported  # host-device or cross-GPU transfers
     if src is self or (src.data_ptr() == self.data_ptr() and src.dtype == self.dtype
                        and src.shape == self.shape and src.stride() == self.stride()):

@@ -2,7 +2,7 @@
 import torch
 import triton.language as tl  # noqa: F401  (the interpreter needs it visible to every jit function)
 
-from ..runtime import Unsupported, declare, on_vendor_device, with_fallback
+from ..runtime import Plans, Unsupported, declare, on_device, on_vendor_device, with_fallback
 from ._common import kernel_dtype_ok
 from ._indexing import check_bounds, flat_index, take
 
@@ -12,15 +12,29 @@ __all__ = ["embedding", "embedding_dense_backward"]
 @with_fallback("embedding")
 def embedding(weight, indices, padding_idx=-1, scale_grad_by_freq=False, sparse=False):
     """torch.nn.functional.embedding's aten kernel (padding_idx only matters for backward)."""
+    sig = (weight.shape, weight.stride(), weight.dtype, indices.shape, indices.stride(), indices.dtype)
+    planned = _LOOKUPS.get(sig)
+    if planned is not None and on_device(weight) and on_device(indices):
+        out_shape, out_strides, bound, grid, ints = planned
+        check_bounds(indices, weight.shape[0], allow_negative=False)  # data: checked on every call
+        out = torch.empty_strided(out_shape, out_strides, dtype=weight.dtype, device=weight.device)
+        bound(grid, weight, out, indices, indices, indices, indices, *ints)  # contiguous: its own flat view
+        return out
     if not on_vendor_device(weight, indices) or weight.dim() != 2 or not kernel_dtype_ok(weight.dtype):
         raise Unsupported
     idx = flat_index(indices)
     num, dim = weight.shape
     check_bounds(idx, num, allow_negative=False)
     out = torch.empty((*indices.shape, dim), dtype=weight.dtype, device=weight.device)
-    take(weight, 1, 0, dim, weight.stride(1), [(idx, weight.stride(0), num)],
-         out, (0, dim, 1), mode=0, wrap=False)
+    launched = take(weight, 1, 0, dim, weight.stride(1), [(idx, weight.stride(0), num)],
+                    out, (0, dim, 1), mode=0, wrap=False)
+    if launched is not None and indices.is_contiguous():
+        _LOOKUPS.keep(sig, (out.shape, out.stride(), *launched))
     return out
+
+
+# embedding call signature -> (output shape, strides, bound kernel, grid, integer arguments)
+_LOOKUPS = Plans()
 
 
 @with_fallback("embedding_dense_backward")
