@@ -547,37 +547,25 @@ def launch_reduce(x, g: Geometry, out, *, op, acc, pre=NONE, post=NONE, cast=Non
     if center is None:
         center = out
 
+    rows = g.rows
+    kernel = _reduce_rows if rows else _reduce_cols
+    blocks = ("BLOCK_M", "BLOCK_N") if rows else ("BLOCK_R", "BLOCK_I")
+
     def run(cfg):
-        if g.rows:
-            bm, bn, programs, S, chunk, bm2, bn2, programs2 = _layout(cfg, g)
-            dst = out if S == 1 else torch.empty((g.M, S), dtype=acc, device=out.device)
-            bound = launcher(_reduce_rows).bind(
-                OP=op, PRE=pre, POST=post if S == 1 else NONE, CAST=cast_tl, ACC=acc_tl, INIT=init, FLOAT=flt,
-                INT64=int64, BLOCK_M=bm, BLOCK_N=bn, num_warps=cfg["num_warps"])
-            ints = (g.M, g.R, g.I, g.so, g.sr, g.si, chunk, S, p, inv_p, div)
-            bound((programs, S), x, dst, center, *ints)
-            if S == 1:
-                return bound, (programs, S), ints
-            launcher(_reduce_rows)[(programs2, 1)](
-                dst, out, out, g.M, S, 1, S, 1, 0, S, 1, p, inv_p, div,
-                OP=op, PRE=NONE, POST=post, CAST=None, ACC=acc_tl, INIT=init, FLOAT=flt,
-                INT64=int64, BLOCK_M=bm2, BLOCK_N=bn2, num_warps=cfg["num_warps"],
-            )
-        else:
-            br, bi, programs, S, chunk, br2, bi2, programs2 = _layout(cfg, g)
-            dst = out if S == 1 else torch.empty((S, g.M), dtype=acc, device=out.device)
-            bound = launcher(_reduce_cols).bind(
-                OP=op, PRE=pre, POST=post if S == 1 else NONE, CAST=cast_tl, ACC=acc_tl, INIT=init, FLOAT=flt,
-                INT64=int64, BLOCK_R=br, BLOCK_I=bi, num_warps=cfg["num_warps"])
-            ints = (g.O, g.R, g.I, g.so, g.sr, g.si, chunk, S, p, inv_p, div)
-            bound((programs, S), x, dst, center, *ints)
-            if S == 1:
-                return bound, (programs, S), ints
-            launcher(_reduce_cols)[(programs2, 1)](
-                dst, out, out, 1, S, g.M, 0, g.M, 1, S, 1, p, inv_p, div,
-                OP=op, PRE=NONE, POST=post, CAST=None, ACC=acc_tl, INIT=init, FLOAT=flt,
-                INT64=int64, BLOCK_R=br2, BLOCK_I=bi2, num_warps=cfg["num_warps"],
-            )
+        a, b, programs, S, chunk, a2, b2, programs2 = _layout(cfg, g)
+        common = dict(ACC=acc_tl, INIT=init, FLOAT=flt, INT64=int64, num_warps=cfg["num_warps"])
+        dst = out if S == 1 else torch.empty((g.M, S) if rows else (S, g.M), dtype=acc, device=out.device)
+        bound = launcher(kernel).bind(OP=op, PRE=pre, POST=post if S == 1 else NONE, CAST=cast_tl,
+                                      **{blocks[0]: a, blocks[1]: b}, **common)
+        ints = (g.M if rows else g.O, g.R, g.I, g.so, g.sr, g.si, chunk, S, p, inv_p, div)
+        bound((programs, S), x, dst, center, *ints)
+        if S == 1:
+            return bound, (programs, S), ints
+        # the second stage reduces each output's S partial results (rows of dst, or its columns)
+        geometry = (g.M, S, 1, S, 1, 0) if rows else (1, S, g.M, 0, g.M, 1)
+        launcher(kernel)[(programs2, 1)](dst, out, out, *geometry, S, 1, p, inv_p, div, OP=op, PRE=NONE, POST=post,
+                                         CAST=None, **{blocks[0]: a2, blocks[1]: b2}, **common)
+        return None
 
     tuner = _row_tuner if g.rows else _col_tuner
     return run(tuned(tuner, ("val", x.element_size()) + g.key, run, (x.dtype, acc, op, pre, post, cast)))
