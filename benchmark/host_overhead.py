@@ -4,9 +4,15 @@ The GPU work is negligible, so the time is what the dispatcher, the library's ho
 and the kernel launch cost. ``torch.cuda.synchronize()`` runs only before and after the
 loop, as in a model's forward. gemsops is measured through ``use_gems`` (entered once
 around the loop) and through global ``enable()``; FlagGems through its ``enable()``.
+
+Without a GPU, ``GEMS_VENDOR=interpreter python -m benchmark.host_overhead --skip-launches``
+times the same cases on CPU tensors with gems' kernel launches made no-ops: what remains
+is the Python host path (dispatch, checks, plans, allocation), a proxy for host-side work.
 """
 from __future__ import annotations
 
+import argparse
+import contextlib
 import statistics
 import time
 
@@ -62,9 +68,25 @@ def per_call_us(fn, inp, n: int, reps: int = 5, device: str = "cuda") -> float:
     return statistics.median(samples)
 
 
+@contextlib.contextmanager
+def launches_skipped():
+    """gems' kernel launches (every one passes ``Bound.__call__``) do nothing inside this block."""
+    from gemsops.runtime import launch
+
+    saved = launch.Bound.__call__
+    launch.Bound.__call__ = lambda bound, grid, *args: None
+    try:
+        yield
+    finally:
+        launch.Bound.__call__ = saved
+
+
 def run(quick: bool = False, with_flaggems: bool = True, log=print, device: str = "cuda", calls: int | None = None,
-        reps: int = 5, ops=None) -> list[dict]:
-    """One row per tiny op: us per call native, through use_gems, through enable(), FlagGems."""
+        reps: int = 5, ops=None, skip_launches: bool = False) -> list[dict]:
+    """One row per tiny op: us per call native, through use_gems, through enable(), FlagGems.
+
+    ``skip_launches``: gems' launches are no-ops while gems is timed (outputs are garbage).
+    """
     import gemsops
 
     n = calls or (300 if quick else 2000)
@@ -85,7 +107,7 @@ def run(quick: bool = False, with_flaggems: bool = True, log=print, device: str 
                 for key, ctx in (("gems_us", lambda: gemsops.use_gems(include=include)),
                                  ("gems_enable_us", harness._gems_enabled)):
                     try:
-                        with ctx():
+                        with ctx(), (launches_skipped() if skip_launches else contextlib.nullcontext()):
                             row[key] = per_call_us(fn, inp, n, reps, device)
                     except Exception as err:  # noqa: BLE001
                         row[key] = "err"
@@ -101,3 +123,19 @@ def run(quick: bool = False, with_flaggems: bool = True, log=print, device: str 
                                                 for k, v in row.items() if k.endswith("_us")))
             rows.append(row)
     return rows
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--skip-launches", action="store_true", help="gems' launches become no-ops (Python path only)")
+    p.add_argument("--calls", type=int, default=400, help="calls per timed loop")
+    p.add_argument("--reps", type=int, default=9, help="timed loops per case (the median is kept)")
+    args = p.parse_args(argv)
+    import gemsops
+
+    run(device=gemsops.VENDOR.device_type, calls=args.calls, reps=args.reps, with_flaggems=False,
+        skip_launches=args.skip_launches)
+
+
+if __name__ == "__main__":
+    main()

@@ -24,3 +24,15 @@ def test_rows_for_a_gems_op_and_for_any_other():
 def test_tiny_ops_cover_the_common_families():
     names = {n.split()[0] for n, *_ in host_overhead.tiny_ops("cpu")}
     assert {"add", "mul", "silu", "sum", "softmax", "rms_norm", "layer_norm", "mm", "embedding", "cat"} <= names
+
+
+def test_skip_launches_times_the_python_path_and_restores_launches():
+    from gemsops.runtime import launch
+
+    original = launch.Bound.__call__
+    rows = host_overhead.run(device=gemsops.VENDOR.device_type, calls=2, reps=1, ops={"sum 4x16"},
+                             with_flaggems=False, log=lambda line: None, skip_launches=True)
+    assert rows[0]["gems_us"] > 0 and launch.Bound.__call__ is original
+    with host_overhead.launches_skipped():
+        assert launch.Bound.__call__ is not original
+    assert launch.Bound.__call__ is original
