@@ -46,6 +46,10 @@ def needs_int64(*tensors) -> bool:
     """True when some element offset of these tensors may not fit in int32."""
     for t in tensors:
         if isinstance(t, torch.Tensor) and t.numel() > 0:
+            if t.is_contiguous():  # the common case, without walking the dims
+                if t.numel() > INT32_MAX:
+                    return True
+                continue
             span = sum((s - 1) * abs(st) for s, st in zip(t.shape, t.stride()))
             if max(span, t.numel()) > INT32_MAX:
                 return True

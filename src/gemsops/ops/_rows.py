@@ -8,7 +8,6 @@
 - ``rows_2d``: a [rows, n] view with unit stride inside a row, without copying when the
   leading dims collapse to one stride.
 - ``launcher``: the runtime's lean launch path (re-exported for the row-kernel files).
-- ``big``: whether int64 offsets are needed, cheap for contiguous tensors.
 - ``column_sum``: sums per-program partial rows (weight/bias gradients) in a second kernel,
   deterministic and free of atomics.
 """
@@ -21,7 +20,7 @@ import triton
 import triton.language as tl
 
 from ..runtime import VENDOR, Tuner, bucket, capturing, launcher  # noqa: F401  (launcher re-exported)
-from ._common import INT32_MAX, cdiv, needs_int64, next_pow2
+from ._common import cdiv, next_pow2
 from ._reduction import tuned
 
 
@@ -69,19 +68,6 @@ class RowPlanner:
         plan.update(BLOCK_M=int(cfg.get("BLOCK_M", 1)), BLOCK_N=block_n, ONE_PASS=one_pass,
                     num_warps=int(cfg.get("num_warps", 4)))
         return plan
-
-
-def big(*tensors) -> bool:
-    """``needs_int64`` with a cheap answer for contiguous tensors (the common case)."""
-    for t in tensors:
-        if t is None:
-            continue
-        if t.is_contiguous():
-            if t.numel() > INT32_MAX:
-                return True
-        elif needs_int64(t):
-            return True
-    return False
 
 
 def collapsed_stride(t: torch.Tensor):

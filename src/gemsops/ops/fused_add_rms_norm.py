@@ -14,9 +14,9 @@ import triton
 import triton.language as tl
 
 from ..runtime import Plans, on_vendor_device
-from ._rows import RowPlanner, big, launcher, rows_2d
+from ._rows import RowPlanner, launcher, rows_2d
 from .rms_norm import KERNEL_DTYPES, _fused_rms_norm_backward
-from ._common import cdiv
+from ._common import cdiv, needs_int64
 
 __all__ = ["fused_add_rms_norm"]
 
@@ -91,7 +91,7 @@ def _supported(x, residual, weight) -> bool:
     return (on_vendor_device(x, residual, weight) and x.dtype in KERNEL_DTYPES and residual.dtype in KERNEL_DTYPES
             and x.shape == residual.shape and x.dim() >= 1 and x.shape[-1] > 0
             and (weight is None or (weight.dtype in KERNEL_DTYPES and tuple(weight.shape) == (x.shape[-1],)))
-            and not big(x, residual))
+            and not needs_int64(x, residual))
 
 
 def _launch(y, s_out, rstd, x, residual, weight, eps):

@@ -15,8 +15,8 @@ import triton
 import triton.language as tl
 
 from ..runtime import Unsupported, declare, on_vendor_device, with_fallback
-from ._rows import RowPlanner, big, launcher
-from ._common import cdiv
+from ._rows import RowPlanner, launcher
+from ._common import cdiv, needs_int64
 
 __all__ = ["group_norm"]
 
@@ -137,7 +137,7 @@ def _check(input, weight, bias, N, C, HxW, group):
     for p in (weight, bias):
         if p is not None and (p.dtype not in KERNEL_DTYPES or p.numel() != C):
             raise Unsupported
-    if big(input) or input.numel() == 0:
+    if needs_int64(input) or input.numel() == 0:
         raise Unsupported  # empty inputs: torch's NaN/shape conventions
 
 

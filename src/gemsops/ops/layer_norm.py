@@ -15,8 +15,8 @@ import triton
 import triton.language as tl
 
 from ..runtime import Plans, Unsupported, declare, on_device, on_vendor_device, with_fallback
-from ._rows import RowPlanner, big, column_sum, launcher, partial_programs, rows_2d
-from ._common import cdiv
+from ._rows import RowPlanner, column_sum, launcher, partial_programs, rows_2d
+from ._common import cdiv, needs_int64
 
 __all__ = ["layer_norm"]
 
@@ -212,7 +212,7 @@ def native_layer_norm(input, normalized_shape, weight, bias, eps):
     xv, sx = rows_2d(input, n)
     w = None if weight is None else weight.contiguous()
     b = None if bias is None else bias.contiguous()
-    int64 = big(xv, y)
+    int64 = needs_int64(xv, y)
     ints = (m, n, sx, n)
 
     def launch(p):
@@ -260,7 +260,7 @@ def native_layer_norm_backward(grad_out, input, normalized_shape, mean, rstd, we
         return dx, dw, db
     xv, sx = rows_2d(input, n)
     gv, sg = rows_2d(grad_out, n)
-    if big(xv, gv):
+    if needs_int64(xv, gv):
         raise Unsupported
     mu, r = mean.contiguous(), rstd.contiguous()
     w = None if weight is None else weight.contiguous()

@@ -17,8 +17,8 @@ import triton.language as tl
 
 from ..runtime import VENDOR, Plans, Unsupported, declare, on_device, on_vendor_device, with_fallback
 from ..runtime import registry
-from ._rows import RowPlanner, big, column_sum, launcher, partial_programs, rows_2d
-from ._common import cdiv
+from ._rows import RowPlanner, column_sum, launcher, partial_programs, rows_2d
+from ._common import cdiv, needs_int64
 
 __all__ = ["rms_norm"]
 
@@ -175,7 +175,7 @@ def rms_forward(input, normalized_shape, weight, eps):
         return y, rstd
     xv, sx = rows_2d(input, n)
     w = None if weight is None else weight.contiguous()
-    int64 = big(xv, y)
+    int64 = needs_int64(xv, y)
     ints = (m, n, sx, n)
 
     def launch(p):
@@ -217,7 +217,7 @@ def rms_backward(grad_out, input, normalized_shape, rstd, weight, output_mask):
     gv, sg = rows_2d(grad_out, n)
     r = rstd.contiguous()
     w = None if weight is None else weight.contiguous()
-    if big(xv, gv):
+    if needs_int64(xv, gv):
         raise Unsupported  # dw partials index rows in int64, but dx offsets would overflow
     plans = {}
 

@@ -12,8 +12,8 @@ import triton
 import triton.language as tl
 
 from ..runtime import Plans, Tuner, bucket, on_vendor_device
-from ._rows import big, launcher, rows_2d
-from ._common import cdiv
+from ._rows import launcher, rows_2d
+from ._common import cdiv, needs_int64
 
 __all__ = ["silu_and_mul", "gelu_and_mul"]
 
@@ -105,7 +105,7 @@ def _forward(x, act, out=None):
             return out
     d = x.shape[-1] // 2 if x.dim() else 0
     if not (on_vendor_device(x, out) and x.dtype in KERNEL_DTYPES and x.dim() >= 1 and x.shape[-1] % 2 == 0
-            and not big(x)) or (out is not None and (out.dtype != x.dtype or out.shape != x.shape[:-1] + (d,))):
+            and not needs_int64(x)) or (out is not None and (out.dtype != x.dtype or out.shape != x.shape[:-1] + (d,))):
         res = _torch_gated(x, act)
         if out is None:
             return res
@@ -118,7 +118,7 @@ def _forward(x, act, out=None):
     xv, sx = rows_2d(x, 2 * d)
     ov, so = rows_2d(out, d)
 
-    int64 = big(ov, xv)
+    int64 = needs_int64(ov, xv)
 
     def launch(cfg):
         _L_gated_fwd_kernel(
@@ -139,7 +139,7 @@ def _forward(x, act, out=None):
 def _backward(g, x, act):
     d = x.shape[-1] // 2
     m = x.numel() // x.shape[-1] if x.shape[-1] else 0
-    if not (on_vendor_device(x, g) and x.dtype in KERNEL_DTYPES and g.dtype == x.dtype and not big(x)):
+    if not (on_vendor_device(x, g) and x.dtype in KERNEL_DTYPES and g.dtype == x.dtype and not needs_int64(x)):
         with torch.enable_grad():
             xd = x.detach().requires_grad_()
             (dx,) = torch.autograd.grad(_torch_gated(xd, act), xd, g)
@@ -152,7 +152,7 @@ def _backward(g, x, act):
 
     def launch(cfg):
         _L_gated_bwd_kernel(
-            (m, cdiv(d, cfg["BLOCK"])), dx, gv, xv, m, d, 2 * d, sg, sx, ACT=act, INT64=big(dx, xv), BLOCK=cfg["BLOCK"],
+            (m, cdiv(d, cfg["BLOCK"])), dx, gv, xv, m, d, 2 * d, sg, sx, ACT=act, INT64=needs_int64(dx, xv), BLOCK=cfg["BLOCK"],
             num_warps=cfg["num_warps"])
 
     launch(_cfg(_BWD, d, m, launch))

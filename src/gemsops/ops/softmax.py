@@ -14,8 +14,8 @@ import triton
 import triton.language as tl
 
 from ..runtime import Plans, Unsupported, declare, on_device, on_vendor_device, with_fallback
-from ._rows import RowPlanner, big, collapsed_stride, launcher
-from ._common import cdiv, next_pow2
+from ._rows import RowPlanner, collapsed_stride, launcher
+from ._common import cdiv, needs_int64, next_pow2
 
 __all__ = ["softmax"]
 
@@ -218,7 +218,7 @@ def softmax_forward(x: torch.Tensor, dim: int, out_dtype: torch.dtype, log: bool
     xv, outer, n, inner, (xo, xi, xn) = _layout(x, dim)
     lastdim = inner == 1
     rows = outer * inner
-    int64 = big(xv, out)
+    int64 = needs_int64(xv, out)
     compute = tl.float32
 
     ints = (rows, n, inner, xo, xi, xn, n * inner, 1, inner)
@@ -265,7 +265,7 @@ def softmax_backward(grad: torch.Tensor, output: torch.Tensor, dim: int, input_d
         go, gi, gn = yo, yi, yn = n * inner, 1, inner
     lastdim = inner == 1
     rows = outer * inner
-    int64 = big(gv, yv, dx)
+    int64 = needs_int64(gv, yv, dx)
 
     ints = (rows, n, inner, go, gi, gn, yo, yi, yn, n * inner, 1, inner)
 
