@@ -6,13 +6,17 @@ Targets that the installed vLLM lacks, or whose gems op is missing, are skipped 
 message. vLLM's ``CustomOp`` binds its forward method when a layer is built, so apply the
 patches before the model is constructed (as vLLM plugins do).
 
-Tested against vLLM 0.33.0 (layer classes on CPU through the interpreter vendor).
+Tested against vLLM 0.33.0 on CPU through the interpreter vendor (``make test-vllm``): the
+layers against their own ``forward_native``, the Triton attention backend against vLLM's own
+Triton kernels, the cache writers against plain indexing.
 """
 from __future__ import annotations
 
 import importlib
 import warnings
 from dataclasses import dataclass, field
+
+import torch
 
 from . import ops
 
@@ -44,7 +48,10 @@ def _rms_norm_forward(original):
     def forward_cuda(self, x, residual=None):
         if getattr(self, "variance_size_override", None) is not None:
             return original(self, x, residual)
-        weight = self.weight.data if getattr(self, "has_weight", True) else None
+        # vLLM >= 0.2x says per path whether the weight is applied; older ones have has_weight
+        use_weight = getattr(self, "pass_weight" if residual is None else "pass_weight_add",
+                             getattr(self, "has_weight", True))
+        weight = self.weight.data if use_weight else None
         if residual is None:
             return ops.rms_norm(x, (x.shape[-1],), weight, self.variance_epsilon)
         return ops.fused_add_rms_norm(x, residual, weight, self.variance_epsilon)
@@ -77,40 +84,100 @@ def _rotary_forward(original):
     return forward_cuda
 
 
+# kv_cache_dtype values under which the cache holds the model's own dtype (no quantization)
+_UNQUANTIZED_CACHE = {"auto": None, "float16": torch.float16, "half": torch.float16,
+                      "bfloat16": torch.bfloat16, "float32": torch.float32, "float": torch.float32}
+
+
 def _cache_writer(gems_fn):
     def factory(original):
         def writer(key, value, key_cache, value_cache, slot_mapping, kv_cache_dtype="auto",
                    k_scale=None, v_scale=None, *args, **kwargs):
-            if kv_cache_dtype != "auto" or args or any(kwargs.values()):
+            # trailing options (vLLM 0.33: interleaved_v) are neutral when unset or False
+            options_unset = all(a is None or a is False for a in (*args, *kwargs.values()))
+            unquantized = (kv_cache_dtype in _UNQUANTIZED_CACHE
+                           and _UNQUANTIZED_CACHE[kv_cache_dtype] in (None, key_cache.dtype))
+            if not (options_unset and unquantized):
                 return original(key, value, key_cache, value_cache, slot_mapping, kv_cache_dtype,
                                 k_scale, v_scale, *args, **kwargs)
-            return gems_fn(key, value, key_cache, value_cache, slot_mapping, kv_cache_dtype, k_scale, v_scale)
+            return gems_fn(key, value, key_cache, value_cache, slot_mapping, "auto", k_scale, v_scale)
 
         return writer
 
     return factory
 
 
-# keyword arguments of vLLM's flash_attn_varlen_func that gems accepts, with the values
-# under which gems' semantics equal FlashAttention's
-_VARLEN_NEUTRAL = {
-    "dropout_p": 0.0, "window_size": None, "softcap": 0.0, "alibi_slopes": None,
-    "deterministic": False, "return_attn_probs": False, "return_softmax_lse": False,
-    "fa_version": None, "q_descale": None, "k_descale": None, "v_descale": None,
-    "scheduler_metadata": None, "num_splits": 0, "s_aux": None, "q_v": None, "output_scale": None,
+# ---- attention: which keyword arguments gems may ignore --------------------------------
+# vLLM's attention entry points take many options. Gems implements plain softmax attention
+# (causal or not, GQA, paged or packed K/V), so a call goes to gems only when every other
+# option holds a value under which the original computes the same thing. A keyword that no
+# table knows (a newer vLLM's addition) sends the call to the original: slower, never wrong.
+
+def _unset(value, q, k):
+    return value is None
+
+
+def _ignored(value, q, k):  # scheduling hints and scratch buffers: they change speed, not results
+    return True
+
+
+def _false(value, q, k):
+    return not value
+
+
+def _no_window(value, q, k):
+    return value is None or tuple(value) == (-1, -1)
+
+
+def _fp8_only(value, q, k):
+    # FlashAttention and vLLM's Triton kernel apply descale factors to FP8 data only
+    return value is None or (q.element_size() > 1 and k.element_size() > 1)
+
+
+def _equals(neutral):
+    return lambda value, q, k: value == neutral
+
+
+def _quant_none(value, q, k):  # vLLM's KVQuantMode.NONE
+    return getattr(value, "name", value) == "NONE"
+
+
+_FA_NEUTRAL = {
+    "dropout_p": _equals(0.0), "window_size": _no_window, "softcap": _false, "alibi_slopes": _unset,
+    "deterministic": _ignored, "return_attn_probs": _false, "return_softmax_lse": _false,
+    "fa_version": _ignored, "scheduler_metadata": _ignored, "num_splits": _ignored,
+    "q_descale": _fp8_only, "k_descale": _fp8_only, "v_descale": _fp8_only,
+    "s_aux": _unset, "q_v": _unset, "output_scale": _unset,
+    "cp_world_size": _equals(1), "cp_rank": _equals(0), "cp_tot_seqused_k": _unset,
+    "mask_mod": _unset, "block_sparse_tensors": _unset, "aux_tensors": _unset,
+    "aux_tensor_leading_dims": _unset, "dynamic_causal": _unset,
+    "gather_kv_indices": _unset, "gather_kv_valid_length": _unset,
 }
+
+_UNIFIED_NEUTRAL = {
+    "window_size": _no_window, "softcap": _false, "alibi_slopes": _unset, "use_alibi_sqrt": _false,
+    "q_descale": _fp8_only, "k_descale": _fp8_only, "v_descale": _fp8_only,
+    "seq_threshold_3D": _ignored, "num_par_softmax_segments": _ignored, "softmax_segm_output": _ignored,
+    "softmax_segm_max": _ignored, "softmax_segm_expsum": _ignored, "use_td": _ignored,
+    "output_scale": _unset, "qq_bias": _unset, "sinks": _unset, "mm_prefix_range": _unset,
+    "mm_prefix_clamp_sliding_window": _ignored,  # acts on mm_prefix_range only
+    "rswa_prefix_lens": _unset, "rswa_window": _unset, "kv_quant_mode": _quant_none,
+    "k_scale_cache": _unset, "v_scale_cache": _unset, "chunk_lookback": _equals(-1),
+}
+
+
+def _neutral(table, options, q, k) -> bool:
+    return all(name in table and table[name](value, q, k) for name, value in options.items())
 
 
 def _varlen_forward(original):
     def flash_attn_varlen_func(q, k, v, max_seqlen_q, cu_seqlens_q, max_seqlen_k, cu_seqlens_k=None,
                                seqused_k=None, *args, softmax_scale=None, causal=False, block_table=None,
-                               out=None, **kwargs):
-        extra = {n: val for n, val in kwargs.items()
-                 if n not in _VARLEN_NEUTRAL or not _is_neutral(n, val)}
-        if args or extra:
+                               out=None, **options):
+        if args or isinstance(causal, torch.Tensor) or not _neutral(_FA_NEUTRAL, options, q, k):
             return original(q, k, v, max_seqlen_q, cu_seqlens_q, max_seqlen_k, cu_seqlens_k, seqused_k,
                             *args, softmax_scale=softmax_scale, causal=causal, block_table=block_table,
-                            out=out, **kwargs)
+                            out=out, **options)
         return ops.flash_attn_varlen_func(q, k, v, cu_seqlens_q, max_seqlen_q, cu_seqlens_k, max_seqlen_k,
                                           seqused_k=seqused_k, softmax_scale=softmax_scale, causal=causal,
                                           block_table=block_table, out=out)
@@ -118,19 +185,41 @@ def _varlen_forward(original):
     return flash_attn_varlen_func
 
 
-def _is_neutral(name, value) -> bool:
-    neutral = _VARLEN_NEUTRAL[name]
-    if name == "window_size":
-        return value is None or tuple(value) == (-1, -1)
-    if name == "fa_version":
-        return True
-    return value is neutral or value == neutral
+def _unified_attention_forward(original):
+    # vLLM's Triton backend: paged K/V in flash layout, results written into ``out``
+    def unified_attention(q, k, v, out, cu_seqlens_q, max_seqlen_q, seqused_k, max_seqlen_k, softmax_scale,
+                          causal, window_size, block_table, softcap, q_descale, k_descale, v_descale,
+                          *args, **options):
+        options.update(window_size=window_size, softcap=softcap, q_descale=q_descale,
+                       k_descale=k_descale, v_descale=v_descale)
+        if args or isinstance(causal, torch.Tensor) or not _neutral(_UNIFIED_NEUTRAL, options, q, k):
+            for name in ("window_size", "softcap", "q_descale", "k_descale", "v_descale"):
+                del options[name]
+            return original(q, k, v, out, cu_seqlens_q, max_seqlen_q, seqused_k, max_seqlen_k, softmax_scale,
+                            causal, window_size, block_table, softcap, q_descale, k_descale, v_descale,
+                            *args, **options)
+        ops.flash_attn_varlen_func(q, k, v, cu_seqlens_q, max_seqlen_q, None, max_seqlen_k,
+                                   seqused_k=seqused_k, softmax_scale=softmax_scale, causal=bool(causal),
+                                   block_table=block_table, out=out)
+
+    return unified_attention
 
 
-# (target name, module, attribute path, gems op it needs, replacement factory)
+def _batch_invariant() -> str | None:
+    try:
+        envs = importlib.import_module("vllm.envs")
+    except ImportError:  # a vLLM without the switch
+        return None
+    return "vLLM's batch-invariant mode is on" if getattr(envs, "VLLM_BATCH_INVARIANT", False) else None
+
+
+_FLASH = "vllm.v1.attention.backends.flash_attn"
+_TRITON = "vllm.v1.attention.backends.triton_attn"
+
+# (target name, module, attribute path, gems ops it needs, replacement factory[, reason-to-skip check])
 _TARGETS = [
     ("RMSNorm", "vllm.model_executor.layers.layernorm", "RMSNorm.forward_cuda",
-     ("rms_norm", "fused_add_rms_norm"), _rms_norm_forward),
+     ("rms_norm", "fused_add_rms_norm"), _rms_norm_forward, _batch_invariant),
     ("SiluAndMul", "vllm.model_executor.layers.activation", "SiluAndMul.forward_cuda",
      ("silu_and_mul",), _silu_and_mul_forward),
     ("GeluAndMul", "vllm.model_executor.layers.activation", "GeluAndMul.forward_cuda",
@@ -141,22 +230,29 @@ _TARGETS = [
      ("reshape_and_cache",), lambda orig: _cache_writer(ops.reshape_and_cache)(orig)),
     ("reshape_and_cache_flash", "vllm._custom_ops", "reshape_and_cache_flash",
      ("reshape_and_cache_flash",), lambda orig: _cache_writer(ops.reshape_and_cache_flash)(orig)),
-    # the FlashAttention backend imports both kernels into its own namespace
-    ("flash_attn_backend.reshape_and_cache_flash", "vllm.v1.attention.backends.flash_attn",
-     "reshape_and_cache_flash", ("reshape_and_cache_flash",),
-     lambda orig: _cache_writer(ops.reshape_and_cache_flash)(orig)),
-    ("flash_attn_varlen_func", "vllm.v1.attention.backends.flash_attn", "flash_attn_varlen_func",
+    # the attention backends import their kernels into their own namespaces; the FlashAttention
+    # names exist only where vLLM's FlashAttention build imports (CUDA)
+    ("flash_attn_backend.reshape_and_cache_flash", _FLASH, "reshape_and_cache_flash",
+     ("reshape_and_cache_flash",), lambda orig: _cache_writer(ops.reshape_and_cache_flash)(orig)),
+    ("flash_attn_varlen_func", _FLASH, "flash_attn_varlen_func",
      ("flash_attn_varlen_func",), _varlen_forward),
+    ("triton_attn_backend.triton_reshape_and_cache_flash", _TRITON, "triton_reshape_and_cache_flash",
+     ("reshape_and_cache_flash",), lambda orig: _cache_writer(ops.reshape_and_cache_flash)(orig)),
+    ("unified_attention", _TRITON, "unified_attention",
+     ("flash_attn_varlen_func",), _unified_attention_forward),
 ]
+
+TARGETS = tuple(t[0] for t in _TARGETS)
 
 
 def apply_gems_patches_to_vllm(verbose: bool = False, exclude=()) -> PatchHandle:
     """Patch the installed vLLM to use gems kernels; returns a handle with ``undo()``.
 
-    ``exclude`` names targets to leave alone (``"RMSNorm"``, ``"SiluAndMul"``,
+    ``exclude`` names targets to leave alone: ``"RMSNorm"``, ``"SiluAndMul"``,
     ``"GeluAndMul"``, ``"RotaryEmbedding"``, ``"reshape_and_cache"``,
     ``"reshape_and_cache_flash"``, ``"flash_attn_backend.reshape_and_cache_flash"``,
-    ``"flash_attn_varlen_func"``).
+    ``"flash_attn_varlen_func"``, ``"triton_attn_backend.triton_reshape_and_cache_flash"``,
+    ``"unified_attention"`` (``TARGETS`` lists them).
     """
     handle = PatchHandle()
     try:
@@ -167,12 +263,16 @@ def apply_gems_patches_to_vllm(verbose: bool = False, exclude=()) -> PatchHandle
     if version.split("+")[0] != TESTED_VLLM:
         warnings.warn(f"gemsops: vLLM {version} found, patches were tested with {TESTED_VLLM}; "
                       "targets that are missing are skipped", stacklevel=2)
-    unknown = set(exclude) - {t[0] for t in _TARGETS}
+    unknown = set(exclude) - set(TARGETS)
     if unknown:
         warnings.warn(f"gemsops: unknown vLLM patch targets in exclude: {sorted(unknown)}", stacklevel=2)
-    for name, module_name, attr_path, needs, factory in _TARGETS:
+    for name, module_name, attr_path, needs, factory, *skip_check in _TARGETS:
         if name in exclude:
             handle.skipped[name] = "excluded"
+            continue
+        reason = skip_check[0]() if skip_check else None
+        if reason:
+            handle.skipped[name] = reason
             continue
         missing = [op for op in needs if not hasattr(ops, op)]
         if missing:
