@@ -152,6 +152,33 @@ def test_real_vllm_version_and_targets(patched):
         assert name in patched.patched, (name, patched.skipped)
 
 
+@pytest.mark.parametrize("custom_ops, reaches_gems", [(["all"], True), (["none", "+rms_norm"], True), (["none"], False)])
+def test_real_layers_built_after_patching_call_gems_when_vllm_runs_custom_ops(monkeypatch, custom_ops,
+                                                                             reaches_gems):
+    """vLLM binds each layer's forward when the layer is built: forward_cuda where its custom
+    ops are on (enforce_eager, or custom_ops 'all' / '+rms_norm'), forward_native compiled by
+    Inductor where they are off (its torch.compile default)."""
+    try:
+        from vllm.config import CompilationConfig, DeviceConfig, VllmConfig, set_current_vllm_config
+        from vllm.model_executor.layers.layernorm import RMSNorm
+    except Exception as err:
+        _unavailable(f"vLLM not importable here: {err}")
+    config = VllmConfig(device_config=DeviceConfig(device=DEVICE),
+                        compilation_config=CompilationConfig(custom_ops=custom_ops))
+    spy = Spy(gemsops.ops.rms_norm)
+    monkeypatch.setattr(gemsops.ops, "rms_norm", spy)
+    with set_current_vllm_config(config):
+        handle = gemsops.apply_gems_patches_to_vllm()
+        try:
+            norm = RMSNorm(64).to(DEVICE)
+            x = randn(3, 64)
+            out = norm(x)
+        finally:
+            handle.undo()
+        assert_close(out, norm.forward_native(x))
+    assert spy.calls == (1 if reaches_gems else 0)
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("has_weight", [True, False])
 def test_real_rms_norm_matches_forward_native(patched, dtype, has_weight):

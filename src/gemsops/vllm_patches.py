@@ -6,6 +6,13 @@ Targets that the installed vLLM lacks, or whose gems op is missing, are skipped 
 message. vLLM's ``CustomOp`` binds its forward method when a layer is built, so apply the
 patches before the model is constructed (as vLLM plugins do).
 
+The layer patches (RMSNorm, SiluAndMul, GeluAndMul, RotaryEmbedding) replace ``forward_cuda``,
+which vLLM calls only where its custom ops are on: ``enforce_eager=True``, or
+``compilation_config={"custom_ops": ["all"]}`` (or ``"+rms_norm"``, ``"+silu_and_mul"``, ...).
+Under vLLM's torch.compile default (``custom_ops=["none"]``) those layers run
+``forward_native`` compiled by Inductor, and the layer patches stay idle. The attention and
+KV-cache patches act in every mode: vLLM calls them from inside its own opaque custom ops.
+
 Tested against vLLM 0.33.0 on CPU through the interpreter vendor (``make test-vllm``): the
 layers against their own ``forward_native``, the Triton attention backend against vLLM's own
 Triton kernels, the cache writers against plain indexing.
