@@ -225,6 +225,15 @@ def test_real_rotary_embedding_matches_forward_native(patched, dtype, is_neox, r
     assert got_k is None
     assert_close(got_q, want_q)
 
+    # vLLM's attention layers pass q and k as column slices of the fused qkv projection
+    qkv = torch.cat([q, k, randn(6, 2 * 64, dtype=dtype)], dim=-1)
+    q_view, k_view, v_view = qkv.split([4 * 64, 2 * 64, 2 * 64], dim=-1)
+    v_before = v_view.clone()
+    rope.forward_cuda(pos, q_view, k_view)
+    assert_close(q_view, want_q)
+    assert_close(k_view, want_k)
+    assert torch.equal(v_view, v_before)
+
 
 def _slots(num_tokens, num_blocks, block_size):
     slots = torch.randperm(num_blocks * block_size, device=DEVICE)[:num_tokens]
