@@ -12,4 +12,7 @@ if ! "$PY" -c "import vllm, sys; sys.exit(vllm.__version__.split('+')[0] != '$VL
   "$PY" -m pip install -q --no-deps -r scripts/vllm-cpu-requirements.txt >&2
   "$PY" -m pip install -q --no-deps "vllm==$VLLM_VERSION" >&2
 fi
+if ! "$PY" -c "import sys; from importlib.metadata import entry_points as e; sys.exit('gemsops' not in {p.name for p in e(group='vllm.general_plugins')})" >/dev/null 2>&1; then
+  "$PY" -m pip install -q --no-deps -e . >&2  # an older editable install lacks the vLLM plugin entry point
+fi
 echo "$PY"

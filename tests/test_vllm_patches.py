@@ -453,3 +453,41 @@ def test_real_flash_attn_backend_reaches_gems(vllm_config, monkeypatch, dtype, q
         key_cache[slot // bs, slot % bs], value_cache[slot // bs, slot % bs] = k[token], v[token]
     assert torch.equal(kv_cache, want_cache)
     assert_close(out, _attention_from_cache(case, want_cache), scale=2.0)
+
+
+@pytest.mark.parametrize("setting, patched_rms_norm", [(None, False), ("1", True), ("-RMSNorm", False)])
+def test_vllm_plugin_patches_each_vllm_process_when_asked(vllm_config, monkeypatch, setting, patched_rms_norm):
+    """vLLM calls gems' entry point in every process it starts (engine core, workers)."""
+    from importlib.metadata import entry_points
+
+    import vllm.plugins
+    from vllm.model_executor.layers.layernorm import RMSNorm
+
+    if "gemsops" not in {ep.name for ep in entry_points(group=vllm.plugins.DEFAULT_PLUGINS_GROUP)}:
+        pytest.fail("gemsops' vLLM entry point is not installed: reinstall gemsops (pip install -e .)")
+    if setting is None:
+        monkeypatch.delenv(vllm_patches.PLUGIN_ENV, raising=False)
+    else:
+        monkeypatch.setenv(vllm_patches.PLUGIN_ENV, setting)
+    monkeypatch.setattr(vllm.plugins, "plugins_loaded", False)
+    monkeypatch.setattr(vllm_patches, "_plugin_handle", None)
+    original = RMSNorm.forward_cuda
+    vllm.plugins.load_general_plugins()  # what each vLLM process does at start-up
+    handle = vllm_patches._plugin_handle
+    try:
+        assert (RMSNorm.forward_cuda is not original) == patched_rms_norm
+        assert (handle is not None) == (setting is not None)
+        if handle is not None:
+            assert "vllm.v1.attention.backends.triton_attn.unified_attention" in handle.patched
+            assert vllm_patches.vllm_plugin() is handle  # a second load changes nothing
+    finally:
+        if handle is not None:
+            handle.undo()
+    assert RMSNorm.forward_cuda is original
+
+
+def test_vllm_plugin_rejects_a_bad_setting(monkeypatch):
+    monkeypatch.setenv(vllm_patches.PLUGIN_ENV, "yes")
+    monkeypatch.setattr(vllm_patches, "_plugin_handle", None)
+    with pytest.raises(ValueError, match="GEMS_VLLM_PATCHES='yes'"):
+        vllm_patches.vllm_plugin()

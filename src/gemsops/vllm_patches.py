@@ -20,6 +20,7 @@ Triton kernels, the cache writers against plain indexing.
 from __future__ import annotations
 
 import importlib
+import os
 import warnings
 from dataclasses import dataclass, field
 
@@ -302,3 +303,35 @@ def apply_gems_patches_to_vllm(verbose: bool = False, exclude=()) -> PatchHandle
         for name, why in handle.skipped.items():
             print(f"gemsops: skipped vLLM {name}: {why}")
     return handle
+
+
+# ---- vLLM plugin ------------------------------------------------------------------------
+# vLLM runs the model in worker processes of its own (the V1 engine core, tensor-parallel
+# workers), which do not inherit patches made in the user's process when they are spawned.
+# vLLM loads its "vllm.general_plugins" entry points in every one of them; gemsops declares
+# this function there (pyproject.toml). Installing gemsops must not change vLLM by itself,
+# so the plugin acts only when GEMS_VLLM_PATCHES asks it to.
+
+PLUGIN_ENV = "GEMS_VLLM_PATCHES"
+_plugin_handle: PatchHandle | None = None
+
+
+def vllm_plugin() -> PatchHandle | None:
+    """vLLM plugin entry point: patch this process when ``GEMS_VLLM_PATCHES`` is set.
+
+    ``GEMS_VLLM_PATCHES=1`` applies every target; ``GEMS_VLLM_PATCHES=-RotaryEmbedding,-unified_attention``
+    applies all but the named ones. ``GEMS_VLLM_PATCHES_VERBOSE=1`` prints what was done.
+    Unset, empty or ``0``: nothing happens. Applying twice in one process does nothing more.
+    """
+    global _plugin_handle
+    setting = os.environ.get(PLUGIN_ENV, "").strip()
+    if setting in ("", "0") or _plugin_handle is not None:
+        return _plugin_handle
+    words = [w.strip() for w in setting.split(",") if w.strip()]
+    if any(w not in ("1", "all") and not w.startswith("-") for w in words):
+        raise ValueError(f"gemsops: {PLUGIN_ENV}={setting!r}: expected 1, or a list of -TARGET to leave out "
+                         f"(targets: {', '.join(TARGETS)})")
+    exclude = [w[1:] for w in words if w.startswith("-")]
+    verbose = os.environ.get(f"{PLUGIN_ENV}_VERBOSE", "") not in ("", "0")
+    _plugin_handle = apply_gems_patches_to_vllm(verbose=verbose, exclude=exclude)
+    return _plugin_handle
