@@ -10,7 +10,8 @@ The layer patches (RMSNorm, SiluAndMul, GeluAndMul, RotaryEmbedding) replace ``f
 which vLLM calls only where its custom ops are on: ``enforce_eager=True``, or
 ``compilation_config={"custom_ops": ["all"]}`` (or ``"+rms_norm"``, ``"+silu_and_mul"``, ...).
 Under vLLM's torch.compile default (``custom_ops=["none"]``) those layers run
-``forward_native`` compiled by Inductor, and the layer patches stay idle. The attention and
+``forward_native`` compiled by Inductor (RMSNorm lowering to vLLM's own kernels through its
+IR op priorities, where gems is not registered), and the layer patches stay idle. The attention and
 KV-cache patches act in every mode: vLLM calls them from inside its own opaque custom ops.
 
 Tested against vLLM 0.33.0 on CPU through the interpreter vendor (``make test-vllm``): the
