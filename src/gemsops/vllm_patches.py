@@ -57,7 +57,8 @@ def _rms_norm_forward(original):
     def forward_cuda(self, x, residual=None):
         if getattr(self, "variance_size_override", None) is not None:
             return original(self, x, residual)
-        # vLLM >= 0.2x says per path whether the weight is applied; older ones have has_weight
+        # vLLM 0.33 says per path whether the weight is applied (pass_weight, pass_weight_add);
+        # earlier versions have one has_weight
         use_weight = getattr(self, "pass_weight" if residual is None else "pass_weight_add",
                              getattr(self, "has_weight", True))
         weight = self.weight.data if use_weight else None
@@ -98,8 +99,10 @@ _UNQUANTIZED_CACHE = {"auto": None, "float16": torch.float16, "half": torch.floa
                       "bfloat16": torch.bfloat16, "float32": torch.float32, "float": torch.float32}
 
 
-def _cache_writer(gems_fn):
+def _cache_writer(op_name):
     def factory(original):
+        gems_fn = getattr(ops, op_name)
+
         def writer(key, value, key_cache, value_cache, slot_mapping, kv_cache_dtype="auto",
                    k_scale=None, v_scale=None, *args, **kwargs):
             # trailing options (vLLM 0.33: interleaved_v) are neutral when unset or False
@@ -199,11 +202,9 @@ def _unified_attention_forward(original):
     def unified_attention(q, k, v, out, cu_seqlens_q, max_seqlen_q, seqused_k, max_seqlen_k, softmax_scale,
                           causal, window_size, block_table, softcap, q_descale, k_descale, v_descale,
                           *args, **options):
-        options.update(window_size=window_size, softcap=softcap, q_descale=q_descale,
+        checked = dict(options, window_size=window_size, softcap=softcap, q_descale=q_descale,
                        k_descale=k_descale, v_descale=v_descale)
-        if args or isinstance(causal, torch.Tensor) or not _neutral(_UNIFIED_NEUTRAL, options, q, k):
-            for name in ("window_size", "softcap", "q_descale", "k_descale", "v_descale"):
-                del options[name]
+        if args or isinstance(causal, torch.Tensor) or not _neutral(_UNIFIED_NEUTRAL, checked, q, k):
             return original(q, k, v, out, cu_seqlens_q, max_seqlen_q, seqused_k, max_seqlen_k, softmax_scale,
                             causal, window_size, block_table, softcap, q_descale, k_descale, v_descale,
                             *args, **options)
@@ -236,17 +237,17 @@ _TARGETS = [
     ("RotaryEmbedding", "vllm.model_executor.layers.rotary_embedding", "RotaryEmbedding.forward_cuda",
      ("rotary_embedding",), _rotary_forward),
     ("reshape_and_cache", "vllm._custom_ops", "reshape_and_cache",
-     ("reshape_and_cache",), lambda orig: _cache_writer(ops.reshape_and_cache)(orig)),
+     ("reshape_and_cache",), _cache_writer("reshape_and_cache")),
     ("reshape_and_cache_flash", "vllm._custom_ops", "reshape_and_cache_flash",
-     ("reshape_and_cache_flash",), lambda orig: _cache_writer(ops.reshape_and_cache_flash)(orig)),
+     ("reshape_and_cache_flash",), _cache_writer("reshape_and_cache_flash")),
     # the attention backends import their kernels into their own namespaces; the FlashAttention
     # names exist only where vLLM's FlashAttention build imports (CUDA)
     ("flash_attn_backend.reshape_and_cache_flash", _FLASH, "reshape_and_cache_flash",
-     ("reshape_and_cache_flash",), lambda orig: _cache_writer(ops.reshape_and_cache_flash)(orig)),
+     ("reshape_and_cache_flash",), _cache_writer("reshape_and_cache_flash")),
     ("flash_attn_varlen_func", _FLASH, "flash_attn_varlen_func",
      ("flash_attn_varlen_func",), _varlen_forward),
     ("triton_attn_backend.triton_reshape_and_cache_flash", _TRITON, "triton_reshape_and_cache_flash",
-     ("reshape_and_cache_flash",), lambda orig: _cache_writer(ops.reshape_and_cache_flash)(orig)),
+     ("reshape_and_cache_flash",), _cache_writer("reshape_and_cache_flash")),
     ("unified_attention", _TRITON, "unified_attention",
      ("flash_attn_varlen_func",), _unified_attention_forward),
 ]
