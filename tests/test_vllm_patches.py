@@ -245,7 +245,9 @@ def _slots(num_tokens, num_blocks, block_size):
 def test_real_cache_writers_reach_gems(vllm_config, monkeypatch, dtype):
     import vllm._custom_ops as custom_ops
 
-    spies = {name: Spy(getattr(custom_ops, name)) for name in ("reshape_and_cache", "reshape_and_cache_flash")}
+    # vLLM's writers only count their calls here: on CPU their kernels do not exist, and the
+    # fp8 call below would need a real fp8 cache on a GPU
+    spies = {name: Spy(lambda *args, **kwargs: None) for name in ("reshape_and_cache", "reshape_and_cache_flash")}
     for name, spy in spies.items():
         monkeypatch.setattr(custom_ops, name, spy)
     handle = gemsops.apply_gems_patches_to_vllm()
@@ -276,8 +278,7 @@ def test_real_cache_writers_reach_gems(vllm_config, monkeypatch, dtype):
         assert torch.equal(gather_vllm_value(vc, rows, nb * bs), want_v)
 
         # a quantized cache stays with vLLM
-        with pytest.raises(Exception):  # vLLM's own kernel; absent from a CPU install
-            custom_ops.reshape_and_cache_flash(key, value, key_cache, value_cache, slots, "fp8", None, None)
+        custom_ops.reshape_and_cache_flash(key, value, key_cache, value_cache, slots, "fp8", None, None)
         assert spies["reshape_and_cache_flash"].calls == 1
     finally:
         handle.undo()
