@@ -23,6 +23,32 @@ def _ms(fn):
     return triton.testing.do_bench(fn, warmup=25, rep=200, return_mode="median")
 
 
+def _graph_ms(call, inputs, calls=20, reps=10):
+    """Device time per call: ``calls`` calls captured in one CUDA graph, cycling over ``inputs``
+    (copies of the data, so that one call's reads do not hit in L2 what the previous left),
+    replayed ``reps`` times; the host's launch cost is excluded. Median of the replays."""
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        for i in range(3):
+            call(inputs[i % len(inputs)])
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        for i in range(calls):
+            call(inputs[i % len(inputs)])
+    graph.replay()
+    times = []
+    for _ in range(reps):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        graph.replay()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end) / calls)
+    return sorted(times)[len(times) // 2]
+
+
 def _paged_cache(batch, context, hkv, d, block_size, dtype, layout):
     blocks_per_seq = triton.cdiv(context, block_size)
     nb = batch * blocks_per_seq
@@ -65,8 +91,11 @@ def bench_decode(batch=64, context=4096, hq=32, hkv=8, d=128, block_size=16, dty
         err = (out.float() - ref.float()).abs().max().item()
     else:
         err = float("nan")
+    graph_ms = _graph_ms(lambda c: paged_attention(q, c[0], c[1], bt, seq_lens, kv_layout=kv_layout, out=out),
+                         [(kc, vc), (kc.clone(), vc.clone())])
     res = dict(case=f"decode B{batch} L{context} H{hq}/{hkv} D{d} bs{block_size} {layout} {dtype}",
                gems_us=gems_ms * 1e3, gems_TBps=kv_bytes / gems_ms / 1e9,
+               gems_graph_us=graph_ms * 1e3, gems_graph_TBps=kv_bytes / graph_ms / 1e9,
                torch_us=torch_ms * 1e3, torch_TBps=kv_bytes / torch_ms / 1e9, max_err=err)
     if verbose:
         _print(res)

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # GPU check: the whole test suite on CUDA, then the quick benchmarks and the host-overhead
 # table (GPU_CHECK_E2E=1 adds the end-to-end model). Logs under $1. Each part can be
-# switched off (GPU_CHECK_TESTS=0, GPU_CHECK_BENCH=0, GPU_CHECK_HOST=0) to fit a time slot.
+# switched off (GPU_CHECK_TESTS=0, GPU_CHECK_BENCH=0, GPU_CHECK_HOST=0) to fit a time slot;
+# GPU_CHECK_PATHS narrows the tests (default: tests).
 # Runs with the machine's own python3 (its CUDA torch and Triton); optional peers
 # (FlagGems, Liger-Kernel) are taken from .whl/ when present.
 set -uo pipefail
@@ -22,7 +23,7 @@ export GEMS_CACHE_DIR=${GEMS_CACHE_DIR:-$OUT/tune_cache}
 cat "$OUT/env.txt"
 status=0
 if [ "${GPU_CHECK_TESTS:-1}" = 1 ]; then
-  GEMS_TEST_FAILURES=$OUT/failures.txt timeout ${PYTEST_TIMEOUT:-3000} $PY -m pytest --durations=40 -v -n ${PYTEST_WORKERS:-4} --dist loadgroup -p no:cacheprovider tests ${PYTEST_ARGS:-} > "$OUT/pytest.log" 2>&1 || status=1
+  GEMS_TEST_FAILURES=$OUT/failures.txt timeout ${PYTEST_TIMEOUT:-3000} $PY -m pytest --durations=40 -v -n ${PYTEST_WORKERS:-4} --dist loadgroup -p no:cacheprovider ${GPU_CHECK_PATHS:-tests} ${PYTEST_ARGS:-} > "$OUT/pytest.log" 2>&1 || status=1
   grep -E "^(FAILED|ERROR)" "$OUT/pytest.log" | head -40
   tail -1 "$OUT/pytest.log"
 fi

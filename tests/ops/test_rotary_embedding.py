@@ -31,7 +31,7 @@ def _ref_rotary(positions, x, head_size, cache, neox):
 
 CASES = [(5, 4, 2, 16, 16), (3, 2, 1, 32, 24), (4, 3, 3, 20, 8)]  # tokens, Hq, Hk, head_size, rot_dim
 if ON_GPU:
-    CASES += [(512, 32, 8, 128, 128), (77, 16, 16, 64, 32), (1000, 40, 8, 256, 64)]
+    CASES += [(512, 32, 8, 128, 128), (77, 16, 16, 64, 32), (1000, 40, 8, 256, 64), (1, 32, 1, 128, 128)]
 
 
 @pytest.mark.parametrize("neox", [True, False])

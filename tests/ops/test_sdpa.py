@@ -79,6 +79,20 @@ def test_kernel_scale():
     torch.testing.assert_close(lse.double(), _ref_lse(q, k, False, scale=0.05), atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("scale", [-1.0, 0.0])
+@pytest.mark.parametrize("causal", [False, True])
+def test_kernel_non_positive_scale(dtype, scale, causal):
+    # 70 keys: whole (unmasked) key tiles and a masked tail at any tile size up to 64. Scores
+    # span hundreds, so a running maximum taken on the wrong side (the unmasked tiles take
+    # it before scaling, valid for positive scales only) overflows the exponentials.
+    q = (randn(1, 2, 70, 16) * 30).to(dtype)
+    k, v = randn(1, 2, 70, 16, dtype=dtype), randn(1, 2, 70, 16, dtype=dtype)
+    out, lse = sdpa_flash_forward(q, k, v, causal, scale=scale)
+    assert_close(out, _ref_bhsd(q, k, v, causal, scale=scale).to(dtype), dtype=dtype, scale=_tol_scale(dtype))
+    torch.testing.assert_close(lse.double(), _ref_lse(q, k, causal, scale=scale), atol=2e-3, rtol=2e-3)
+
+
 # The aten overload each SDPA backend calls on this device (the CUDA-only ones do not exist
 # for the interpreter's CPU tensors; there the flash backend is the CPU twin).
 if ON_GPU:

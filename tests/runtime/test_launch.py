@@ -19,3 +19,26 @@ def test_plans_made_under_graph_capture_are_not_kept(monkeypatch):
     monkeypatch.setattr(tuner, "capturing", lambda: False)
     plans.keep("sig", "plan")
     assert plans["sig"] == "plan"
+
+
+def test_a_launch_hook_sends_launches_back_to_triton():
+    # a profiler's launch hook (proton, torch's Triton tracing) must see every launch, so
+    # the lean path steps aside while one is installed on either side of the launch
+    import pytest
+    from gemsops.runtime import launch
+
+    knobs = pytest.importorskip("triton.knobs")
+    assert launch._hooks_unset()
+    for chain in (knobs.runtime.launch_enter_hook, knobs.runtime.launch_exit_hook):
+        if not hasattr(chain, "add"):
+            pytest.skip("a Triton without hook chains")
+
+        def hook(*args):
+            return None
+
+        chain.add(hook)
+        try:
+            assert not launch._hooks_unset()
+        finally:
+            chain.remove(hook)
+        assert launch._hooks_unset()

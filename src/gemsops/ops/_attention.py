@@ -45,21 +45,33 @@ def _kv_offsets(BT, bt_row, k_start, offs_n, stride_n, stride_page, n_mask,
 
 
 @triton.jit
-def _softmax_step(acc, m_i, l_i, s, v, offs_m_seq, offs_n, k_len, causal_off,
-                  MASKED: tl.constexpr, CAUSAL: tl.constexpr, PREC: tl.constexpr):
-    """Online-softmax update with one tile of base-2 scores ``s`` [M, N] and values ``v`` [N, D]."""
-    if MASKED:
-        keep = (offs_n < k_len)[None, :]
-        if CAUSAL:
-            keep = keep & (offs_n[None, :] <= offs_m_seq[:, None] + causal_off)
-        s = tl.where(keep, s, float("-inf"))
-    m_new = tl.maximum(m_i, tl.max(s, 1))
-    if MASKED:
-        # a row that has seen no key yet keeps m = -inf; subtract 0 instead to avoid inf - inf
-        m_sub = tl.where(m_new == float("-inf"), 0.0, m_new)
-    else:
+def _softmax_step(acc, m_i, l_i, qk, qk_scale, v, offs_m_seq, offs_n, k_len, causal_off,
+                  MASKED: tl.constexpr, CAUSAL: tl.constexpr, PREC: tl.constexpr, POS_SCALE: tl.constexpr):
+    """Online-softmax update with one tile of raw scores ``qk`` [M, N] and values ``v`` [N, D].
+
+    ``qk_scale`` includes log2(e) (the exponentials are base 2). On tiles without masks and
+    with a positive scale, the row maximum is taken before scaling so that scaling and
+    subtracting it fuse into one FMA per score: the softmax, not the two dots, limits this
+    loop on Hopper.
+    """
+    if not MASKED and POS_SCALE:
+        m_new = tl.maximum(m_i, tl.max(qk, 1) * qk_scale)
         m_sub = m_new
-    p = tl.math.exp2(s - m_sub[:, None])
+        p = tl.math.exp2(qk * qk_scale - m_sub[:, None])
+    else:
+        s = qk * qk_scale
+        if MASKED:
+            keep = (offs_n < k_len)[None, :]
+            if CAUSAL:
+                keep = keep & (offs_n[None, :] <= offs_m_seq[:, None] + causal_off)
+            s = tl.where(keep, s, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(s, 1))
+        if MASKED:
+            # a row that has seen no key yet keeps m = -inf; subtract 0 instead to avoid inf - inf
+            m_sub = tl.where(m_new == float("-inf"), 0.0, m_new)
+        else:
+            m_sub = m_new
+        p = tl.math.exp2(s - m_sub[:, None])
     alpha = tl.math.exp2(m_i - m_sub)
     l_i = l_i * alpha + tl.sum(p, 1)
     acc = acc * alpha[:, None]
@@ -73,7 +85,7 @@ def _attn_tile(acc, m_i, l_i, q, K, V, BT, bt_row, k_base, v_base, k_start, star
                sk_n, sk_d, sk_page, sv_n, sv_d, sv_page,
                MASKED: tl.constexpr, CAUSAL: tl.constexpr, PAGED: tl.constexpr, PAGE: tl.constexpr,
                EVEN_D: tl.constexpr, INT64: tl.constexpr, UPCAST: tl.constexpr, PREC: tl.constexpr,
-               BLOCK_N: tl.constexpr):
+               BLOCK_N: tl.constexpr, POS_SCALE: tl.constexpr):
     """One K/V tile of the online softmax; MASKED tiles apply the length and causal masks."""
     offs_n = start_n + tl.arange(0, BLOCK_N)
     if MASKED:
@@ -93,8 +105,9 @@ def _attn_tile(acc, m_i, l_i, q, K, V, BT, bt_row, k_base, v_base, k_start, star
     if UPCAST:
         kt = kt.to(tl.float32)
         v = v.to(tl.float32)
-    s = tl.dot(q, kt, input_precision=PREC) * qk_scale
-    return _softmax_step(acc, m_i, l_i, s, v, offs_m_seq, offs_n, k_len, causal_off, MASKED, CAUSAL, PREC)
+    qk = tl.dot(q, kt, input_precision=PREC)
+    return _softmax_step(acc, m_i, l_i, qk, qk_scale, v, offs_m_seq, offs_n, k_len, causal_off, MASKED, CAUSAL,
+                         PREC, POS_SCALE)
 
 
 # lengths of 1 must not become constexprs (Triton specializes ints equal to 1)
@@ -113,6 +126,7 @@ def _attn_fwd_kernel(
     CAUSAL: tl.constexpr, VARLEN_Q: tl.constexpr, VARLEN_K: tl.constexpr, SEQUSED: tl.constexpr,
     PAGED: tl.constexpr, PAGE: tl.constexpr, STORE_LSE: tl.constexpr,
     INT64: tl.constexpr, UPCAST: tl.constexpr, PREC: tl.constexpr, NUM_STAGES: tl.constexpr,
+    POS_SCALE: tl.constexpr,
 ):
     # longest causal row blocks first: they are the slowest, the short ones fill the tail
     pid_m = tl.num_programs(0) - 1 - tl.program_id(0)
@@ -178,13 +192,13 @@ def _attn_fwd_kernel(
             acc, m_i, l_i, q, K, V, BT, bt_row, k_base, v_base, k_start, start_n,
             offs_m, offs_d, d_mask, k_len, causal_off, qk_scale,
             sk_n, sk_d, sk_b, sv_n, sv_d, sv_b,
-            False, CAUSAL, PAGED, PAGE, HEAD_DIM == BLOCK_D, INT64, UPCAST, PREC, BLOCK_N)
+            False, CAUSAL, PAGED, PAGE, HEAD_DIM == BLOCK_D, INT64, UPCAST, PREC, BLOCK_N, POS_SCALE)
     for start_n in tl.range(full, hi, BLOCK_N):
         acc, m_i, l_i = _attn_tile(
             acc, m_i, l_i, q, K, V, BT, bt_row, k_base, v_base, k_start, start_n,
             offs_m, offs_d, d_mask, k_len, causal_off, qk_scale,
             sk_n, sk_d, sk_b, sv_n, sv_d, sv_b,
-            True, CAUSAL, PAGED, PAGE, HEAD_DIM == BLOCK_D, INT64, UPCAST, PREC, BLOCK_N)
+            True, CAUSAL, PAGED, PAGE, HEAD_DIM == BLOCK_D, INT64, UPCAST, PREC, BLOCK_N, POS_SCALE)
 
     empty = l_i == 0.0
     out = acc / tl.where(empty, 1.0, l_i)[:, None]
@@ -200,7 +214,7 @@ def _attn_fwd_desc_kernel(
     q_desc, k_desc, v_desc, o_desc, LSE, qk_scale, seqlen_q, seqlen_k, sl_b, sl_h, sl_m,
     GROUP: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     CAUSAL: tl.constexpr, STORE_LSE: tl.constexpr, UPCAST: tl.constexpr, PREC: tl.constexpr,
-    OUT_DTYPE: tl.constexpr, NUM_STAGES: tl.constexpr,
+    OUT_DTYPE: tl.constexpr, NUM_STAGES: tl.constexpr, POS_SCALE: tl.constexpr,
 ):
     """Dense [B, H, S, D] attention through tensor descriptors (TMA on Hopper and later).
 
@@ -234,18 +248,18 @@ def _attn_fwd_desc_kernel(
         if UPCAST:
             k = k.to(tl.float32)
             v = v.to(tl.float32)
-        s = tl.dot(q, tl.trans(k), input_precision=PREC) * qk_scale
-        acc, m_i, l_i = _softmax_step(acc, m_i, l_i, s, v, offs_m, n0 + tl.arange(0, BLOCK_N), seqlen_k,
-                                      causal_off, False, CAUSAL, PREC)
+        qk = tl.dot(q, tl.trans(k), input_precision=PREC)
+        acc, m_i, l_i = _softmax_step(acc, m_i, l_i, qk, qk_scale, v, offs_m, n0 + tl.arange(0, BLOCK_N), seqlen_k,
+                                      causal_off, False, CAUSAL, PREC, POS_SCALE)
     for n0 in tl.range(full, hi, BLOCK_N):
         k = k_desc.load([b, kh, n0, 0]).reshape([BLOCK_N, HEAD_DIM])
         v = v_desc.load([b, kh, n0, 0]).reshape([BLOCK_N, HEAD_DIM])
         if UPCAST:
             k = k.to(tl.float32)
             v = v.to(tl.float32)
-        s = tl.dot(q, tl.trans(k), input_precision=PREC) * qk_scale
-        acc, m_i, l_i = _softmax_step(acc, m_i, l_i, s, v, offs_m, n0 + tl.arange(0, BLOCK_N), seqlen_k,
-                                      causal_off, True, CAUSAL, PREC)
+        qk = tl.dot(q, tl.trans(k), input_precision=PREC)
+        acc, m_i, l_i = _softmax_step(acc, m_i, l_i, qk, qk_scale, v, offs_m, n0 + tl.arange(0, BLOCK_N), seqlen_k,
+                                      causal_off, True, CAUSAL, PREC, POS_SCALE)
     empty = l_i == 0.0
     out = acc / tl.where(empty, 1.0, l_i)[:, None]
     o_desc.store([b, h, m0, 0], out.to(OUT_DTYPE).reshape([1, 1, BLOCK_M, HEAD_DIM]))
@@ -319,7 +333,7 @@ def attention_forward(q, k, v, out, *, q_strides, k_strides, v_strides, o_stride
                 dq, dk, dv, do, lse if lse is not None else dummy, qk_scale, seqlen_q, seqlen_k, *lse_strides,
                 GROUP=group, HEAD_DIM=head_dim, BLOCK_M=block_m, BLOCK_N=block_n, CAUSAL=bool(causal),
                 STORE_LSE=lse is not None, UPCAST=upcast, PREC=_prec(q.dtype), OUT_DTYPE=TL_DTYPE[out.dtype],
-                NUM_STAGES=cfg.get("num_stages", 2),
+                NUM_STAGES=cfg.get("num_stages", 2), POS_SCALE=qk_scale > 0,
                 num_warps=cfg.get("num_warps", 4), num_stages=cfg.get("num_stages", 2),
             )
             return
@@ -332,7 +346,7 @@ def attention_forward(q, k, v, out, *, q_strides, k_strides, v_strides, o_stride
             CAUSAL=bool(causal), VARLEN_Q=cu_q is not None, VARLEN_K=cu_k is not None,
             SEQUSED=seqused_k is not None, PAGED=paged, PAGE=page_size,
             STORE_LSE=lse is not None, INT64=int64, UPCAST=upcast, PREC=_prec(q.dtype),
-            NUM_STAGES=cfg.get("num_stages", 2),
+            NUM_STAGES=cfg.get("num_stages", 2), POS_SCALE=qk_scale > 0,
             num_warps=cfg.get("num_warps", 4), num_stages=cfg.get("num_stages", 2),
         )
 

@@ -284,13 +284,13 @@ class Pointwise:
 
     def dtypes(self, args) -> tuple[torch.dtype, torch.dtype]:
         """(compute dtype, result dtype) for these inputs, as PyTorch would choose."""
-        key = tuple((a.dtype, a.dim() == 0) if isinstance(a, _Tensor) else type(a) for a in args)
+        key = tuple([(a.dtype, a.dim() == 0) if isinstance(a, _Tensor) else type(a) for a in args])  # a list: faster
         plan = self._plans.get(key) or self._plan(key, args)
         return plan[0], plan[1]
 
     def __call__(self, *args, out: torch.Tensor | None = None):
         """Compute ``fn`` elementwise over ``args`` (tensors or Python numbers)."""
-        key = tuple((a.dtype, a.dim() == 0) if isinstance(a, _Tensor) else type(a) for a in args)
+        key = tuple([(a.dtype, a.dim() == 0) if isinstance(a, _Tensor) else type(a) for a in args])  # a list: faster
         plan = self._plans.get(key) or self._plan(key, args)
         compute, result_dtype, casts, ok, fn, flat, pad = plan
         if not ok:

@@ -149,19 +149,21 @@ try:
     from triton import knobs as _knobs
 except ImportError:  # a Triton without knobs: always the normal launch path
     _knobs = None
-
-
-def _hook_unset(hook) -> bool:
-    # Triton <= 3.3 keeps a plain callable or None; later versions an always-present
-    # HookChain whose ``calls`` list is empty until a profiler adds a hook
-    return hook is None or (type(hook).__name__ == "HookChain" and not hook.calls)
+_HookChain = type(_knobs.runtime.launch_enter_hook) if _knobs is not None else None
+if _HookChain is not None and _HookChain.__name__ != "HookChain":
+    _HookChain = None  # a plain callable or None there: only None counts as unset
 
 
 def _hooks_unset() -> bool:
+    # Triton <= 3.3 keeps a plain callable or None; later versions an always-present
+    # HookChain whose ``calls`` list is empty until a profiler adds a hook. Runs on every
+    # launch, hence written out rather than looped.
     if _knobs is None:
         return False
     runtime = _knobs.runtime
-    return _hook_unset(runtime.launch_enter_hook) and _hook_unset(runtime.launch_exit_hook)
+    enter, leave = runtime.launch_enter_hook, runtime.launch_exit_hook
+    return ((enter is None or (type(enter) is _HookChain and not enter.calls))
+            and (leave is None or (type(leave) is _HookChain and not leave.calls)))
 
 
 _LAUNCHERS: dict = {}  # id(kernel) -> (kernel, Launcher): hashing a JITFunction takes a lock
