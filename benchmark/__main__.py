@@ -1,6 +1,6 @@
 """``python -m benchmark``: gemsops against PyTorch native, FlagGems and Liger-Kernel.
 
-    PYTHONPATH=src python -m benchmark --ops all --quick          # op suite, < 5 min on an H100
+    PYTHONPATH=src python -m benchmark --ops all --quick          # op suite (7 min on a fresh H100 with peers)
     PYTHONPATH=src python -m benchmark --ops norm,mm --enable     # global gemsops.enable()
     PYTHONPATH=src python -m benchmark --host-overhead            # per-call cost on tiny tensors
     PYTHONPATH=src python -m benchmark --e2e --quick              # Llama-style model, prefill/decode
@@ -24,7 +24,7 @@ def parse_args(argv=None):
     p.add_argument("--ops", default=None,
                    help="comma-separated ops or categories, or 'all' (default: all, unless only "
                         "--host-overhead/--e2e is asked for)")
-    p.add_argument("--quick", action="store_true", help="fewer shapes and shorter timing (under 5 minutes)")
+    p.add_argument("--quick", action="store_true", help="fewer shapes and shorter timing")
     p.add_argument("--enable", action="store_true",
                    help="measure gemsops through global gemsops.enable() instead of use_gems(include=...)")
     p.add_argument("--host-overhead", action="store_true", help="per-call wall time of tiny ops")

@@ -1,4 +1,4 @@
-"""The launch helpers: per-signature plan memos (the lean launcher itself runs in every op test)."""
+"""The launch helpers: per-signature plan memos and the lean launch path (with a stand-in kernel on CPU)."""
 from gemsops.runtime import Plans, tuner
 
 
@@ -42,3 +42,65 @@ def test_a_launch_hook_sends_launches_back_to_triton():
         finally:
             chain.remove(hook)
         assert launch._hooks_unset()
+
+
+def _fake_kernel(calls):
+    """A stand-in for a JITFunction: records Triton-path launches and compiled-kernel runs."""
+    from types import SimpleNamespace
+
+    class Compiled:
+        function, packed_metadata = "function", "metadata"
+
+        def run(self, *args):
+            calls.append(("run", args))
+
+    def body(x_ptr, n, scale, BLOCK, FLAG=False):
+        pass
+
+    class Kernel:
+        fn = body
+        arg_names = ["x_ptr", "n", "scale", "BLOCK", "FLAG"]
+        params = [SimpleNamespace(name=name, is_constexpr=name.isupper()) for name in arg_names]
+
+        def __getitem__(self, grid):
+            def launch(*args, **constexprs):
+                calls.append(("triton", grid, args, constexprs))
+                return Compiled()
+            return launch
+
+    return Kernel()
+
+
+def test_lean_launch_runs_the_compiled_kernel_with_tritons_arguments(monkeypatch):
+    # On a GPU every op launches through this path; here a stand-in kernel shows what it
+    # passes: the first call of each specialization goes through Triton (which compiles),
+    # later ones call the compiled kernel with the grid, stream and trailing constexprs
+    from types import SimpleNamespace
+
+    import torch
+    from gemsops.runtime import launch
+
+    monkeypatch.setattr(launch, "VENDOR", SimpleNamespace(interpreter=False))
+    monkeypatch.setattr(launch, "_current_device", lambda: 0)
+    monkeypatch.setattr(launch, "_current_stream", lambda device: 1234)
+    monkeypatch.setattr(launch, "_hooks_unset", lambda: True)
+    calls = []
+    bound = launch.Launcher(_fake_kernel(calls)).bind(BLOCK=128)
+    x = torch.zeros(64)
+    bound((4,), x, 1024, 0.5)
+    bound((4, 2), x, 1024, 0.25)
+    assert [c[0] for c in calls] == ["triton", "run"]
+    assert calls[0][1:] == ((4,), (x, 1024, 0.5), {"BLOCK": 128})
+    assert calls[1][1] == (4, 2, 1, 1234, "function", "metadata", None, None, None, x, 1024, 0.25, 128, False)
+    # what Triton specializes on changes the key: an integer equal to 1, one not a multiple
+    # of 16, one past int32, a tensor not 16-byte aligned, another dtype
+    for args in [(x, 1, 0.5), (x, 1025, 0.5), (x[1:], 1024, 0.5), (x.double(), 1024, 0.5), (x, 2**31, 0.5)]:
+        calls.clear()
+        bound((4,), *args)
+        bound((4,), *args)
+        assert [c[0] for c in calls] == ["triton", "run"], args
+    # a launch hook (a profiler) sends every launch back through Triton
+    monkeypatch.setattr(launch, "_hooks_unset", lambda: False)
+    calls.clear()
+    bound((4,), x, 1024, 0.5)
+    assert [c[0] for c in calls] == ["triton"]
