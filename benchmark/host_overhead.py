@@ -70,15 +70,16 @@ def per_call_us(fn, inp, n: int, reps: int = 5, device: str = "cuda") -> float:
 
 @contextlib.contextmanager
 def launches_skipped():
-    """gems' kernel launches (every one passes ``Bound.__call__``) do nothing inside this block."""
+    """gems' kernel launches (each passes ``Bound.__call__`` or ``Prepared.__call__``) do nothing inside this block."""
     from gemsops.runtime import launch
 
-    saved = launch.Bound.__call__
+    saved = launch.Bound.__call__, launch.Prepared.__call__
     launch.Bound.__call__ = lambda bound, grid, *args: None
+    launch.Prepared.__call__ = lambda prepared, *args: None
     try:
         yield
     finally:
-        launch.Bound.__call__ = saved
+        launch.Bound.__call__, launch.Prepared.__call__ = saved
 
 
 def run(quick: bool = False, with_flaggems: bool = True, log=print, device: str = "cuda", calls: int | None = None,

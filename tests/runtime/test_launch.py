@@ -104,3 +104,51 @@ def test_lean_launch_runs_the_compiled_kernel_with_tritons_arguments(monkeypatch
     calls.clear()
     bound((4,), x, 1024, 0.5)
     assert [c[0] for c in calls] == ["triton"]
+
+
+def test_prepared_launch_passes_the_same_arguments_as_the_plain_one(monkeypatch):
+    # a plan's launch with its grid and trailing integers fixed (Bound.prepare): it must reach
+    # the compiled kernel with exactly what the plain launch passes, and re-specialize on
+    # what changes in the per-call head
+    from types import SimpleNamespace
+
+    import torch
+    from gemsops.runtime import launch
+
+    monkeypatch.setattr(launch, "VENDOR", SimpleNamespace(interpreter=False))
+    monkeypatch.setattr(launch, "_current_device", lambda: 0)
+    monkeypatch.setattr(launch, "_current_stream", lambda device: 1234)
+    monkeypatch.setattr(launch, "_hooks_unset", lambda: True)
+    calls = []
+    bound = launch.Launcher(_fake_kernel(calls)).bind(BLOCK=128)
+    x = torch.zeros(64)
+    bound((4, 2), x, 1024, 0.5)
+    bound((4, 2), x, 1024, 0.5)
+    plain = calls[-1]
+    calls.clear()
+    # the tail is (n, scale) here: the prepared head is the tensor alone
+    prepared = bound.prepare((4, 2), (1024, 0.5))
+    prepared(x)
+    prepared(x)
+    assert [c[0] for c in calls] == ["run", "run"]  # the Bound had compiled it already
+    assert calls[0] == calls[1] == plain
+    assert len(prepared.compiled) == 1  # the second call found the kernel under the head's key
+    calls.clear()
+    shifted = x[1:]
+    prepared(shifted)  # an unaligned head tensor: a new specialization, through Triton first
+    prepared(shifted)
+    assert [c[0] for c in calls] == ["triton", "run"]
+    assert calls[0][1:] == ((4, 2), (shifted, 1024, 0.5), {"BLOCK": 128})
+    # a tail Triton specializes differently: its own compiled kernel
+    calls.clear()
+    ones = bound.prepare((8,), (1, 0.5))
+    ones(x)
+    ones(x)
+    assert [c[0] for c in calls] == ["triton", "run"]
+    assert calls[1][1] == (8, 1, 1, 1234, "function", "metadata", None, None, None, x, 1, 0.5, 128, False)
+    # a grid function, or a hook: Triton's path every time
+    calls.clear()
+    bound.prepare(lambda meta: (4,), (1024, 0.5))(x)
+    monkeypatch.setattr(launch, "_hooks_unset", lambda: False)
+    prepared(x)
+    assert [c[0] for c in calls] == ["triton", "triton"]

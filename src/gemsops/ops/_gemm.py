@@ -50,13 +50,12 @@ _MAX_GRID_YZ = 65535
 
 @triton.jit
 def _gemm_kernel(
-    a_ptr, b_ptr, c_ptr, x_ptr, ws_ptr, lock_ptr,
+    a_ptr, b_ptr, c_ptr, x_ptr, ws_ptr, lock_ptr, alpha, beta,
     M, N, K,
     s_ab, s_am, s_ak,
     s_bb, s_bk, s_bn,
     s_cb, s_cm, s_cn,
     s_xb, s_xm, s_xn,
-    alpha, beta,
     HAS_BIAS: tl.constexpr, SCALE_ACC: tl.constexpr, SCALE_BIAS: tl.constexpr,
     PRECISION: tl.constexpr, UPCAST: tl.constexpr, INT64: tl.constexpr, EVEN_K: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
@@ -152,10 +151,9 @@ def _epilogue(acc, c_ptr, x_ptr, bid, rm, rn, M, N, s_cb, s_cm, s_cn, s_xb, s_xm
 
 @triton.jit
 def _gemm_tma_kernel(
-    a_desc, b_desc, c_ptr, x_ptr,
+    a_desc, b_desc, c_ptr, x_ptr, alpha, beta,
     M, N, K, num_programs,
     s_cm, s_cn, s_xm, s_xn,
-    alpha, beta,
     HAS_BIAS: tl.constexpr, SCALE_ACC: tl.constexpr, SCALE_BIAS: tl.constexpr,
     A_T: tl.constexpr, B_T: tl.constexpr, UPCAST: tl.constexpr, INT64: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
@@ -365,12 +363,11 @@ def _runner(cfg, sa, sb, sc, sx, has_bias, batch, M, N, K, alpha, beta, dtype, i
         if tiles * batch * split * bm * bn > _MAX_WORKSPACE:
             raise _NotApplicable
         ws, locks = _WORKSPACE.get(device, tiles * batch * split * bm * bn, tiles * batch)
-    tail = (M, N, K, *sa, *sb, *sc, *sx)
-    launch = _launch_gemm.bind(**kw)
+    # the plan's integers trail the per-call arguments (see Bound.prepare)
+    launch = _launch_gemm.bind(**kw).prepare(grid, (M, N, K, *sa, *sb, *sc, *sx))
 
     def run(a, b, c, x, alpha, beta):
-        launch(grid, a, b, c, c if x is None else x, c if ws is None else ws, c if locks is None else locks,
-               *tail, alpha, beta)
+        launch(a, b, c, c if x is None else x, c if ws is None else ws, c if locks is None else locks, alpha, beta)
 
     return run
 
@@ -400,8 +397,7 @@ def _tma_runner(cfg, sa, sb, sc, sx, has_bias, batch, M, N, K, alpha, beta, dtyp
         FLATTEN=bool(cfg.get("FLATTEN", True)), WARP_SPECIALIZE=bool(cfg.get("WARP_SPECIALIZE", False)),
         num_warps=cfg.get("num_warps", 8), num_stages=cfg.get("num_stages", 3),
     )
-    tail = (M, N, K, grid[0], sc[1], sc[2], sx[1], sx[2])
-    launch = _launch_tma.bind(**kw)
+    launch = _launch_tma.bind(**kw).prepare(grid, (M, N, K, grid[0], sc[1], sc[2], sx[1], sx[2]))
     fallback = _first_runner([_classic(_TUNERS["mm"])],
                              (sa, sb, sc, sx, has_bias, batch, M, N, K, alpha, beta, dtype, ieee, device))
     templates = []
@@ -418,7 +414,7 @@ def _tma_runner(cfg, sa, sb, sc, sx, has_bias, batch, M, N, K, alpha, beta, dtyp
             da, db = TensorDescriptor(a, a_shape, a_st, a_block), TensorDescriptor(b, b_shape, b_st, b_block)
             if hasattr(da, "__dict__"):  # a Triton whose descriptor has slots: built each call
                 templates.extend({**d.__dict__, "base": None} for d in (da, db))  # keeps no tensor alive
-        launch(grid, da, db, c, c if x is None else x, *tail, alpha, beta)
+        launch(da, db, c, c if x is None else x, alpha, beta)
 
     return run
 

@@ -220,21 +220,20 @@ def decode(query, key_cache, value_cache, block_tables, seq_lens, scale, lay, kv
 
 
 def _launch(plan, query, key_cache, value_cache, block_tables, seq_lens, scale, alibi_slopes, out, cu_q):
-    bound, grid, ints, merge, part_o_shape, part_l_shape = plan
-    if merge is None:
+    decode_launch, merge_launch, part_o_shape, part_l_shape = plan
+    if merge_launch is None:
         part_o = part_l = out
     else:
         part_o = torch.empty(part_o_shape, dtype=torch.float32, device=query.device)
         part_l = torch.empty(part_l_shape, dtype=torch.float32, device=query.device)
     cu = seq_lens if cu_q is None else cu_q
-    bound(grid, query, key_cache, value_cache, block_tables, seq_lens,
-          query if alibi_slopes is None else alibi_slopes, out, part_o, part_l, cu, scale * LOG2E, *ints)
-    if merge is not None:
-        merge_bound, merge_grid, merge_ints = merge
-        merge_bound(merge_grid, part_o, part_l, out, cu, *merge_ints)
+    decode_launch(query, key_cache, value_cache, block_tables, seq_lens,
+                  query if alibi_slopes is None else alibi_slopes, out, part_o, part_l, cu, scale * LOG2E)
+    if merge_launch is not None:
+        merge_launch(part_o, part_l, out, cu)
 
 
-_PLANS = Plans()  # call signature -> (bound launch, grid, integer arguments, merge launch, partial shapes)
+_PLANS = Plans()  # call signature -> (decode launch, merge launch or None, partial shapes): Prepared launches
 
 
 def _plan(sig, query, key_cache, value_cache, block_tables, seq_lens, lay, alibi_slopes, out, cu_q):
@@ -271,14 +270,15 @@ def _plan(sig, query, key_cache, value_cache, block_tables, seq_lens, lay, alibi
         bound = launcher(_paged_decode_kernel).bind(
             **fixed, BLOCK_N=block_n, NUM_SPLITS=splits, NUM_STAGES=stages, num_warps=cfg.get("num_warps", 4),
             num_stages=stages)
+        decode_launch = bound.prepare((pairs, splits), (hkv, per_split, *ints))
         if splits == 1:
-            return bound, (pairs, 1), (hkv, per_split, *ints), None, None, None
+            return decode_launch, None, None, None
         # the merge of the segments' partial outputs: one program per (sequence, query head)
-        merge = (launcher(_merge_kernel).bind(NUM_SPLITS=splits, BLOCK_S=next_pow2(splits), HEAD_DIM=head_dim,
-                                              BLOCK_D=block_d, VARLEN_Q=cu_q is not None, num_warps=4),
-                 (num_seqs * num_heads,), (num_heads, out.stride(0), out.stride(1), out.stride(2)))
-        return (bound, (pairs, splits), (hkv, per_split, *ints), merge,
-                (num_seqs, num_heads, splits, block_d), (num_seqs, num_heads, splits))
+        merge_launch = launcher(_merge_kernel).bind(
+            NUM_SPLITS=splits, BLOCK_S=next_pow2(splits), HEAD_DIM=head_dim, BLOCK_D=block_d,
+            VARLEN_Q=cu_q is not None, num_warps=4,
+        ).prepare((num_seqs * num_heads,), (num_heads, out.stride(0), out.stride(1), out.stride(2)))
+        return decode_launch, merge_launch, (num_seqs, num_heads, splits, block_d), (num_seqs, num_heads, splits)
 
     def run(cfg):
         # a tuning trial writes a scratch output with out's strides (the plan's integer

@@ -28,7 +28,7 @@ _FP32_EPS = torch.finfo(torch.float32).eps
 
 @triton.jit
 def _rms_fwd_kernel(
-    y, rstd, x, w, M, N, sx, sy, eps,
+    y, rstd, x, w, eps, M, N, sx, sy,
     HAS_W: tl.constexpr, ONE_PASS: tl.constexpr, INT64: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
@@ -162,10 +162,10 @@ def rms_forward(input, normalized_shape, weight, eps):
            None if weight is None else (weight.dtype, weight.stride()))
     planned = _FORWARDS.get(sig)
     if planned is not None and on_device(input) and (weight is None or on_device(weight)):
-        y_strides, rstd_shape, rstd_strides, bound, grid, ints = planned
+        y_strides, rstd_shape, rstd_strides, prepared = planned
         y = torch.empty_strided(input.shape, y_strides, dtype=input.dtype, device=input.device)
         rstd = torch.empty_strided(rstd_shape, rstd_strides, dtype=torch.float32, device=input.device)
-        bound(grid, y, rstd, input, weight, *ints, eps)
+        prepared(y, rstd, input, weight, eps)
         return y, rstd
     n, axis = _shape_check(input, normalized_shape, weight)
     y = torch.empty(input.shape, dtype=input.dtype, device=input.device)
@@ -183,16 +183,16 @@ def rms_forward(input, normalized_shape, weight, eps):
             HAS_W=w is not None, ONE_PASS=p["ONE_PASS"], INT64=int64,
             BLOCK_M=p["BLOCK_M"], BLOCK_N=p["BLOCK_N"], num_warps=p["num_warps"])
         grid = (cdiv(m, p["BLOCK_M"]),)
-        bound(grid, y, rstd, xv, w, *ints, eps)
+        bound(grid, y, rstd, xv, w, eps, *ints)
         return bound, grid
 
     bound, grid = launch(_FWD.plan(n, m, launch))
     if xv is input and w is weight:
-        _FORWARDS.keep(sig, (y.stride(), rstd.shape, rstd.stride(), bound, grid, ints))
+        _FORWARDS.keep(sig, (y.stride(), rstd.shape, rstd.stride(), bound.prepare(grid, ints)))
     return y, rstd
 
 
-# rms_forward call signature -> (y strides, rstd shape and strides, bound kernel, grid, integer arguments)
+# rms_forward call signature -> (y strides, rstd shape and strides, prepared launch)
 _FORWARDS = Plans()
 
 
