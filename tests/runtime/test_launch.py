@@ -1,4 +1,7 @@
 """The launch helpers: per-signature plan memos and the lean launch path (with a stand-in kernel on CPU)."""
+import pytest
+import torch
+
 from gemsops.runtime import Plans, tuner
 
 
@@ -24,7 +27,6 @@ def test_plans_made_under_graph_capture_are_not_kept(monkeypatch):
 def test_a_launch_hook_sends_launches_back_to_triton():
     # a profiler's launch hook (proton, torch's Triton tracing) must see every launch, so
     # the lean path steps aside while one is installed on either side of the launch
-    import pytest
     from gemsops.runtime import launch
 
     knobs = pytest.importorskip("triton.knobs")
@@ -42,6 +44,21 @@ def test_a_launch_hook_sends_launches_back_to_triton():
         finally:
             chain.remove(hook)
         assert launch._hooks_unset()
+
+
+@pytest.fixture
+def lean_path(monkeypatch):
+    """(calls, bound): a stand-in kernel bound with BLOCK=128, on the lean path as on a GPU."""
+    from types import SimpleNamespace
+
+    from gemsops.runtime import launch
+
+    monkeypatch.setattr(launch, "VENDOR", SimpleNamespace(interpreter=False))
+    monkeypatch.setattr(launch, "_current_device", lambda: 0)
+    monkeypatch.setattr(launch, "_current_stream", lambda device: 1234)
+    monkeypatch.setattr(launch, "_hooks_unset", lambda: True)
+    calls = []
+    return calls, launch.Launcher(_fake_kernel(calls)).bind(BLOCK=128)
 
 
 def _fake_kernel(calls):
@@ -71,21 +88,13 @@ def _fake_kernel(calls):
     return Kernel()
 
 
-def test_lean_launch_runs_the_compiled_kernel_with_tritons_arguments(monkeypatch):
+def test_lean_launch_runs_the_compiled_kernel_with_tritons_arguments(lean_path, monkeypatch):
     # On a GPU every op launches through this path; here a stand-in kernel shows what it
     # passes: the first call of each specialization goes through Triton (which compiles),
     # later ones call the compiled kernel with the grid, stream and trailing constexprs
-    from types import SimpleNamespace
-
-    import torch
     from gemsops.runtime import launch
 
-    monkeypatch.setattr(launch, "VENDOR", SimpleNamespace(interpreter=False))
-    monkeypatch.setattr(launch, "_current_device", lambda: 0)
-    monkeypatch.setattr(launch, "_current_stream", lambda device: 1234)
-    monkeypatch.setattr(launch, "_hooks_unset", lambda: True)
-    calls = []
-    bound = launch.Launcher(_fake_kernel(calls)).bind(BLOCK=128)
+    calls, bound = lean_path
     x = torch.zeros(64)
     bound((4,), x, 1024, 0.5)
     bound((4, 2), x, 1024, 0.25)
@@ -106,21 +115,13 @@ def test_lean_launch_runs_the_compiled_kernel_with_tritons_arguments(monkeypatch
     assert [c[0] for c in calls] == ["triton"]
 
 
-def test_prepared_launch_passes_the_same_arguments_as_the_plain_one(monkeypatch):
+def test_prepared_launch_passes_the_same_arguments_as_the_plain_one(lean_path, monkeypatch):
     # a plan's launch with its grid and trailing integers fixed (Bound.prepare): it must reach
     # the compiled kernel with exactly what the plain launch passes, and re-specialize on
     # what changes in the per-call head
-    from types import SimpleNamespace
-
-    import torch
     from gemsops.runtime import launch
 
-    monkeypatch.setattr(launch, "VENDOR", SimpleNamespace(interpreter=False))
-    monkeypatch.setattr(launch, "_current_device", lambda: 0)
-    monkeypatch.setattr(launch, "_current_stream", lambda device: 1234)
-    monkeypatch.setattr(launch, "_hooks_unset", lambda: True)
-    calls = []
-    bound = launch.Launcher(_fake_kernel(calls)).bind(BLOCK=128)
+    calls, bound = lean_path
     x = torch.zeros(64)
     bound((4, 2), x, 1024, 0.5)
     bound((4, 2), x, 1024, 0.5)
