@@ -100,7 +100,10 @@ def test_lean_launch_runs_the_compiled_kernel_with_tritons_arguments(lean_path, 
     bound((4, 2), x, 1024, 0.25)
     assert [c[0] for c in calls] == ["triton", "run"]
     assert calls[0][1:] == ((4,), (x, 1024, 0.5), {"BLOCK": 128})
-    assert calls[1][1] == (4, 2, 1, 1234, "function", "metadata", None, None, None, x, 1024, 0.25, 128, False)
+    # tensors reach the compiled kernel as their addresses (the launcher then skips its own
+    # data_ptr() call and driver check per tensor)
+    assert calls[1][1] == (4, 2, 1, 1234, "function", "metadata", None, None, None, x.data_ptr(), 1024, 0.25,
+                           128, False)
     # what Triton specializes on changes the key: an integer equal to 1, one not a multiple
     # of 16, one past int32, a tensor not 16-byte aligned, another dtype
     for args in [(x, 1, 0.5), (x, 1025, 0.5), (x[1:], 1024, 0.5), (x.double(), 1024, 0.5), (x, 2**31, 0.5)]:
@@ -146,7 +149,14 @@ def test_prepared_launch_passes_the_same_arguments_as_the_plain_one(lean_path, m
     ones(x)
     ones(x)
     assert [c[0] for c in calls] == ["triton", "run"]
-    assert calls[1][1] == (8, 1, 1, 1234, "function", "metadata", None, None, None, x, 1, 0.5, 128, False)
+    assert calls[1][1] == (8, 1, 1, 1234, "function", "metadata", None, None, None, x.data_ptr(), 1, 0.5, 128, False)
+    # a tensor in the fixed tail: Triton gets the tensor, the compiled kernel its address
+    calls.clear()
+    all_fixed = bound.prepare((2,), (x, 2049, 0.5))
+    all_fixed()
+    all_fixed()
+    assert [c[0] for c in calls] == ["triton", "run"]
+    assert calls[0][2][0] is x and calls[1][1][9:12] == (x.data_ptr(), 2049, 0.5)
     # a grid function, or a hook: Triton's path every time
     calls.clear()
     bound.prepare(lambda meta: (4,), (1024, 0.5))(x)

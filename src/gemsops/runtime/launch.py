@@ -89,7 +89,8 @@ class Bound:
             return lau.kernel[grid](*args, **self.constexprs)
         device = _current_device()
         key = [device]
-        if not _append_specs(key, args):  # a type the key does not know: Triton's own path
+        values: list = []
+        if not _append_specs(key, values, args):  # a type the key does not know: Triton's own path
             lau.fast = False
             return lau.kernel[grid](*args, **self.constexprs)
         key = tuple(key)
@@ -107,7 +108,7 @@ class Bound:
         run, function, metadata, tail = entry
         try:
             run(grid[0], grid[1] if len(grid) > 1 else 1, grid[2] if len(grid) > 2 else 1,
-                _current_stream(device), function, metadata, None, None, None, *args, *tail)
+                _current_stream(device), function, metadata, None, None, None, *values, *tail)
         except TypeError:
             # this Triton's launcher wants other arguments: use the normal path from now on
             lau.fast = False
@@ -126,15 +127,18 @@ class Bound:
 class Prepared:
     """A :class:`Bound` launch whose grid and trailing arguments are fixed; see ``Bound.prepare``."""
 
-    __slots__ = ("bound", "grid", "tail", "tail_key", "dims", "compiled")
+    __slots__ = ("bound", "grid", "tail", "tail_values", "tail_key", "dims", "compiled")
 
     def __init__(self, bound: Bound, grid, tail):
         self.bound = bound
         self.grid = grid
         self.tail = tuple(tail)
         key: list = []
+        values: list = []
         # None: this launch always takes the Bound's path (a grid function, an odd tail)
-        self.tail_key = tuple(key) if not callable(grid) and _append_specs(key, self.tail) else None
+        ok = not callable(grid) and _append_specs(key, values, self.tail)
+        self.tail_key = tuple(key) if ok else None
+        self.tail_values = tuple(values)  # as the compiled kernel takes them (tensors as addresses)
         self.dims = None if callable(grid) else (*grid, 1, 1)[:3]
         self.compiled: dict = {}  # (device, specs of the head) -> the Bound's compiled entry
 
@@ -145,7 +149,8 @@ class Prepared:
             return bound(self.grid, *head, *self.tail)
         device = _current_device()
         key = [device]
-        if not _append_specs(key, head):
+        values: list = []
+        if not _append_specs(key, values, head):
             return bound(self.grid, *head, *self.tail)
         key = tuple(key)
         entry = self.compiled.get(key)
@@ -159,33 +164,45 @@ class Prepared:
             return result
         run, function, metadata, consts = entry
         try:
-            run(*self.dims, _current_stream(device), function, metadata, None, None, None, *head, *self.tail, *consts)
+            run(*self.dims, _current_stream(device), function, metadata, None, None, None, *values, *self.tail_values, *consts)
         except TypeError:
             lau.fast = False
             lau.kernel[self.grid](*head, *self.tail, **bound.constexprs)
 
 
-def _append_specs(key: list, args) -> bool:
+def _append_specs(key: list, values: list, args) -> bool:
     """Append to ``key`` what Triton specializes each of ``args`` on (``_spec``, written out
-    for the common types: this runs at every launch); False at a type it does not know."""
-    append = key.append
+    for the common types: this runs at every launch), and to ``values`` the argument as the
+    compiled kernel takes it; False at a type it does not know.
+
+    A tensor goes to the compiled kernel as its address: Triton's launcher takes a Python
+    int as a device pointer as it is, where for a tensor it calls ``data_ptr()`` again and
+    asks the driver to check the address (``cuPointerGetAttribute``), for every tensor at
+    every launch. The address is read here anyway, for the alignment in the key.
+    """
+    kappend = key.append
+    vappend = values.append
     for a in args:
         t = type(a)
         if t is _Tensor:
-            append(a.dtype)
-            append(a.data_ptr() & 15 == 0)
-        elif t is int:
-            append(1 if a == 1 else 2 + (a & 15 == 0) + 2 * (_INT32_MIN <= a <= _INT32_MAX))
+            ptr = a.data_ptr()
+            kappend(a.dtype)
+            kappend(ptr & 15 == 0)
+            vappend(ptr)
+            continue
+        if t is int:
+            kappend(1 if a == 1 else 2 + (a & 15 == 0) + 2 * (_INT32_MIN <= a <= _INT32_MAX))
         elif t is float:
-            append(float)
+            kappend(float)
         elif t is _TensorDescriptor:
             # Triton specializes a host descriptor on its dtype and block shape; the
             # launcher builds the TMA descriptor from shape and strides at each call
-            append((t, a.base.dtype, tuple(a.block_shape), getattr(a, "padding", None)))
+            kappend((t, a.base.dtype, tuple(a.block_shape), getattr(a, "padding", None)))
         elif a is None or t is bool or isinstance(a, _Tensor):
-            append(_spec(a))  # a tensor subclass: one (dtype, aligned) entry
+            kappend(_spec(a))  # a tensor subclass: one (dtype, aligned) entry, passed as it is
         else:
             return False
+        vappend(a)
     return True
 
 
