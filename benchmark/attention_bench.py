@@ -1,6 +1,7 @@
 """Attention speed on the GPU: paged decode (TB/s of KV bytes) and prefill (TFLOP/s), gems vs torch SDPA.
 
     python benchmark/attention_bench.py            # the issue's target cases
+    python benchmark/attention_bench.py --sweep    # every SDPA forward config, forced one by one
     from benchmark.attention_bench import bench_decode, bench_prefill
     bench_decode(batch=1, context=32768)
 
@@ -8,6 +9,8 @@ Times are medians of ``triton.testing.do_bench`` (warmup 25 ms, rep 200 ms), the
 as shared/reference-numbers.md. The first gems call of a shape tunes (not timed).
 """
 from __future__ import annotations
+
+import sys
 
 import gemsops  # first: under GEMS_VENDOR=interpreter it must set TRITON_INTERPRET before Triton loads
 import torch
@@ -176,12 +179,50 @@ def bench_host_overhead(verbose=True):
     return res
 
 
+def sweep_prefill(batch=1, heads=32, kv_heads=None, seqlen=4096, d=128, causal=True, dtype=torch.bfloat16,
+                  chunks=(1, 4, 8)):
+    """Every candidate config of the SDPA forward, each with ``chunks`` as HEAD_CHUNK, forced
+    one at a time (the tuner bypassed): TFLOP/s per config, best last. For retuning the YAML."""
+    from gemsops.ops import _attention
+    kv_heads = kv_heads or heads
+    q = torch.randn(batch, heads, seqlen, d, dtype=dtype, device=DEVICE)
+    k = torch.randn(batch, kv_heads, seqlen, d, dtype=dtype, device=DEVICE)
+    v = torch.randn_like(k)
+    flops = 4 * batch * heads * seqlen * seqlen * d * (0.5 if causal else 1.0)
+    torch_ms = _ms(lambda: F.scaled_dot_product_attention(q, k, v, is_causal=causal, enable_gqa=kv_heads != heads))
+    print(f"sweep B{batch} H{heads}/{kv_heads} S{seqlen} D{d} causal={causal}: torch {flops / torch_ms / 1e9:.1f} TFLOP/s")
+    tuner = _attention._fwd_tuner
+    results = []
+    try:
+        for base in tuner.candidates:
+            for chunk in chunks:
+                cfg = dict(base, HEAD_CHUNK=chunk)
+                tuner.choose = lambda key, run, cfg=cfg: cfg  # an instance attribute shadows the method
+                try:
+                    sdpa_flash_forward(q, k, v, causal)
+                    ms = _ms(lambda: sdpa_flash_forward(q, k, v, causal))
+                except Exception as e:  # a config the compiler rejects
+                    print(f"  failed {cfg}: {type(e).__name__}")
+                    continue
+                results.append((flops / ms / 1e9, cfg))
+    finally:
+        del tuner.choose
+    for tflops, cfg in sorted(results, key=lambda r: r[0]):
+        print(f"  {tflops:6.1f} TFLOP/s  {cfg}")
+    return results
+
+
 def _print(res):
     print("  ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in res.items()), flush=True)
 
 
 def main():
     print(torch.cuda.get_device_name(), "torch", torch.__version__, "triton", triton.__version__)
+    if "--sweep" in sys.argv:
+        sweep_prefill(chunks=(1, 2, 4, 8, 16, 32))
+        sweep_prefill(batch=4, seqlen=2048, causal=True)
+        sweep_prefill(kv_heads=8, seqlen=8192, causal=True)
+        return
     bench_decode(batch=64, context=4096)          # target >= 2.55 TB/s on H100
     bench_decode(batch=1, context=32768)          # target >= 2.55 TB/s (split-KV)
     bench_decode(batch=8, context=16384)

@@ -72,6 +72,26 @@ def test_descriptor_config(monkeypatch, dtype, causal, shape):
     torch.testing.assert_close(lse.double(), _ref_lse(q, k, causal), atol=2e-3, rtol=2e-3)
 
 
+@pytest.mark.parametrize("desc", [False, True])
+@pytest.mark.parametrize("chunk", [2, 4, 3])
+@pytest.mark.parametrize("causal", [True, False])
+def test_head_chunk_order(monkeypatch, desc, chunk, causal):
+    # HEAD_CHUNK reorders which program takes which (query block, head) of causal attention;
+    # every pair must still be computed exactly once (3 does not divide 4 heads, and
+    # non-causal attention ignores the option: the plain order serves both)
+    from gemsops.ops import _attention
+    cfg = dict(BLOCK_M=16, BLOCK_N=16, num_warps=4, num_stages=2, DESC=desc, HEAD_CHUNK=chunk)
+    monkeypatch.setattr(_attention._fwd_tuner, "choose", lambda key, run: cfg)
+    monkeypatch.setattr(_attention._fwd_tuner_fp32, "choose", lambda key, run: cfg)
+    torch.manual_seed(0)
+    b, hq, hkv, s, d = 2, 4, 2, 37, 16
+    q = randn(b, hq, s, d, dtype=torch.float16)
+    k, v = randn(b, hkv, s, d, dtype=torch.float16), randn(b, hkv, s, d, dtype=torch.float16)
+    out, lse = sdpa_flash_forward(q, k, v, causal)
+    assert_close(out, _ref_bhsd(q, k, v, causal).half(), dtype=torch.float16, scale=_tol_scale(torch.float16))
+    torch.testing.assert_close(lse.double(), _ref_lse(q, k, causal), atol=2e-3, rtol=2e-3)
+
+
 def test_kernel_scale():
     q, k, v = randn(1, 2, 6, 16), randn(1, 2, 9, 16), randn(1, 2, 9, 16)
     out, lse = sdpa_flash_forward(q, k, v, False, scale=0.05)

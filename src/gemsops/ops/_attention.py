@@ -110,6 +110,25 @@ def _attn_tile(acc, m_i, l_i, q, K, V, BT, bt_row, k_base, v_base, k_start, star
                          PREC, POS_SCALE)
 
 
+@triton.jit
+def _tile_coords(HEAD_CHUNK: tl.constexpr):
+    """(query block, head) of this program; the longest causal row blocks come first.
+
+    Programs start in order of axis 0, then 1. With ``HEAD_CHUNK`` heads interleaved on
+    axis 0, the longest blocks of those heads all start before any shorter one (a
+    longest-first schedule across heads, so the short blocks fill the tail), while the
+    programs running at once still share the K/V of a few heads in L2.
+    """
+    if HEAD_CHUNK == 1:
+        pid_m = tl.num_programs(0) - 1 - tl.program_id(0)
+        h = tl.program_id(1)
+    else:
+        t = tl.program_id(0)
+        pid_m = tl.num_programs(0) // HEAD_CHUNK - 1 - t // HEAD_CHUNK
+        h = tl.program_id(1) * HEAD_CHUNK + t % HEAD_CHUNK
+    return pid_m, h
+
+
 # lengths of 1 must not become constexprs (Triton specializes ints equal to 1)
 @triton.jit(do_not_specialize=["seqlen_q", "seqlen_k"])
 def _attn_fwd_kernel(
@@ -126,11 +145,9 @@ def _attn_fwd_kernel(
     CAUSAL: tl.constexpr, VARLEN_Q: tl.constexpr, VARLEN_K: tl.constexpr, SEQUSED: tl.constexpr,
     PAGED: tl.constexpr, PAGE: tl.constexpr, STORE_LSE: tl.constexpr,
     INT64: tl.constexpr, UPCAST: tl.constexpr, PREC: tl.constexpr, NUM_STAGES: tl.constexpr,
-    POS_SCALE: tl.constexpr,
+    POS_SCALE: tl.constexpr, HEAD_CHUNK: tl.constexpr,
 ):
-    # longest causal row blocks first: they are the slowest, the short ones fill the tail
-    pid_m = tl.num_programs(0) - 1 - tl.program_id(0)
-    h = tl.program_id(1)
+    pid_m, h = _tile_coords(HEAD_CHUNK)
     b = tl.program_id(2)
     kh = h // GROUP
     # lengths and packed row starts fit int32 even when given as int64 tensors
@@ -214,15 +231,14 @@ def _attn_fwd_desc_kernel(
     q_desc, k_desc, v_desc, o_desc, LSE, qk_scale, seqlen_q, seqlen_k, sl_b, sl_h, sl_m,
     GROUP: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     CAUSAL: tl.constexpr, STORE_LSE: tl.constexpr, UPCAST: tl.constexpr, PREC: tl.constexpr,
-    OUT_DTYPE: tl.constexpr, NUM_STAGES: tl.constexpr, POS_SCALE: tl.constexpr,
+    OUT_DTYPE: tl.constexpr, NUM_STAGES: tl.constexpr, POS_SCALE: tl.constexpr, HEAD_CHUNK: tl.constexpr,
 ):
     """Dense [B, H, S, D] attention through tensor descriptors (TMA on Hopper and later).
 
     Same math as ``_attn_fwd_kernel``; descriptors zero-fill rows past the sequence on load
     and drop them on store, so only the key-length and causal masks remain.
     """
-    pid_m = tl.num_programs(0) - 1 - tl.program_id(0)
-    h = tl.program_id(1)
+    pid_m, h = _tile_coords(HEAD_CHUNK)
     b = tl.program_id(2)
     kh = h // GROUP
     m0 = pid_m * BLOCK_M
@@ -326,14 +342,18 @@ def attention_forward(q, k, v, out, *, q_strides, k_strides, v_strides, o_stride
         block_n = cfg.get("BLOCK_N", 64)
         if max_q <= 16:
             block_m = 16  # decode-like batches: a 16-row tile is the smallest dot
-        grid = (cdiv(max_q, block_m), num_heads, batch)
+        # without a causal mask every query block costs the same: nothing to reorder
+        chunk = cfg.get("HEAD_CHUNK", 1) if causal else 1
+        if num_heads % chunk:
+            chunk = 1
+        grid = (cdiv(max_q, block_m) * chunk, num_heads // chunk, batch)
         if cfg.get("DESC") and dense is not None and _desc_ok(dense, head_dim):
             dq, dk, dv, do = (_descriptor(t, rows) for t, rows in zip(dense, (block_m, block_n, block_n, block_m)))
             launcher(_attn_fwd_desc_kernel)[grid](
                 dq, dk, dv, do, lse if lse is not None else dummy, qk_scale, seqlen_q, seqlen_k, *lse_strides,
                 GROUP=group, HEAD_DIM=head_dim, BLOCK_M=block_m, BLOCK_N=block_n, CAUSAL=bool(causal),
                 STORE_LSE=lse is not None, UPCAST=upcast, PREC=_prec(q.dtype), OUT_DTYPE=TL_DTYPE[out.dtype],
-                NUM_STAGES=cfg.get("num_stages", 2), POS_SCALE=qk_scale > 0,
+                NUM_STAGES=cfg.get("num_stages", 2), POS_SCALE=qk_scale > 0, HEAD_CHUNK=chunk,
                 num_warps=cfg.get("num_warps", 4), num_stages=cfg.get("num_stages", 2),
             )
             return
@@ -346,7 +366,7 @@ def attention_forward(q, k, v, out, *, q_strides, k_strides, v_strides, o_stride
             CAUSAL=bool(causal), VARLEN_Q=cu_q is not None, VARLEN_K=cu_k is not None,
             SEQUSED=seqused_k is not None, PAGED=paged, PAGE=page_size,
             STORE_LSE=lse is not None, INT64=int64, UPCAST=upcast, PREC=_prec(q.dtype),
-            NUM_STAGES=cfg.get("num_stages", 2), POS_SCALE=qk_scale > 0,
+            NUM_STAGES=cfg.get("num_stages", 2), POS_SCALE=qk_scale > 0, HEAD_CHUNK=chunk,
             num_warps=cfg.get("num_warps", 4), num_stages=cfg.get("num_stages", 2),
         )
 

@@ -585,9 +585,9 @@ def reduce(x, dim, keepdim, *, op, out_dtype, acc=None, pre=NONE, post=NONE, cas
                acc, pre, post, cast, p, div, empty_all, init)
         planned = _CALLS.get(sig)
         if planned is not None and on_device(x):
-            shape, strides, bound, grid, ints = planned
+            shape, strides, prepared = planned
             out = torch.empty_strided(shape, strides, dtype=out_dtype, device=x.device)
-            bound(grid, x, out, out, *ints)
+            prepared(x, out, out)
             return out
     check_input(x, out)
     if not kernel_dtype_ok(out_dtype) or (cast is not None and not kernel_dtype_ok(cast)):
@@ -609,12 +609,13 @@ def reduce(x, dim, keepdim, *, op, out_dtype, acc=None, pre=NONE, post=NONE, cas
     launched = launch_reduce(source(x, g), g, out, op=op, acc=acc, pre=pre, post=post, cast=cast, p=p, div=div,
                              init=init)
     if sig is not None and launched is not None and g.perm is None:
-        _CALLS.keep(sig, (out.shape, out.stride(), *launched))
+        bound, grid, ints = launched
+        _CALLS.keep(sig, (out.shape, out.stride(), bound.prepare(grid, ints)))
     return out
 
 
-# reduce() call signature -> (output shape, strides, bound kernel, grid, integer arguments),
-# for reductions of one launch over x as it is (no reordering copy)
+# reduce() call signature -> (output shape, strides, prepared launch), for reductions of one
+# launch over x as it is (no reordering copy)
 _CALLS = Plans()
 
 

@@ -23,7 +23,7 @@ __all__ = ["fused_add_rms_norm"]
 
 @triton.jit
 def _add_rms_kernel(
-    y, s_out, rstd, x, res, w, M, N, sx, sr, sy, ss, eps,
+    y, s_out, rstd, x, res, w, eps, M, N, sx, sr, sy, ss,
     HAS_W: tl.constexpr, STORE_RSTD: tl.constexpr, ONE_PASS: tl.constexpr, INT64: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
@@ -107,7 +107,7 @@ def _launch(y, s_out, rstd, x, residual, weight, eps):
 
     def launch(p, y_, s_, sy_, ss_):
         _L_add_rms_kernel(
-            (cdiv(m, p["BLOCK_M"]),), y_, s_, rstd, xv, rv, w, m, n, sx, sr, sy_, ss_, float(eps),
+            (cdiv(m, p["BLOCK_M"]),), y_, s_, rstd, xv, rv, w, float(eps), m, n, sx, sr, sy_, ss_,
             HAS_W=w is not None, STORE_RSTD=rstd is not None, ONE_PASS=p["ONE_PASS"], INT64=False,
             BLOCK_M=p["BLOCK_M"], BLOCK_N=p["BLOCK_N"], num_warps=p["num_warps"],
         )
@@ -123,7 +123,7 @@ def _launch(y, s_out, rstd, x, residual, weight, eps):
         bound = _L_add_rms_kernel.bind(
             HAS_W=w is not None, STORE_RSTD=False, ONE_PASS=p["ONE_PASS"], INT64=False,
             BLOCK_M=p["BLOCK_M"], BLOCK_N=p["BLOCK_N"], num_warps=p["num_warps"])
-        _PLANS.keep(_signature(x, residual, weight), (bound, (cdiv(m, p["BLOCK_M"]),), (m, n, sx, sr, sx, sr)))
+        _PLANS.keep(_signature(x, residual, weight), bound.prepare((cdiv(m, p["BLOCK_M"]),), (m, n, sx, sr, sx, sr)))
     # views that could not be addressed as rows were computed in copies: write them back
     if yv.data_ptr() != y.data_ptr() or yv.shape != y.shape:
         y.copy_(yv.view(y.shape))
@@ -139,10 +139,9 @@ def fused_add_rms_norm(x, residual, weight, eps=1e-6):
     """
     if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, residual, weight)):
         return _FusedAddRMSNormFn.apply(x, residual, weight, eps)
-    plan = _PLANS.get(_signature(x, residual, weight))
-    if plan is not None:
-        bound, grid, ints = plan
-        bound(grid, x, residual, None, x, residual, weight, *ints, float(eps))
+    prepared = _PLANS.get(_signature(x, residual, weight))
+    if prepared is not None:
+        prepared(x, residual, None, x, residual, weight, float(eps))
         return x, residual
     if not _supported(x, residual, weight):
         return _torch_fused_add_rms_norm(x, residual, weight, eps)
@@ -150,7 +149,7 @@ def fused_add_rms_norm(x, residual, weight, eps=1e-6):
     return x, residual
 
 
-# in-place call signature -> (bound launch, grid, integer arguments); see _launch
+# in-place call signature -> prepared launch; see _launch
 _PLANS = Plans()
 
 

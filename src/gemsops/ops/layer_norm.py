@@ -25,7 +25,7 @@ KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 @triton.jit
 def _ln_fwd_kernel(
-    y, mean_ptr, rstd_ptr, x, w, b, M, N, sx, sy, eps,
+    y, mean_ptr, rstd_ptr, x, w, b, eps, M, N, sx, sy,
     HAS_W: tl.constexpr, HAS_B: tl.constexpr, ONE_PASS: tl.constexpr, INT64: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
@@ -193,12 +193,12 @@ def native_layer_norm(input, normalized_shape, weight, bias, eps):
            None if bias is None else (bias.dtype, bias.stride()))
     planned = _FORWARDS.get(sig)
     if planned is not None and on_device(input) and on_vendor_device(weight, bias):
-        y_strides, stat_shape, stat_strides, sdt, bound, grid, ints = planned
+        y_strides, stat_shape, stat_strides, sdt, prepared = planned
         dev = input.device
         y = torch.empty_strided(input.shape, y_strides, dtype=input.dtype, device=dev)
         mean = torch.empty_strided(stat_shape, stat_strides, dtype=sdt, device=dev)
         rstd = torch.empty_strided(stat_shape, stat_strides, dtype=sdt, device=dev)
-        bound(grid, y, mean, rstd, input, weight, bias, *ints, float(eps))
+        prepared(y, mean, rstd, input, weight, bias, float(eps))
         return y, mean, rstd
     n, axis = _check(input, normalized_shape, weight, bias)
     sdt = _stat_dtype(input, weight, bias)
@@ -220,17 +220,16 @@ def native_layer_norm(input, normalized_shape, weight, bias, eps):
             HAS_W=w is not None, HAS_B=b is not None, ONE_PASS=p["ONE_PASS"], INT64=int64,
             BLOCK_M=p["BLOCK_M"], BLOCK_N=p["BLOCK_N"], num_warps=p["num_warps"])
         grid = (cdiv(m, p["BLOCK_M"]),)
-        bound(grid, y, mean, rstd, xv, w, b, *ints, float(eps))
+        bound(grid, y, mean, rstd, xv, w, b, float(eps), *ints)
         return bound, grid
 
     bound, grid = launch(_FWD.plan(n, m, launch))
     if xv is input and w is weight and b is bias:
-        _FORWARDS.keep(sig, (y.stride(), stat_shape, mean.stride(), sdt, bound, grid, ints))
+        _FORWARDS.keep(sig, (y.stride(), stat_shape, mean.stride(), sdt, bound.prepare(grid, ints)))
     return y, mean, rstd
 
 
-# native_layer_norm call signature -> (y strides, stat shape, strides and dtype, bound kernel,
-# grid, integer arguments)
+# native_layer_norm call signature -> (y strides, stat shape, strides and dtype, prepared launch)
 _FORWARDS = Plans()
 
 

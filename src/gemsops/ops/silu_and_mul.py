@@ -90,7 +90,7 @@ def _cfg(tuner, d, m, launch):
     return tuner.choose((bucket(d), bucket(min(m, 4096))), launch) or _DEFAULT
 
 
-# (shape, strides, dtype, device, act) -> (bound launch, grid, m, d, row strides, output shape):
+# (shape, strides, dtype, device, act) -> (prepared launch, output shape):
 # a repeated call (every layer of every decode step) skips the checks, tuning and views
 _PLANS = Plans()
 
@@ -99,9 +99,9 @@ def _forward(x, act, out=None):
     if out is None:
         plan = _PLANS.get((x.shape, x.stride(), x.dtype, x.device, act))
         if plan is not None:
-            bound, grid, args, out_shape = plan
+            prepared, out_shape = plan
             out = torch.empty(out_shape, dtype=x.dtype, device=x.device)
-            bound(grid, out, x, *args)
+            prepared(out, x)
             return out
     d = x.shape[-1] // 2 if x.dim() else 0
     if not (on_vendor_device(x, out) and x.dtype in KERNEL_DTYPES and x.dim() >= 1 and x.shape[-1] % 2 == 0
@@ -132,7 +132,7 @@ def _forward(x, act, out=None):
     elif xv is x and so == d:
         bound = _L_gated_fwd_kernel.bind(ACT=act, INT64=int64, BLOCK=cfg["BLOCK"], num_warps=cfg["num_warps"])
         _PLANS.keep((x.shape, x.stride(), x.dtype, x.device, act),
-                    (bound, (m, cdiv(d, cfg["BLOCK"])), (m, d, sx, so), out.shape))
+                    (bound.prepare((m, cdiv(d, cfg["BLOCK"])), (m, d, sx, so)), out.shape))
     return out
 
 

@@ -202,9 +202,9 @@ def softmax_forward(x: torch.Tensor, dim: int, out_dtype: torch.dtype, log: bool
         sig = (x.shape, x.stride(), x.dtype, dim, out_dtype, log)
         planned = _FORWARDS.get(sig)
         if planned is not None and on_device(x):
-            strides, bound, grid, ints = planned
+            strides, prepared = planned
             out = torch.empty_strided(x.shape, strides, dtype=out_dtype, device=x.device)
-            bound(grid, out, x, *ints)
+            prepared(out, x)
             return out
     _check(x)
     dim = _norm_dim(dim, x.dim())
@@ -233,11 +233,11 @@ def softmax_forward(x: torch.Tensor, dim: int, out_dtype: torch.dtype, log: bool
 
     bound, grid = launch(_plan(_FWD, n, rows, lastdim, launch))
     if sig is not None and xv is x:
-        _FORWARDS.keep(sig, (out.stride(), bound, grid, ints))
+        _FORWARDS.keep(sig, (out.stride(), bound.prepare(grid, ints)))
     return out
 
 
-# softmax_forward call signature -> (output strides, bound kernel, grid, integer arguments)
+# softmax_forward call signature -> (output strides, prepared launch)
 _FORWARDS = Plans()
 
 
@@ -246,9 +246,9 @@ def softmax_backward(grad: torch.Tensor, output: torch.Tensor, dim: int, input_d
     sig = (grad.shape, grad.stride(), grad.dtype, output.shape, output.stride(), output.dtype, dim, input_dtype, log)
     planned = _BACKWARDS.get(sig)
     if planned is not None and on_device(grad) and on_device(output):
-        strides, bound, grid, ints = planned
+        strides, prepared = planned
         dx = torch.empty_strided(grad.shape, strides, dtype=input_dtype, device=grad.device)
-        bound(grid, dx, grad, output, *ints)
+        prepared(dx, grad, output)
         return dx
     _check(grad)
     _check(output)
@@ -279,11 +279,11 @@ def softmax_backward(grad: torch.Tensor, output: torch.Tensor, dim: int, input_d
 
     bound, grid = launch(_plan(_BWD, n, rows, lastdim, launch))
     if gv is grad and yv is output:
-        _BACKWARDS.keep(sig, (dx.stride(), bound, grid, ints))
+        _BACKWARDS.keep(sig, (dx.stride(), bound.prepare(grid, ints)))
     return dx
 
 
-# softmax_backward call signature -> (gradient strides, bound kernel, grid, integer arguments)
+# softmax_backward call signature -> (gradient strides, prepared launch)
 _BACKWARDS = Plans()
 
 
