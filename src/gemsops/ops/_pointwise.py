@@ -330,10 +330,7 @@ class Pointwise:
                 else:
                     out_shape, out_stride, launch = call
                     out = torch.empty_strided(out_shape, out_stride, dtype=result_dtype, device=first.device)
-                    bound, grid, n, extra = launch
-                    if len(args) < MAX_INPUTS:
-                        args = args + (0,) * (MAX_INPUTS - len(args))
-                    bound(grid, out, *args, n, *extra)
+                    launch(out, *args, *pad)
                     return out
                 call_key = None
         elif out is not None and compute != torch.float64:
@@ -352,8 +349,7 @@ class Pointwise:
                                                           and lo < a.data_ptr() + extent)):
                         break
                 else:
-                    bound, grid, n, extra = launch
-                    bound(grid, out, *args, *pad, n, *extra)
+                    launch(out, *args, *pad)
                     return out
         tensors = [a for a in args if isinstance(a, _Tensor)]
         dev = _DEVICE_TYPE
@@ -425,18 +421,17 @@ def _general(fn, args, casts, out, shape, res):
     # their ids are keys, and hashing them (Python-level __hash__) would cost more
     key = (id(fn), id(casts), id(res), out.shape, out.stride(),
            tuple((a.shape, a.stride()) if isinstance(a, _Tensor) else type(a) for a in args))
-    plan = _LAYOUT_PLANS.get(key)
-    if plan is None:
-        plan = _LAYOUT_PLANS.keep(key, _layout_plan(fn, args, casts, out, shape, res))
-    bound, grid, n, extra = plan
-    if len(args) < MAX_INPUTS:
-        args = args + (0,) * (MAX_INPUTS - len(args))  # unused slots: never read (NIN prunes them)
-    bound(grid, out, *args, n, *extra)
-    return plan
+    launch = _LAYOUT_PLANS.get(key)
+    if launch is None:
+        launch = _LAYOUT_PLANS.keep(key, _layout_plan(fn, args, casts, out, shape, res))
+    launch(out, *args, *(0,) * (MAX_INPUTS - len(args)))  # unused slots: never read (NIN prunes them)
+    return launch
 
 
 def _layout_plan(fn, args, casts, out, shape, res):
-    """(bound launch, grid, n, trailing int arguments) for these operand layouts."""
+    """The launch for these operand layouts, prepared with its grid and trailing integers
+    (n, then for the strided kernel 4 sizes and 25 strides: their specialization is
+    worked out once, not at every call). Called as ``launch(out, *inputs padded to MAX_INPUTS)``."""
     ndim = len(shape)
     kinds, strides = [], []
     zeros = [0] * ndim
@@ -462,7 +457,7 @@ def _layout_plan(fn, args, casts, out, shape, res):
                   C0=casts[0], C1=casts[1], C2=casts[2], C3=casts[3], RES=res, INT64=int64, BLOCK=BLOCK)
     if is_dense(out) and all(st == out_strides for k, st in zip(kinds, strides) if k == TENSOR):
         # identical dense layouts (contiguous, or all transposed alike): walk storage linearly
-        return _launch_flat.bind(**common), grid, n, ()
+        return _launch_flat.bind(**common).prepare(grid, (n,))
     sizes, all_st = _coalesce(list(shape), [out_strides] + strides)
     rank = len(sizes)
     if rank > MAX_RANK:
@@ -470,7 +465,7 @@ def _layout_plan(fn, args, casts, out, shape, res):
     pad = MAX_RANK - rank
     sizes_p = sizes + [1] * pad
     extra = (*sizes_p[1:], *(x for st in all_st for x in st + [0] * pad))
-    return _launch_strided.bind(RANK=rank, **common), grid, n, extra
+    return _launch_strided.bind(RANK=rank, **common).prepare(grid, (n, *extra))
 
 
 def f64_scalar(value: float, device) -> torch.Tensor:

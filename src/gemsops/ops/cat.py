@@ -76,7 +76,7 @@ def _channels_last(t):
         t.is_contiguous(memory_format=torch.channels_last if t.dim() == 4 else torch.channels_last_3d))
 
 
-_PLANS = Plans()  # (dim, device, per input (dtype, shape, strides)) -> (dtype, shape, strides, launches)
+_PLANS = Plans()  # (dim, device, per input (dtype, shape, strides)) -> (dtype, shape, strides, [(prepared, which)])
 
 
 def _run(tensors, dim, out=None):
@@ -91,8 +91,8 @@ def _run(tensors, dim, out=None):
         if plan is not None:
             dtype, shape, strides, launches = plan
             out = torch.empty_strided(shape, strides, dtype=dtype, device=tensors[0].device)
-            for bound, grid, which, ints in launches:
-                bound(grid, out, *[tensors[i] for i in which], *ints)
+            for prepared, which in launches:
+                prepared(out, *[tensors[i] for i in which])
             return out
     dtype = functools.reduce(torch.promote_types, [t.dtype for t in tensors])
     # legacy rule: 1-D empty tensors are skipped whatever the other shapes are
@@ -150,7 +150,9 @@ def _run(tensors, dim, out=None):
         padded = [it[1] for it in group] + [group[0][1]] * (PER_LAUNCH - len(group))
         bound(grid, out, *padded, *ints)
     if key is not None:
-        _PLANS.keep(key, (dtype, shape, out.stride(), launches))
+        # prepared: the launches' grids and 34 integers each are fixed by the plan
+        _PLANS.keep(key, (dtype, shape, out.stride(),
+                          [(bound.prepare(grid, ints), which) for bound, grid, which, ints in launches]))
     return out
 
 

@@ -15,10 +15,10 @@ def embedding(weight, indices, padding_idx=-1, scale_grad_by_freq=False, sparse=
     sig = (weight.shape, weight.stride(), weight.dtype, indices.shape, indices.stride(), indices.dtype)
     planned = _LOOKUPS.get(sig)
     if planned is not None and on_device(weight) and on_device(indices):
-        out_shape, out_strides, bound, grid, ints = planned
+        out_shape, out_strides, prepared = planned
         check_bounds(indices, weight.shape[0], allow_negative=False)  # data: checked on every call
         out = torch.empty_strided(out_shape, out_strides, dtype=weight.dtype, device=weight.device)
-        bound(grid, weight, out, indices, indices, indices, indices, *ints)  # contiguous: its own flat view
+        prepared(weight, out, indices, indices, indices, indices)  # contiguous: its own flat view
         return out
     if not on_vendor_device(weight, indices) or weight.dim() != 2 or not kernel_dtype_ok(weight.dtype):
         raise Unsupported
@@ -29,11 +29,12 @@ def embedding(weight, indices, padding_idx=-1, scale_grad_by_freq=False, sparse=
     launched = take(weight, 1, 0, dim, weight.stride(1), [(idx, weight.stride(0), num)],
                     out, (0, dim, 1), mode=0, wrap=False)
     if launched is not None and indices.is_contiguous():
-        _LOOKUPS.keep(sig, (out.shape, out.stride(), *launched))
+        bound, grid, ints = launched  # 16 integers: their specialization is worked out once
+        _LOOKUPS.keep(sig, (out.shape, out.stride(), bound.prepare(grid, ints)))
     return out
 
 
-# embedding call signature -> (output shape, strides, bound kernel, grid, integer arguments)
+# embedding call signature -> (output shape, strides, prepared launch)
 _LOOKUPS = Plans()
 
 
