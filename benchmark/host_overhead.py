@@ -53,19 +53,42 @@ def tiny_ops(device="cuda"):
     ]
 
 
+def _loop_us(fn, inp, n: int, device: str) -> float:
+    harness.sync(device)
+    t0 = time.perf_counter()
+    for _ in range(n):
+        fn(inp)
+    harness.sync(device)
+    return (time.perf_counter() - t0) / n * 1e6
+
+
 def per_call_us(fn, inp, n: int, reps: int = 5, device: str = "cuda") -> float:
     """Median over ``reps`` of the wall time per call of ``n`` calls in a loop."""
     for _ in range(min(n, 10)):
         fn(inp)
-    samples = []
+    return statistics.median(_loop_us(fn, inp, n, device) for _ in range(reps))
+
+
+def interleaved_us(fn, inp, n: int, reps: int, device: str, contexts: dict) -> tuple[dict, float]:
+    """Per-call time of ``fn`` under each of ``contexts`` (name -> context factory), taken in turn.
+
+    Every repetition times one loop under each context, so a change in the machine's speed
+    during the run (clocks, other tenants of the host) hits all of them alike. Returns the
+    median per context and the median of the per-repetition ratios of the second context's
+    time to the first's.
+    """
+    samples: dict = {key: [] for key in contexts}
+    for make in contexts.values():
+        with make():
+            for _ in range(min(n, 10)):
+                fn(inp)
     for _ in range(reps):
-        harness.sync(device)
-        t0 = time.perf_counter()
-        for _ in range(n):
-            fn(inp)
-        harness.sync(device)
-        samples.append((time.perf_counter() - t0) / n * 1e6)
-    return statistics.median(samples)
+        for key, make in contexts.items():
+            with make():
+                samples[key].append(_loop_us(fn, inp, n, device))
+    first, second = list(samples.values())[:2]
+    ratio = statistics.median(b / a for a, b in zip(first, second))
+    return {key: statistics.median(v) for key, v in samples.items()}, ratio
 
 
 @contextlib.contextmanager
@@ -99,20 +122,35 @@ def run(quick: bool = False, with_flaggems: bool = True, log=print, device: str 
                 continue
             inp = make()
             row = {"op": name, "calls": n}
-            row["native_us"] = per_call_us(fn, inp, n, reps, device)
             include = harness.gems_include(names, harness.detect_overloads(fn, inp))
+            skipping = launches_skipped if skip_launches else contextlib.nullcontext
             if not include:
+                row["native_us"] = per_call_us(fn, inp, n, reps, device)
                 row["gems_us"] = row["gems_enable_us"] = "n/a"
             else:
                 row["include"] = include
-                for key, ctx in (("gems_us", lambda: gemsops.use_gems(include=include)),
-                                 ("gems_enable_us", harness._gems_enabled)):
-                    try:
-                        with ctx(), (launches_skipped() if skip_launches else contextlib.nullcontext()):
-                            row[key] = per_call_us(fn, inp, n, reps, device)
-                    except Exception as err:  # noqa: BLE001
-                        row[key] = "err"
-                        row[key + "_error"] = harness._short(err)
+
+                @contextlib.contextmanager
+                def gems_scope():
+                    with gemsops.use_gems(include=include), skipping():
+                        yield
+
+                # native and use_gems in turn (their ratio is the number that matters)
+                try:
+                    times, ratio = interleaved_us(fn, inp, n, reps, device,
+                                                  {"native_us": contextlib.nullcontext, "gems_us": gems_scope})
+                    row.update(times)
+                    row["gems_over_native"] = ratio
+                except Exception as err:  # noqa: BLE001
+                    row["native_us"] = per_call_us(fn, inp, n, reps, device)
+                    row["gems_us"] = "err"
+                    row["gems_us_error"] = harness._short(err)
+                try:
+                    with harness._gems_enabled(), skipping():
+                        row["gems_enable_us"] = per_call_us(fn, inp, n, reps, device)
+                except Exception as err:  # noqa: BLE001
+                    row["gems_enable_us"] = "err"
+                    row["gems_enable_us_error"] = harness._short(err)
             if fg is not None:
                 try:
                     with harness.flaggems_enabled(fg):

@@ -36,3 +36,26 @@ def test_skip_launches_times_the_python_path_and_restores_launches():
     with host_overhead.launches_skipped():
         assert launch.Bound.__call__ is not original
     assert launch.Bound.__call__ is original
+
+
+def test_native_and_gems_loops_alternate_and_the_ratio_is_per_repetition():
+    # a machine whose speed drifts during the run must not bias gems / native: each
+    # repetition times one native loop and one gems loop, and the ratio is taken per pair
+    import contextlib
+
+    order = []
+
+    def marker(name):
+        @contextlib.contextmanager
+        def ctx():
+            order.append(name)
+            yield
+        return ctx
+
+    times, ratio = host_overhead.interleaved_us(lambda inp: None, None, n=3, reps=3, device="cpu",
+                                                contexts={"native_us": marker("n"), "gems_us": marker("g")})
+    assert order == ["n", "g"] * 4  # one warm-up pass each, then three alternating repetitions
+    assert set(times) == {"native_us", "gems_us"} and ratio > 0
+    rows = host_overhead.run(device=gemsops.VENDOR.device_type, calls=2, reps=1, ops={"add 16"},
+                             with_flaggems=False, log=lambda line: None)
+    assert rows[0]["gems_over_native"] > 0

@@ -163,3 +163,73 @@ def test_prepared_launch_passes_the_same_arguments_as_the_plain_one(lean_path, m
     monkeypatch.setattr(launch, "_hooks_unset", lambda: False)
     prepared(x)
     assert [c[0] for c in calls] == ["triton", "triton"]
+
+
+def test_a_known_scratch_forwarding_launcher_is_bypassed(lean_path, monkeypatch):
+    # Where the compiled kernel's launcher object is of a form known to only forward to its
+    # C launch function (Triton 3.6's CudaLauncher), the lean path calls that function
+    # itself, with the arguments the launcher object would have passed; any other form,
+    # or a kernel that needs scratch memory, keeps the launcher object's own call.
+    import hashlib
+    import inspect
+    import re
+
+    from gemsops.runtime import launch
+
+    calls, _ = lean_path
+
+    class Forwarding:
+        launch_cooperative_grid, launch_pdl = False, True
+
+        def __init__(self, scratch):
+            self.global_scratch_size = scratch
+            self.profile_scratch_size = 0
+
+        def __call__(self, gridX, gridY, gridZ, stream, function, *args):
+            calls.append(("launcher object", args))
+
+        def launch(self, *args):
+            calls.append(("C launch", args))
+
+    digest = hashlib.sha256(re.sub(r"\s+", "", inspect.getsource(Forwarding.__call__)).encode()).hexdigest()
+    x = torch.zeros(64)
+
+    def run_twice(scratch):
+        kernel = _fake_kernel(calls)
+        compiled_cls = type(kernel[(1,)]())
+        compiled_cls.run = Forwarding(scratch)
+        calls.clear()
+        bound = launch.Launcher(kernel).bind(BLOCK=128)
+        bound((4,), x, 1024, 0.5)
+        bound((4,), x, 1024, 0.5)
+        return calls[-1]
+
+    unknown = run_twice(0)
+    assert unknown == ("launcher object", ("metadata", None, None, None, x.data_ptr(), 1024, 0.5, 128, False))
+    monkeypatch.setattr(launch, "_SCRATCH_FORWARDING_CALLS", frozenset({digest}))
+    monkeypatch.setattr(launch, "_FORWARDING", {})
+    assert run_twice(0) == ("C launch", (4, 1, 1, 1234, "function", False, True, None, None, "metadata", None,
+                                         None, None, x.data_ptr(), 1024, 0.5, 128, False))
+    assert run_twice(256)[0] == "launcher object"  # scratch to allocate: the object does that
+
+
+def test_triton_3_6_launches_skip_the_launcher_object():
+    # On a GPU with Triton 3.6 (the reference machine's), the known CudaLauncher form is
+    # recognised: an op's compiled entries call the C launch function directly. A Triton
+    # whose launcher source changed fails here, which is the point: re-measure and add its form.
+    import triton
+
+    from tests.util import ON_GPU
+
+    if not ON_GPU or not triton.__version__.startswith("3.6."):
+        pytest.skip("checks the CUDA launcher of Triton 3.6")
+    import gemsops
+
+    x = torch.randn(1000, device="cuda")
+    torch.testing.assert_close(gemsops.ops.add(x, x), x + x)
+    torch.testing.assert_close(gemsops.ops.add(x, x), x + x)  # the second call takes the lean path
+    from gemsops.ops import _pointwise
+
+    entries = [e for b in _pointwise._launch_flat.bound.values() for e in b.compiled.values()]
+    assert entries
+    assert all(type(run).__name__ != "CudaLauncher" for run, _, _ in entries), entries

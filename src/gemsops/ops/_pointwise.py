@@ -279,7 +279,9 @@ class Pointwise:
         flat = tuple(_launch_flat.bind(FN=fn, NIN=len(args), K0=k[0], K1=k[1], K2=k[2], K3=k[3],
                                        C0=c[0], C1=c[1], C2=c[2], C3=c[3], RES=None, INT64=False, BLOCK=BLOCK)
                      for k in (kinds, singles))
-        plan = self._plans[key] = (compute, result, casts, ok, fn, flat, (0,) * pad)
+        # flat launches prepared per element count (grid and integers fixed), a few per plan
+        prepared: dict = {}
+        plan = self._plans[key] = (compute, result, casts, ok, fn, flat, (0,) * pad, prepared)
         return plan
 
     def dtypes(self, args) -> tuple[torch.dtype, torch.dtype]:
@@ -292,7 +294,7 @@ class Pointwise:
         """Compute ``fn`` elementwise over ``args`` (tensors or Python numbers)."""
         key = tuple([(a.dtype, a.dim() == 0) if isinstance(a, _Tensor) else type(a) for a in args])  # a list: faster
         plan = self._plans.get(key) or self._plan(key, args)
-        compute, result_dtype, casts, ok, fn, flat, pad = plan
+        compute, result_dtype, casts, ok, fn, flat, pad, prepared = plan
         if not ok:
             raise Unsupported
         call_key = into_key = None
@@ -313,8 +315,12 @@ class Pointwise:
                     if n <= INT32_MAX:
                         out = torch.empty_like(first, dtype=result_dtype)  # much cheaper than torch.empty
                         if n:
-                            x = args + pad
-                            flat[n == 1](((n + BLOCK - 1) // BLOCK,), out, x[0], x[1], x[2], x[3], n)
+                            launch = prepared.get(n)
+                            if launch is None:
+                                if len(prepared) >= 64:  # a model repeats a few sizes per op
+                                    prepared.clear()
+                                launch = prepared[n] = flat[n == 1].prepare(((n + BLOCK - 1) // BLOCK,), (*pad, n))
+                            launch(out, *args)
                         return out
             # next: layouts seen before (broadcasts, slices, transposes), planned once
             call_key = (id(plan), *[(a.shape, a.stride()) if isinstance(a, _Tensor) else type(a) for a in args])
