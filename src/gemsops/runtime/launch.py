@@ -182,14 +182,13 @@ def _launch_entry(kernel):
     between costs about 1 us per launch, a tenth of a tiny op's whole native call.
     """
     run = kernel.run
-    middle = (kernel.function, kernel.packed_metadata, None, None, None)
     if (_scratch_forwarding(type(run)) and getattr(run, "global_scratch_size", 1) == 0
             and getattr(run, "profile_scratch_size", 1) == 0):
         # the known form calls launch(gx, gy, gz, stream, function, cooperative, pdl,
         # global_scratch, profile_scratch, metadata, launch_metadata, enter_hook, exit_hook, *args)
         return run.launch, (kernel.function, run.launch_cooperative_grid, run.launch_pdl, None, None,
                             kernel.packed_metadata, None, None, None)
-    return run, middle
+    return run, (kernel.function, kernel.packed_metadata, None, None, None)
 
 
 # sha256 of the whitespace-free source of launcher ``__call__`` methods that only allocate
