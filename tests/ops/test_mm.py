@@ -226,18 +226,33 @@ def test_gemm_tma_not_applicable():
 
 def test_gemm_tma_plan_and_fallback(monkeypatch):
     # a tuner that picks the TMA kernel: aligned calls run it, misaligned ones the fallback
+    # (K > SHORT_K: the "mm" tuner's bucket)
     monkeypatch.setattr(_gemm, "_PLANS", Plans())
     monkeypatch.setattr(_gemm._TUNERS["mm"], "choose", lambda key, run: TMA_CFG)
     torch.manual_seed(10)
-    for K in (32, 33):  # 33: rows of x are not 16-byte aligned
+    for K in (264, 265):  # 265: rows of x are not 16-byte aligned
         x, w = operand(70, K, torch.float16), operand(24, K, torch.float16)
         check(ops.mm(x, w.t()), torch.mm, x, w.t(), k=K)
     # a 16-byte aligned layout whose base pointer is not aligned: the runner's fallback
-    # (same strides as the K=32 call, so its TMA launcher is reused)
-    x = torch.randn(70 * 32 + 1, dtype=torch.float16, device=DEVICE)[1:].view(70, 32)
-    w = operand(24, 32, torch.float16)
-    check(ops.mm(x, w.t()), torch.mm, x, w.t(), k=32)
+    # (same strides as the K=264 call, so its TMA launcher is reused)
+    x = torch.randn(70 * 264 + 1, dtype=torch.float16, device=DEVICE)[1:].view(70, 264)
+    w = operand(24, 264, torch.float16)
+    check(ops.mm(x, w.t()), torch.mm, x, w.t(), k=264)
     assert len(_gemm._PLANS) == 2
+
+
+@pytest.mark.parametrize("M,K,tuner", [(16, 300, "mm_small_m"), (70, 256, "mm_short_k"), (70, 257, "mm"),
+                                       (64, 32, "mm_small_m")])
+def test_gemm_tuner_buckets(monkeypatch, M, K, tuner):
+    # each 16-bit shape class asks its own tuner (its candidates suit that shape class)
+    monkeypatch.setattr(_gemm, "_PLANS", Plans())
+    asked = []
+    for name, t in _gemm._TUNERS.items():
+        monkeypatch.setattr(t, "choose", lambda key, run, name=name, t=t: asked.append(name) or t.default)
+    torch.manual_seed(15)
+    x, w = operand(M, K, torch.float16), operand(24, K, torch.float16)
+    check(ops.mm(x, w.t()), torch.mm, x, w.t(), k=K)
+    assert asked == [tuner]
 
 
 @pytest.mark.big_memory

@@ -11,7 +11,7 @@ dtype after the epilogue (alpha, beta, bias), as cuBLAS does. fp32 operands use
 ``input_precision="ieee"`` unless ``torch.backends.cuda.matmul.allow_tf32`` is set, read
 on every call so the flag behaves as it does for torch's own matmul.
 
-Configs. Three tuners, keyed by (bucketed M, N, K, dtype, operand layout, batched):
+Configs. Four tuners, keyed by (bucketed M, N, K, dtype, operand layout, batched):
 - ``mm``: 16-bit operands, M > SMALL_M: grouped tile ordering (GROUP_M) for L2 reuse.
   Configs with ``TMA: 1`` select the persistent tensor-descriptor kernel (one program per
   SM, TMA loads that zero-fill the edges); it serves 2-D GEMMs whose operands have a
@@ -21,6 +21,10 @@ Configs. Three tuners, keyed by (bucketed M, N, K, dtype, operand layout, batche
   weight. Partial tiles go to an fp32 workspace; the last CTA of a tile (counted with
   an atomic, reset by that CTA so the counters stay zero between calls) sums them in
   a fixed order (deterministic) and runs the epilogue. One launch, no extra kernels.
+- ``mm_short_k``: 16-bit operands, M > SMALL_M, K <= SHORT_K (attention scores, q @ k^T
+  with K = head size): a tile does at most a few K steps, so writing the output is most of
+  the work; shallow pipelines leave room for several CTAs per SM, whose stores then
+  overlap each other's loads and math.
 - ``mm_fp32``: fp32 operands (tiles sized for 4-byte elements).
 Host path: each exact call signature (shapes, strides, dtype, bias/alpha/beta flags, tf32
 flag, device) gets a launcher closure holding its config, grid, constexprs and split-K
@@ -43,6 +47,7 @@ except ImportError:  # older Triton: the TMA candidates are never applicable
     TensorDescriptor = None
 
 SMALL_M = 64
+SHORT_K = 256
 GEMM_DTYPES = frozenset(d for d in (torch.float32, torch.float16, torch.bfloat16)
                         if VENDOR is not None and d in VENDOR.dtypes)
 _MAX_GRID_YZ = 65535
@@ -203,6 +208,7 @@ def _gemm_tma_kernel(
 _TUNERS = {
     "mm": Tuner("mm", kernels=[_gemm_kernel, _epilogue, _gemm_tma_kernel]),
     "mm_small_m": Tuner("mm_small_m", kernels=[_gemm_kernel, _epilogue]),
+    "mm_short_k": Tuner("mm_short_k", kernels=[_gemm_kernel, _epilogue]),
     "mm_fp32": Tuner("mm_fp32", kernels=[_gemm_kernel, _epilogue]),
 }
 # used when a TMA config meets operands it cannot describe and no classic config is listed
@@ -293,6 +299,8 @@ def _make_plan(a, sa, b, sb, c, sc, x, sx, batch, M, N, K, alpha, beta, ieee):
         tuner = _TUNERS["mm_fp32"]
     elif M <= SMALL_M:
         tuner = _TUNERS["mm_small_m"]
+    elif K <= SHORT_K:
+        tuner = _TUNERS["mm_short_k"]
     else:
         tuner = _TUNERS["mm"]
     tkey = (bucket(M), bucket(N), bucket(K), str(dtype).removeprefix("torch."),

@@ -40,8 +40,19 @@ def _same_device(want, have):
     return want.type == have.type and (want.index is None or want.index == have.index)
 
 
+_to_dtype: dict = {}  # dtype -> Pointwise whose result is a new tensor of that dtype
+
+
 def _to_copy_run(self, *, dtype=None, layout=None, device=None, pin_memory=None, non_blocking=False,
                  memory_format=None):
+    if (dtype is not None and layout is None and device is None and pin_memory is None and memory_format is None
+            and self.is_contiguous() and not self.is_neg()):
+        # ``x.to(dtype)`` / ``x.float()`` on a contiguous tensor: a new contiguous tensor that
+        # nothing else can overlap, so the casting store's in-place checks are not needed
+        cast = _to_dtype.get(dtype)
+        if cast is None:
+            cast = _to_dtype[dtype] = Pointwise("to_dtype", _identity, promote=(), out_dtype=dtype)
+        return cast(self)
     if (layout not in (None, torch.strided) or pin_memory or self.layout != torch.strided
             or (device is not None and not _same_device(torch.device(device), self.device))):
         raise Unsupported
