@@ -63,6 +63,20 @@ def test_index_select_out_of_range_raises_like_torch():
         index_select(x, 2, torch.tensor([0], device=DEVICE))
 
 
+def test_index_select_repeated_signature():
+    # later calls with one signature take the planned launch: new index values (and an
+    # out-of-range one on a CPU vendor, which torch rejects) are handled on every call
+    x = randn(6, 5)
+    for values in ([5, 0, 2], [1, 1, 4], [3, 2, 0]):
+        idx = torch.tensor(values, device=DEVICE)
+        torch.testing.assert_close(kis(x, -2, idx), x[values], rtol=0, atol=0)
+    if not ON_GPU:
+        with pytest.raises(IndexError):
+            index_select(x, -2, torch.tensor([0, 6, 1], device=DEVICE))
+    y = randn(6, 5)  # same layout, other tensor
+    torch.testing.assert_close(kis(y, -2, torch.tensor([4, 4, 0], device=DEVICE)), y[[4, 4, 0]], rtol=0, atol=0)
+
+
 def test_index_select_routed_through_enable(tmp_path):
     x, idx = randn(5, 4), torch.tensor([4, 0], device=DEVICE)
     log = tmp_path / "log"
