@@ -215,6 +215,35 @@ def test_gemm_tma_persistent(dtype, layout):
     check(out, lambda x, a, b: torch.addmm(x, a, b, beta=0.5, alpha=2.0), bias, a, b, k=K)
 
 
+@pytest.mark.parametrize("layout", ["nn", "nt", "tn", "tt"])
+def test_gemm_tma_batched(layout):
+    # bmm/baddbmm through the persistent kernel: 3-D descriptors keep each tile inside its
+    # own matrix (M, N, K not multiples of the blocks, so tiles overhang every edge)
+    torch.manual_seed(16)
+    cfg = dict(TMA_CFG, BLOCK_M=64, BLOCK_N=128, BLOCK_K=64, num_warps=8) if ON_GPU else TMA_CFG
+    # M, N, K multiples of 8 (16-byte strides in either layout), not of the blocks
+    B, M, N, K = (5, 200, 136, 120) if ON_GPU else (3, 24, 40, 24)
+    dt = torch.bfloat16
+    a = torch.randn(B, M, K, dtype=dt, device=DEVICE) if layout[0] == "n" else \
+        torch.randn(B, K, M, dtype=dt, device=DEVICE).transpose(1, 2)
+    b = torch.randn(B, K, N, dtype=dt, device=DEVICE) if layout[1] == "n" else \
+        torch.randn(B, N, K, dtype=dt, device=DEVICE).transpose(1, 2)
+    bias = torch.randn(B, M, N, dtype=dt, device=DEVICE)
+    out = torch.empty(B, M, N, dtype=dt, device=DEVICE)
+    run_config(cfg, a, a.stride(), b, b.stride(), out, bias, bias.stride(), B, 2.0, 0.5)()
+    check(out, lambda x, a, b: torch.baddbmm(x, a, b, beta=0.5, alpha=2.0), bias, a, b, k=K)
+
+
+def test_gemm_tma_broadcast_batch_not_applicable():
+    # a batch broadcast by a 0 stride cannot be a TMA dimension: the classic kernel serves it
+    a = torch.randn(1, 24, 16, dtype=torch.float16, device=DEVICE).expand(3, 24, 16)
+    b = torch.randn(3, 16, 40, dtype=torch.float16, device=DEVICE)
+    out = torch.empty(3, 24, 40, dtype=torch.float16, device=DEVICE)
+    with pytest.raises(_gemm._NotApplicable):
+        run_config(TMA_CFG, a, a.stride(), b, b.stride(), out, None, (0, 0, 0), 3, 1, 1)
+    check(ops.bmm(a, b), torch.bmm, a, b, k=16)
+
+
 def test_gemm_tma_not_applicable():
     # misaligned strides (odd K): the TMA launcher refuses, and gemm falls back to the default
     a = operand(20, 15, torch.float16)

@@ -14,8 +14,9 @@ on every call so the flag behaves as it does for torch's own matmul.
 Configs. Four tuners, keyed by (bucketed M, N, K, dtype, operand layout, batched):
 - ``mm``: 16-bit operands, M > SMALL_M: grouped tile ordering (GROUP_M) for L2 reuse.
   Configs with ``TMA: 1`` select the persistent tensor-descriptor kernel (one program per
-  SM, TMA loads that zero-fill the edges); it serves 2-D GEMMs whose operands have a
-  unit stride and 16-byte aligned rows, and any other call falls back to a classic config.
+  SM, TMA loads that zero-fill the edges); it serves GEMMs whose operands have a unit
+  stride and 16-byte aligned rows (and batch strides: bmm through 3-D descriptors), and
+  any other call falls back to a classic config.
 - ``mm_small_m``: 16-bit operands, M <= SMALL_M (decode, mv): reading B dominates, so the
   candidates use thin M tiles and split K over grid axis 1 to put enough CTAs on the
   weight. Partial tiles go to an fp32 workspace; the last CTA of a tile (counted with
@@ -157,51 +158,65 @@ def _epilogue(acc, c_ptr, x_ptr, bid, rm, rn, M, N, s_cb, s_cm, s_cn, s_xb, s_xm
 @triton.jit
 def _gemm_tma_kernel(
     a_desc, b_desc, c_ptr, x_ptr, alpha, beta,
-    M, N, K, num_programs,
-    s_cm, s_cn, s_xm, s_xn,
+    M, N, K, batch, num_programs,
+    s_cb, s_cm, s_cn, s_xb, s_xm, s_xn,
     HAS_BIAS: tl.constexpr, SCALE_ACC: tl.constexpr, SCALE_BIAS: tl.constexpr,
-    A_T: tl.constexpr, B_T: tl.constexpr, UPCAST: tl.constexpr, INT64: tl.constexpr,
+    A_T: tl.constexpr, B_T: tl.constexpr, BATCHED: tl.constexpr, UPCAST: tl.constexpr, INT64: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
     FLATTEN: tl.constexpr, WARP_SPECIALIZE: tl.constexpr,
 ):
-    """Persistent variant for 16-bit 2-D GEMMs: operands through TMA tensor descriptors.
+    """Persistent variant for 16-bit GEMMs: operands through TMA tensor descriptors.
 
-    One program per SM walks the output tiles (grouped order). TMA zero-fills reads past
-    the edges, so no masks in the K loop. A_T / B_T: the descriptor covers the transposed
-    matrix (column-major operand) and the loaded tile is transposed back.
+    One program per SM walks the output tiles (grouped order within each matrix, matrices
+    one after the other). TMA zero-fills reads past the edges, so no masks in the K loop.
+    A_T / B_T: the descriptor covers the transposed matrix (column-major operand) and the
+    loaded tile is transposed back. BATCHED: 3-D descriptors ``[batch, rows, cols]`` with
+    one-matrix blocks, so a tile never reads into the next matrix of the batch.
     """
     grid_m = tl.cdiv(M, BLOCK_M)
     grid_n = tl.cdiv(N, BLOCK_N)
+    per_matrix = grid_m * grid_n
     k_tiles = tl.cdiv(K, BLOCK_K)
     width = GROUP_M * grid_n
-    bid = tl.program_id(0).to(tl.int64) * 0
-    for tile in tl.range(tl.program_id(0), grid_m * grid_n, num_programs, flatten=FLATTEN,
+    for tile in tl.range(tl.program_id(0), per_matrix * batch, num_programs, flatten=FLATTEN,
                          warp_specialize=WARP_SPECIALIZE):
-        group = tile // width
+        bid = tile // per_matrix
+        t = tile % per_matrix
+        group = t // width
         first_m = group * GROUP_M
         group_m = tl.minimum(grid_m - first_m, GROUP_M)
-        pid_m = first_m + (tile % width) % group_m
-        pid_n = (tile % width) // group_m
+        pid_m = first_m + (t % width) % group_m
+        pid_n = (t % width) // group_m
         off_m = pid_m * BLOCK_M
         off_n = pid_n * BLOCK_N
         acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
         for kt in range(k_tiles):
             off_k = kt * BLOCK_K
-            if A_T:
-                a = a_desc.load([off_k, off_m]).T
+            if BATCHED:
+                if A_T:
+                    a = a_desc.load([bid, off_k, off_m]).reshape(BLOCK_K, BLOCK_M).T
+                else:
+                    a = a_desc.load([bid, off_m, off_k]).reshape(BLOCK_M, BLOCK_K)
+                if B_T:
+                    b = b_desc.load([bid, off_n, off_k]).reshape(BLOCK_N, BLOCK_K).T
+                else:
+                    b = b_desc.load([bid, off_k, off_n]).reshape(BLOCK_K, BLOCK_N)
             else:
-                a = a_desc.load([off_m, off_k])
-            if B_T:
-                b = b_desc.load([off_n, off_k]).T
-            else:
-                b = b_desc.load([off_k, off_n])
+                if A_T:
+                    a = a_desc.load([off_k, off_m]).T
+                else:
+                    a = a_desc.load([off_m, off_k])
+                if B_T:
+                    b = b_desc.load([off_n, off_k]).T
+                else:
+                    b = b_desc.load([off_k, off_n])
             if UPCAST:
                 a = a.to(tl.float32)
                 b = b.to(tl.float32)
             acc = tl.dot(a, b, acc)
         rm = off_m + tl.arange(0, BLOCK_M)
         rn = off_n + tl.arange(0, BLOCK_N)
-        _epilogue(acc, c_ptr, x_ptr, bid, rm, rn, M, N, 0, s_cm, s_cn, 0, s_xm, s_xn,
+        _epilogue(acc, c_ptr, x_ptr, bid.to(tl.int64), rm, rn, M, N, s_cb, s_cm, s_cn, s_xb, s_xm, s_xn,
                   alpha, beta, HAS_BIAS, SCALE_ACC, SCALE_BIAS, INT64)
 
 
@@ -380,32 +395,44 @@ def _runner(cfg, sa, sb, sc, sx, has_bias, batch, M, N, K, alpha, beta, dtype, i
     return run
 
 
-def _tma_operand(s_row, s_col, rows, cols, b_row, b_col):
-    """(shape, strides, block, transposed) of a TMA descriptor for a (rows, cols) operand."""
+def _tma_operand(s_batch, s_row, s_col, batch, rows, cols, b_row, b_col):
+    """(shape, strides, block, transposed) of a TMA descriptor for a (batch of) (rows, cols) operand.
+
+    TMA wants a unit innermost stride and 16-byte multiples for the others; a batch
+    broadcast by a 0 stride is left to the classic kernel.
+    """
     if s_col == 1 and (s_row * 2) % 16 == 0:
-        return [rows, cols], [s_row, 1], [b_row, b_col], False
-    if s_row == 1 and (s_col * 2) % 16 == 0:
-        return [cols, rows], [s_col, 1], [b_col, b_row], True
-    raise _NotApplicable
+        shape, strides, block, transposed = [rows, cols], [s_row, 1], [b_row, b_col], False
+    elif s_row == 1 and (s_col * 2) % 16 == 0:
+        shape, strides, block, transposed = [cols, rows], [s_col, 1], [b_col, b_row], True
+    else:
+        raise _NotApplicable
+    if batch > 1:
+        if s_batch <= 0 or (s_batch * 2) % 16:
+            raise _NotApplicable
+        shape, strides, block = [batch, *shape], [s_batch, *strides], [1, *block]
+    return shape, strides, block, transposed
 
 
 def _tma_runner(cfg, sa, sb, sc, sx, has_bias, batch, M, N, K, alpha, beta, dtype, ieee, device):
-    if TensorDescriptor is None or dtype == torch.float32 or batch > 1 or K == 0:
+    if TensorDescriptor is None or dtype == torch.float32 or K == 0:
         raise _NotApplicable
     bm, bn, bk = cfg["BLOCK_M"], cfg["BLOCK_N"], cfg["BLOCK_K"]
-    a_shape, a_st, a_block, a_t = _tma_operand(sa[1], sa[2], M, K, bm, bk)
-    b_shape, b_st, b_block, b_t = _tma_operand(sb[1], sb[2], K, N, bk, bn)
-    tiles = cdiv(M, bm) * cdiv(N, bn)
+    a_shape, a_st, a_block, a_t = _tma_operand(sa[0], sa[1], sa[2], batch, M, K, bm, bk)
+    b_shape, b_st, b_block, b_t = _tma_operand(sb[0], sb[1], sb[2], batch, K, N, bk, bn)
+    tiles = cdiv(M, bm) * cdiv(N, bn) * batch
+    if tiles > INT32_MAX:
+        raise _NotApplicable
     grid = (min(tiles, _num_sms(device)),)
     kw = dict(
         HAS_BIAS=has_bias, SCALE_ACC=alpha != 1, SCALE_BIAS=beta != 1,
-        A_T=a_t, B_T=b_t, UPCAST=dtype == torch.bfloat16 and dot_upcast(),
+        A_T=a_t, B_T=b_t, BATCHED=batch > 1, UPCAST=dtype == torch.bfloat16 and dot_upcast(),
         INT64=_needs_int64(sc, M, N) or (has_bias and _needs_int64(sx, M, N)),
         BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, GROUP_M=cfg.get("GROUP_M", 8),
         FLATTEN=bool(cfg.get("FLATTEN", True)), WARP_SPECIALIZE=bool(cfg.get("WARP_SPECIALIZE", False)),
         num_warps=cfg.get("num_warps", 8), num_stages=cfg.get("num_stages", 3),
     )
-    launch = _launch_tma.bind(**kw).prepare(grid, (M, N, K, grid[0], sc[1], sc[2], sx[1], sx[2]))
+    launch = _launch_tma.bind(**kw).prepare(grid, (M, N, K, batch, grid[0], *sc, *sx))
     fallback = _first_runner([_classic(_TUNERS["mm"])],
                              (sa, sb, sc, sx, has_bias, batch, M, N, K, alpha, beta, dtype, ieee, device))
     templates = []
