@@ -54,12 +54,13 @@ def tiny_ops(device="cuda"):
 
 
 def _loop_us(fn, inp, n: int, device: str) -> float:
-    harness.sync(device)
-    t0 = time.perf_counter()
-    for _ in range(n):
-        fn(inp)
-    harness.sync(device)
-    return (time.perf_counter() - t0) / n * 1e6
+    with harness.gc_paused():  # as in the suite's timing loops
+        harness.sync(device)
+        t0 = time.perf_counter()
+        for _ in range(n):
+            fn(inp)
+        harness.sync(device)
+        return (time.perf_counter() - t0) / n * 1e6
 
 
 def per_call_us(fn, inp, n: int, reps: int = 5, device: str = "cuda") -> float:

@@ -43,6 +43,21 @@ def test_num_sets_rotates_small_inputs_past_l2():
     assert harness.num_sets(1 << 30, l2, harness.Timing(set_budget=1 << 29)) == 1
 
 
+def test_gc_paused_restores_the_collector_state():
+    import gc
+
+    assert gc.isenabled()
+    with harness.gc_paused():
+        assert not gc.isenabled()
+        with harness.gc_paused():
+            assert not gc.isenabled()
+        assert not gc.isenabled()  # the inner block does not turn it back on early
+    assert gc.isenabled()
+    with pytest.raises(ValueError), harness.gc_paused():
+        raise ValueError
+    assert gc.isenabled()
+
+
 def test_rotating_cycles_through_sets():
     seen = []
     fn = harness.rotating(seen.append, ["a", "b", "c"])
