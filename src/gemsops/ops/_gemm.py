@@ -24,8 +24,9 @@ Configs. Four tuners, keyed by (bucketed M, N, K, dtype, operand layout, batched
   a fixed order (deterministic) and runs the epilogue. One launch, no extra kernels.
 - ``mm_short_k``: 16-bit operands, M > SMALL_M, K <= SHORT_K (attention scores, q @ k^T
   with K = head size): a tile does at most a few K steps, so writing the output is most of
-  the work; shallow pipelines leave room for several CTAs per SM, whose stores then
-  overlap each other's loads and math.
+  the work. The persistent TMA kernel keeps that at cuBLAS's pace (a program's stores
+  overlap its next tile's loads); classic configs with shallow pipelines stay as the
+  candidates for operands TMA cannot describe.
 - ``mm_fp32``: fp32 operands (tiles sized for 4-byte elements).
 Host path: each exact call signature (shapes, strides, dtype, bias/alpha/beta flags, tf32
 flag, device) gets a launcher closure holding its config, grid, constexprs and split-K
@@ -223,7 +224,7 @@ def _gemm_tma_kernel(
 _TUNERS = {
     "mm": Tuner("mm", kernels=[_gemm_kernel, _epilogue, _gemm_tma_kernel]),
     "mm_small_m": Tuner("mm_small_m", kernels=[_gemm_kernel, _epilogue]),
-    "mm_short_k": Tuner("mm_short_k", kernels=[_gemm_kernel, _epilogue]),
+    "mm_short_k": Tuner("mm_short_k", kernels=[_gemm_kernel, _epilogue, _gemm_tma_kernel]),
     "mm_fp32": Tuner("mm_fp32", kernels=[_gemm_kernel, _epilogue]),
 }
 # used when a TMA config meets operands it cannot describe and no classic config is listed
