@@ -39,7 +39,7 @@ CATEGORIES = {
     "fused": ["fused_add_rms_norm", "silu_and_mul", "rotary_embedding"],
     "matmul": ["mm", "addmm", "linear", "bmm"],
     "indexing": ["embedding", "index_select", "cat"],
-    "loss": ["cross_entropy"],
+    "loss": ["cross_entropy", "cross_entropy_train"],
     "attention": ["sdpa", "paged_attention", "flash_attn_varlen"],
 }
 OPS = [op for ops in CATEGORIES.values() for op in ops]
@@ -404,7 +404,30 @@ def _loss_cases(quick, dtype):
             flaggems=ENABLE,
             liger=lambda L, i: _first(L.LigerCrossEntropyFunction.apply(i["x"], i["y"], None)),  # weight: None
             note="forward only; Liger's forward also writes the logits' gradient in place"))
+        out.append(Case(
+            "cross_entropy_train", _label(t, v), dtype, make, _cross_entropy_train,
+            bytes=3 * t * v * e + 8 * t, gems_aten=("cross_entropy", "log_softmax", "_log_softmax",
+                                                     "_log_softmax_backward_data", "nll_loss", "nll_loss_forward",
+                                                     "nll_loss_backward", "nll_loss_nd"),
+            flaggems=ENABLE, liger=_liger_cross_entropy_train,
+            note="mean loss and its backward, the logits' gradient as output; bytes: logits read twice, "
+                 "gradient written once"))
     return out
+
+
+def _cross_entropy_train(i):
+    # the harness times under no_grad; a training step needs autograd back on
+    with torch.enable_grad():
+        x = i["x"].detach().requires_grad_()
+        F.cross_entropy(x, i["y"]).backward()
+    return x.grad
+
+
+def _liger_cross_entropy_train(L, i):
+    with torch.enable_grad():
+        x = i["x"].detach().requires_grad_()
+        _first(L.LigerCrossEntropyFunction.apply(x, i["y"], None)).backward()
+    return x.grad
 
 
 # ---------------------------------------------------------------- attention

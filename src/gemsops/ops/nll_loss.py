@@ -2,8 +2,9 @@
 input), so that ``F.cross_entropy`` (log_softmax + nll_loss) runs through gems.
 
 The reduced forms sum in one program, in a fixed order (deterministic, like torch's CUDA
-kernel); the per-sample loss count is small next to the [N, C] input. Targets outside
-[0, C) other than ignore_index read nothing and count as ignored (torch raises or asserts).
+kernel); the per-sample loss count is small next to the [N, C] input. A target outside
+[0, C) other than ignore_index reads nothing and gives a NaN loss and gradient row (torch
+raises or asserts; checking on the host would cost a device sync per call).
 """
 import torch
 import triton
@@ -19,16 +20,20 @@ NONE, MEAN, SUM = 0, 1, 2
 
 @triton.jit
 def _pick(x, target, weight, offs, mask, C, sxn, sxc, st, ignore_index, HAS_W: tl.constexpr):
-    """(-x[n, t] * w[t], w[t], counted) per sample, zero where ignored."""
+    """(-x[n, t] * w[t], w[t], counted) per sample, zero where ignored, NaN for a target
+    outside [0, C) (torch raises there; nothing is read out of bounds)."""
     t = tl.load(target + offs * st, mask=mask, other=ignore_index)
-    valid = mask & (t != ignore_index) & (t >= 0) & (t < C)
+    live = mask & (t != ignore_index)
+    in_range = (t >= 0) & (t < C)
+    valid = live & in_range
     t = tl.where(valid, t, 0)
     if HAS_W:
         w = tl.load(weight + t, mask=valid, other=0).to(tl.float32)
     else:
         w = valid.to(tl.float32)
     v = tl.load(x + offs * sxn + t * sxc, mask=valid, other=0).to(tl.float32)
-    return -v * w, w, valid.to(tl.float32)
+    loss = tl.where(live & ~in_range, float("nan"), -v * w)
+    return loss, w, valid.to(tl.float32)
 
 
 @triton.jit
@@ -68,7 +73,8 @@ def _nll_bwd(grad, x_unused, target, weight, tw, gin, N, C, sg, st, ignore_index
     cols = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
     cmask = cols < C
     t = tl.load(target + n * st)
-    valid = (t != ignore_index) & (t >= 0) & (t < C)
+    in_range = (t >= 0) & (t < C)
+    valid = (t != ignore_index) & in_range
     tc = tl.where(valid, t, 0)
     if HAS_W:
         w = tl.load(weight + tc).to(tl.float32)
@@ -79,6 +85,7 @@ def _nll_bwd(grad, x_unused, target, weight, tw, gin, N, C, sg, st, ignore_index
         g = g / tl.load(tw).to(tl.float32)
     val = tl.where(valid, -w * g, 0.0)
     row = tl.where(cols == t, val, 0.0)
+    row = tl.where((t != ignore_index) & ~in_range, float("nan"), row)  # forward's NaN, not a silent 0
     tl.store(gin + n * C + cols, row.to(gin.dtype.element_ty), mask=cmask)
 
 

@@ -20,24 +20,38 @@ class OpDecl:
     overload: str  # aten overload name as torch.library spells it: "add.Tensor", "mm"
     family: str  # user-facing name covering several overloads: "add"
     impl: Callable
+    autograd: bool = False  # registered above autograd too (see ``declare``)
+
+    def dispatch_keys(self) -> tuple[str, ...]:
+        """The dispatch keys gems registers this overload for: the vendor's backend key, and
+        for an autograd-level declaration its autograd key first (``AutogradCUDA``)."""
+        key = VENDOR.dispatch_key
+        return (f"Autograd{key}", key) if self.autograd else (key,)
 
 
 _DECLS: dict[str, OpDecl] = {}
 _FAMILIES: dict[str, list[str]] = {}
 
 
-def declare(family: str, impls: dict[str, Callable]) -> None:
+def declare(family: str, impls: dict[str, Callable], *, autograd: bool = False) -> None:
     """Declare that ``impls`` (aten overload name -> host function) implement ``family``.
 
     Overloads that do not exist in the running torch are skipped, so one op file can
     name overloads that only newer torch versions have.
+
+    ``autograd=True`` is for composite aten ops (``cross_entropy_loss``) that torch
+    decomposes above the backend: their host function is registered at the vendor's
+    autograd key (and at the backend key, which inference tensors reach), runs before
+    autograd and records its own backward. It receives any tensor that reaches that key,
+    fake and functional tensors of ``torch.compile`` tracing included, so it must send
+    those to :func:`fallback` (``plain_tensors`` tells them apart).
     """
     for overload, impl in impls.items():
         if not _aten_has(overload):
             continue
         if overload in _DECLS:
             raise ValueError(f"aten overload {overload!r} declared twice")
-        _DECLS[overload] = OpDecl(overload, family, impl)
+        _DECLS[overload] = OpDecl(overload, family, impl, autograd)
         _FAMILIES.setdefault(family, []).append(overload)
 
 
@@ -103,8 +117,10 @@ def _capture_native(overload: str) -> Callable:
     op = aten_overload(overload)
     if VENDOR is None:
         return op
-    kernel = torch.library.get_kernel(op, VENDOR.dispatch_key)
-    keyset = torch._C.DispatchKeySet(VENDOR.dispatch_key)
+    decl = _DECLS.get(overload)
+    key = decl.dispatch_keys()[0] if decl is not None else VENDOR.dispatch_key
+    kernel = torch.library.get_kernel(op, key)
+    keyset = torch._C.DispatchKeySet(key)
     call = kernel.call_boxed
     tensor_slots = [i for i, a in enumerate(op._schema.arguments) if str(a.type) == "Tensor"]
 
@@ -172,6 +188,29 @@ def _any_on_vendor_device(args, kwargs) -> bool:
     requested = kwargs.get("device")
     requested = torch.get_default_device() if requested is None else torch.device(requested)
     return requested.type == dev
+
+
+_is_functorch_wrapped = getattr(getattr(torch._C, "_functorch", None), "is_functorch_wrapped_tensor", None)
+_PLAIN_TYPES = (torch.Tensor, torch.nn.Parameter)
+
+
+def plain_tensors(*tensors) -> bool:
+    """True when every tensor given (None is skipped) is an ordinary tensor that no Python
+    dispatch mode and no functorch transform is watching.
+
+    An autograd-level host function (``declare(..., autograd=True)``) sees tensors before
+    torch's Python and functorch layers do: fake and functional tensors while
+    ``torch.compile`` traces, a ``TorchDispatchMode`` counting ops, ``vmap``/``grad``
+    wrappers. Only plain tensors may go to a Triton kernel; the rest take torch's path.
+    """
+    if torch._C._len_torch_dispatch_stack():
+        return False
+    for t in tensors:
+        if t is None:
+            continue
+        if type(t) not in _PLAIN_TYPES or (_is_functorch_wrapped is not None and _is_functorch_wrapped(t)):
+            return False
+    return True
 
 
 class Unsupported(Exception):

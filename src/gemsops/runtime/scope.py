@@ -1,7 +1,8 @@
 """Turning gems on and off: ``enable``, ``only_enable``, ``disable`` and ``use_gems``.
 
 Mechanism. Each declared aten overload gets its own ``torch.library.Library`` holding one
-kernel for the vendor's dispatch key. That kernel asks which overloads are active for the
+kernel for the vendor's dispatch key (and its autograd key, for the few composite ops
+declared with ``autograd=True``). That kernel asks which overloads are active for the
 calling thread (the innermost ``use_gems`` block of that thread, else the global set
 from ``enable``) and runs either the gems host function or torch's own kernel, captured
 with ``torch.library.get_kernel`` before the override. An overload is registered while
@@ -101,7 +102,8 @@ def _sync_registrations() -> None:
             # replacing it is the purpose of this library
             warnings.filterwarnings("ignore", message=".*Overriding a previously registered kernel.*")
             warnings.filterwarnings("ignore", message=".*Warning only once for all operators.*")
-            lib.impl(overload, kernel, VENDOR.dispatch_key)
+            for key in decl.dispatch_keys():
+                lib.impl(overload, kernel, key)
         _state.libs[overload] = lib
     for overload in _state.libs.keys() - needed:
         _state.libs.pop(overload)._destroy()

@@ -1,0 +1,255 @@
+"""cross_entropy: ``F.cross_entropy`` on class indices in one pass over the logits, with backward.
+
+torch runs ``aten::cross_entropy_loss`` as a composite: ``log_softmax`` writes an [N, C]
+tensor as large as the logits, then ``nll_loss`` picks one element per row. Here one
+program per row reads its logits once, keeping a running max and sum of exponentials
+(one ``exp2`` per element, fp32), and writes only the row's loss, its weight and its
+log-sum-exp; a one-program kernel sums the rows in a fixed order (deterministic, like
+torch's CUDA nll_loss). The backward reads the logits once more and writes the gradient
+``g * (w_t (1 - e) (p - onehot) + e / C (W p - w))`` (p = softmax, e = label smoothing,
+W = sum of the class weights), so a training step moves 3 x N x C elements where the
+composite moves about 6. At 4096 x 128256 (Llama-3's vocabulary) that is what decides.
+
+``aten::cross_entropy_loss`` is CompositeImplicitAutograd, decomposed before any backend
+kernel runs, so this file declares it at the autograd level (``declare(...,
+autograd=True)``) and records its own backward through ``_CrossEntropyFn``. Handled:
+2-D float32/float16/bfloat16 logits with unit column stride, int64 class-index targets,
+optional class weights, reductions none/mean/sum, ``ignore_index`` and label smoothing.
+Everything else (probability targets, [N, C, d1, ...] inputs, 1-D inputs, weights that
+need a gradient, fake or functional tensors under ``torch.compile``) takes torch's
+composite. A target outside [0, C) that is not ``ignore_index`` gives a NaN loss (torch
+raises a device-side assert) rather than reading out of bounds.
+"""
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from ..runtime import VENDOR, Tuner, declare, fallback, launcher, on_vendor_device, plain_tensors
+from ._common import cdiv, next_pow2
+
+__all__ = ["cross_entropy"]
+
+NONE, MEAN, SUM = 0, 1, 2
+LOG2E = tl.constexpr(1.4426950408889634)
+LN2 = tl.constexpr(0.6931471805599453)
+_KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
+@triton.jit
+def _ce_fwd_kernel(X, T, W, ROW_LOSS, WS, N, C, sxn, st, ignore_index, smoothing,
+                   HAS_W: tl.constexpr, SMOOTH: tl.constexpr, BLOCK: tl.constexpr):
+    # WS (fp32): [0, N) row losses of a reduced loss, [N, 2N) row weights, [2N, 3N) row
+    # log-sum-exps, 3N the sum of the class weights, 3N + 1 the mean's denominator
+    row = tl.program_id(0).to(tl.int64)
+    x_row = X + row * sxn
+    offs = tl.arange(0, BLOCK)
+    # running max and sum in base 2 (x * log2 e), one exp2 per element
+    m = tl.full([], float("-inf"), tl.float32)
+    s = tl.zeros([], tl.float32)
+    sum_wx = tl.zeros([BLOCK], tl.float32)  # sum of w_c * x_c, for label smoothing
+    sum_w = tl.zeros([BLOCK], tl.float32)
+    for c0 in range(0, C, BLOCK):
+        cols = c0 + offs
+        mask = cols < C
+        x = tl.load(x_row + cols, mask=mask, other=float("-inf")).to(tl.float32)
+        x2 = x * LOG2E
+        m_new = tl.maximum(m, tl.max(x2, 0))
+        # all -inf so far: any finite reference keeps exp2 at 0 instead of NaN
+        ref = tl.where(m_new == float("-inf"), 0.0, m_new)
+        s = s * tl.math.exp2(m - ref) + tl.sum(tl.math.exp2(x2 - ref), 0)
+        m = m_new
+        if SMOOTH:
+            x0 = tl.where(mask, x, 0.0)  # not -inf * 0 in the padding
+            if HAS_W:
+                wc = tl.load(W + cols, mask=mask, other=0.0).to(tl.float32)
+                sum_wx += x0 * wc
+                sum_w += wc
+            else:
+                sum_wx += x0
+    lse = (m + tl.math.log2(s)) * LN2
+
+    t = tl.load(T + row * st)
+    ignored = t == ignore_index
+    in_range = (t >= 0) & (t < C)
+    tc = tl.where(in_range, t, 0)
+    x_t = tl.load(x_row + tc).to(tl.float32)
+    if HAS_W:
+        w_t = tl.load(W + tc).to(tl.float32)
+    else:
+        w_t = 1.0
+    loss = w_t * (lse - x_t)
+    if SMOOTH:
+        if HAS_W:
+            w_all = tl.sum(sum_w, 0)
+            if row == 0:
+                tl.store(WS + 3 * N, w_all)
+        else:
+            w_all = C * 1.0
+        # -sum_c w_c log p_c = W lse - sum_c w_c x_c
+        loss = (1.0 - smoothing) * loss + (smoothing / C) * (w_all * lse - tl.sum(sum_wx, 0))
+    loss = tl.where(in_range, loss, float("nan"))
+    tl.store(ROW_LOSS + row, tl.where(ignored, 0.0, loss).to(ROW_LOSS.dtype.element_ty))
+    tl.store(WS + N + row, tl.where(ignored, 0.0, w_t))
+    tl.store(WS + 2 * N + row, lse)
+
+
+@triton.jit
+def _ce_reduce_kernel(WS, OUT, N, MEAN: tl.constexpr, BLOCK: tl.constexpr):
+    offs = tl.arange(0, BLOCK)
+    acc = tl.zeros([BLOCK], tl.float32)
+    wacc = tl.zeros([BLOCK], tl.float32)
+    for n0 in range(0, N, BLOCK):
+        mask = n0 + offs < N
+        acc += tl.load(WS + n0 + offs, mask=mask, other=0.0)
+        wacc += tl.load(WS + N + n0 + offs, mask=mask, other=0.0)
+    total = tl.sum(acc, 0)
+    wsum = tl.sum(wacc, 0)
+    if MEAN:
+        total = total / wsum  # 0 / 0 = NaN when every target is ignored: torch's result too
+    tl.store(OUT, total.to(OUT.dtype.element_ty))
+    tl.store(WS + 3 * N + 1, wsum)
+
+
+@triton.jit
+def _ce_bwd_kernel(X, T, W, WS, G, DX, N, C, sxn, st, sg, ignore_index, smoothing,
+                   HAS_W: tl.constexpr, SMOOTH: tl.constexpr, MEAN: tl.constexpr, BLOCK: tl.constexpr):
+    row = tl.program_id(0).to(tl.int64)
+    cols = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
+    mask = cols < C
+    t = tl.load(T + row * st)
+    ignored = t == ignore_index
+    in_range = (t >= 0) & (t < C)
+    tc = tl.where(in_range, t, 0)
+    g = tl.load(G + row * sg).to(tl.float32)
+    if MEAN:
+        g = g / tl.load(WS + 3 * N + 1)
+    lse = tl.load(WS + 2 * N + row)
+    x = tl.load(X + row * sxn + cols, mask=mask, other=0.0).to(tl.float32)
+    p = tl.math.exp2((x - lse) * LOG2E)
+    if HAS_W:
+        w_t = tl.load(W + tc).to(tl.float32)
+    else:
+        w_t = 1.0
+    onehot = (cols == t).to(tl.float32)
+    if SMOOTH:
+        a = (1.0 - smoothing) * w_t
+        if HAS_W:
+            w_c = tl.load(W + cols, mask=mask, other=0.0).to(tl.float32)
+            w_all = tl.load(WS + 3 * N)
+        else:
+            w_c = 1.0
+            w_all = C * 1.0
+        grad = (a + (smoothing / C) * w_all) * p - a * onehot - (smoothing / C) * w_c
+    else:
+        grad = w_t * (p - onehot)
+    grad = tl.where(in_range, g * grad, float("nan"))
+    grad = tl.where(ignored, 0.0, grad)
+    tl.store(DX + row * C + cols, grad.to(DX.dtype.element_ty), mask=mask)
+
+
+_tuner = Tuner("cross_entropy", kernels=[_ce_fwd_kernel, _ce_reduce_kernel, _ce_bwd_kernel])
+
+
+def _current_device_index() -> int:
+    return torch.cuda.current_device() if VENDOR.device_type == "cuda" else -1
+
+
+def _kernel_ok(x, target, weight, reduction, label_smoothing) -> bool:
+    if VENDOR is None or not plain_tensors(x, target, weight) or not on_vendor_device(x, target, weight):
+        return False
+    if x.dtype not in _KERNEL_DTYPES or x.dtype not in VENDOR.dtypes or target.dtype != torch.int64:
+        return False  # float targets are class probabilities: torch's path
+    if x.dim() != 2 or target.dim() != 1 or target.shape[0] != x.shape[0] or x.numel() == 0:
+        return False  # [N, C, d1, ...], 1-D inputs, shape errors and empty batches: torch's
+    if x.stride(1) != 1 or reduction not in (NONE, MEAN, SUM):
+        return False
+    if not isinstance(label_smoothing, (int, float)) or not 0.0 <= label_smoothing <= 1.0:
+        return False  # torch's error message
+    dev = x.get_device()
+    if target.get_device() != dev or dev != _current_device_index():
+        return False
+    if weight is not None:
+        if (weight.shape != (x.shape[1],) or weight.dtype != x.dtype or weight.stride(0) != 1
+                or weight.get_device() != dev or (weight.requires_grad and torch.is_grad_enabled())):
+            return False  # no gradient for the class weights here
+    return True
+
+
+def _forward(x, target, weight, reduction, ignore_index, smoothing):
+    """(loss, workspace): the loss as torch returns it, and the fp32 workspace the backward reads."""
+    N, C = x.shape
+    dev = x.device
+    cfg = _tuner.default
+    # one allocation for every fp32 side result (see _ce_fwd_kernel): a tiny loss is host-bound
+    ws = torch.empty(3 * N + 2, dtype=torch.float32, device=dev)
+    # per-row losses go straight into the result for reduction none
+    out = torch.empty((N,) if reduction == NONE else (), dtype=x.dtype, device=dev)
+    launcher(_ce_fwd_kernel)[(N,)](
+        x, target, x if weight is None else weight, out if reduction == NONE else ws, ws, N, C, x.stride(0),
+        target.stride(0), ignore_index, smoothing, HAS_W=weight is not None, SMOOTH=smoothing > 0,
+        BLOCK=min(cfg["BLOCK"], next_pow2(C)), num_warps=cfg["num_warps"])
+    if reduction != NONE:
+        launcher(_ce_reduce_kernel)[(1,)](ws, out, N, MEAN=reduction == MEAN, BLOCK=min(1024, next_pow2(N)),
+                                          num_warps=4)
+    return out, ws
+
+
+def _backward(grad, x, target, weight, ws, reduction, ignore_index, smoothing):
+    N, C = x.shape
+    dx = torch.empty((N, C), dtype=x.dtype, device=x.device)
+    cfg = _tuner.default
+    block = min(cfg["BLOCK_BWD"], next_pow2(C))
+    launcher(_ce_bwd_kernel)[(N, cdiv(C, block))](
+        x, target, x if weight is None else weight, ws, grad, dx, N, C, x.stride(0), target.stride(0),
+        grad.stride(0) if reduction == NONE else 0, ignore_index, smoothing,
+        HAS_W=weight is not None, SMOOTH=smoothing > 0, MEAN=reduction == MEAN, BLOCK=block,
+        num_warps=cfg["num_warps_bwd"])
+    return dx
+
+
+class _CrossEntropyFn(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, target, weight, reduction, ignore_index, smoothing):
+        loss, ws = _forward(x, target, weight, reduction, ignore_index, smoothing)
+        ctx.save_for_backward(x, target, weight, ws)
+        ctx.args = (reduction, ignore_index, smoothing)
+        return loss
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, target, weight, ws = ctx.saved_tensors
+        reduction, ignore_index, smoothing = ctx.args
+        if torch.is_grad_enabled():
+            # create_graph=True (double backward): differentiate torch's composite instead,
+            # whose gradient is itself differentiable
+            # (a reentrant grad from the saved input, which is connected to the outer graph)
+            with torch.enable_grad():
+                loss = fallback("cross_entropy_loss", x, target, weight, reduction, ignore_index, smoothing)
+                (dx,) = torch.autograd.grad(loss, x, grad, create_graph=True)
+            return dx, None, None, None, None, None
+        if reduction == NONE and grad.stride(0) == 0 and grad.numel() > 1:
+            grad = grad.contiguous()  # an expanded cotangent: read it one value per row anyway
+        return _backward(grad, x, target, weight, ws, reduction, ignore_index, smoothing), \
+            None, None, None, None, None
+
+
+def cross_entropy_loss(self, target, weight=None, reduction=MEAN, ignore_index=-100, label_smoothing=0.0):
+    """aten::cross_entropy_loss (``F.cross_entropy``), differentiable in ``self``."""
+    if not _kernel_ok(self, target, weight, reduction, label_smoothing):
+        return fallback("cross_entropy_loss", self, target, weight, reduction, ignore_index, label_smoothing)
+    if torch.is_grad_enabled() and self.requires_grad:
+        return _CrossEntropyFn.apply(self, target, weight, reduction, ignore_index, float(label_smoothing))
+    return _forward(self, target, weight, reduction, ignore_index, float(label_smoothing))[0]
+
+
+_REDUCTIONS = {"none": NONE, "mean": MEAN, "sum": SUM}
+
+
+def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean", label_smoothing=0.0):
+    """``torch.nn.functional.cross_entropy`` through the gems kernels (class-index targets)."""
+    return cross_entropy_loss(input, target, weight, _REDUCTIONS[reduction], ignore_index, label_smoothing)
+
+
+declare("cross_entropy", {"cross_entropy_loss": cross_entropy_loss}, autograd=True)
