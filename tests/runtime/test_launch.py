@@ -233,3 +233,86 @@ def test_triton_3_6_launches_skip_the_launcher_object():
     entries = [e for b in _pointwise._launch_flat.bound.values() for e in b.compiled.values()]
     assert entries
     assert all(type(run).__name__ != "CudaLauncher" for run, _, _ in entries), entries
+
+
+def _descriptor_wrapper(raw, positions, metas, encode):
+    """A stand-in for Triton 3.6's ``wrap_handle_tensordesc(...)`` result: same free
+    variables, same module globals, same expansion of each descriptor argument."""
+    import textwrap
+
+    namespace = {"_BASE_ARGS_FORMAT_LEN": 13, "make_tensordesc_arg": encode}
+    exec(textwrap.dedent("""
+        def wrap(launcher, tensordesc_indices, tensordesc_meta):
+            def inner(*args):
+                final_args = list(args[:_BASE_ARGS_FORMAT_LEN])
+                tensordesc_idx = 0
+                for i, arg in enumerate(args[_BASE_ARGS_FORMAT_LEN:]):
+                    if i in tensordesc_indices:
+                        final_args.extend(make_tensordesc_arg(arg, tensordesc_meta[tensordesc_idx]))
+                        tensordesc_idx += 1
+                    else:
+                        final_args.append(arg)
+                return launcher(*final_args)
+            return inner
+    """), namespace)
+    return namespace["wrap"](raw, set(positions), list(metas))
+
+
+def test_tensor_descriptor_expansions_are_kept_per_base_shape_and_strides(monkeypatch):
+    # Triton 3.6 encodes a CUtensorMap for every descriptor argument at every launch; the
+    # lean path keeps each expansion per (base address, shape, strides) and passes the C
+    # launch function exactly what Triton's wrapper would have passed
+    from types import SimpleNamespace
+
+    from gemsops.runtime import launch
+
+    encoded = []
+
+    def encode(d, meta):
+        encoded.append((d.base.data_ptr(), meta))
+        return [("map", d.base.data_ptr(), meta), *d.shape, *d.strides]
+
+    received = []
+    head = tuple(range(13))  # grid, stream, function, ... as the lean path passes them
+    inner = _descriptor_wrapper(lambda *a: received.append(a), [0, 2], ["meta a", "meta b"], encode)
+    a, b, c = torch.zeros(64), torch.zeros(64), torch.zeros(64)
+
+    def desc(t, shape=(8, 8), strides=(8, 1)):
+        return SimpleNamespace(base=t, shape=list(shape), strides=list(strides), padding="zero")
+
+    assert launch._cached_descriptors(inner) is inner  # an unknown wrapper source: left alone
+    monkeypatch.setattr(launch, "_source_digest", lambda fn: "known")
+    monkeypatch.setattr(launch, "_DESCRIPTOR_WRAPPERS", frozenset({"known"}))
+    monkeypatch.setattr(launch, "_DESCRIPTOR_ENCODERS", frozenset({"known"}))
+    cached = launch._cached_descriptors(inner)
+    assert cached is not inner
+    for da, db in [(desc(a), desc(b)), (desc(a), desc(b)), (desc(a), desc(c)), (desc(a, (4, 16), (16, 1)), desc(c))]:
+        cached(*head, da, 7, db, 0.5)
+        inner(*head, da, 7, db, 0.5)
+        assert received[-2] == received[-1]
+    # encodings: the first call, the new base c, the new shape of a; the plain wrapper encodes every time
+    assert len(encoded) == 2 + 1 + 1 + 8
+    assert ("map", a.data_ptr(), "meta a") in received[-1] and ("map", c.data_ptr(), "meta b") in received[-1]
+
+
+def test_triton_3_6_tma_launches_keep_their_descriptors():
+    # On the reference machine's Triton 3.6 the descriptor wrapper is recognised: a TMA GEMM's
+    # compiled entry is the caching launch. A Triton whose wrapper changed fails here.
+    import triton
+
+    from tests.util import ON_GPU
+
+    if not ON_GPU or not triton.__version__.startswith("3.6.") or torch.cuda.get_device_capability()[0] < 9:
+        pytest.skip("checks the descriptor wrapper of Triton 3.6 on Hopper")
+    from gemsops.ops import _gemm
+
+    cfg = {"TMA": 1, "BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 64, "GROUP_M": 8, "num_warps": 8, "num_stages": 3}
+    run = _gemm._runner(cfg, (0, 256, 1), (0, 256, 1), (0, 256, 1), (0, 0, 0), False, 1, 256, 256, 256, 1.0, 1.0,
+                        torch.bfloat16, True, torch.device("cuda"))
+    a, b = (torch.randn(256, 256, device="cuda", dtype=torch.bfloat16) for _ in range(2))
+    for _ in range(3):
+        c = torch.empty(256, 256, device="cuda", dtype=torch.bfloat16)
+        run(a, b, c, None, 1.0, 1.0)
+        torch.testing.assert_close(c.float(), (a.float() @ b.float()), atol=0.5, rtol=2e-2)
+    entries = [e for bd in _gemm._launch_tma.bound.values() for e in bd.compiled.values()]
+    assert entries and all(e[0].__name__ == "launch_with_cached_descriptors" for e in entries), entries

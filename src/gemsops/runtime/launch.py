@@ -186,9 +186,74 @@ def _launch_entry(kernel):
             and getattr(run, "profile_scratch_size", 1) == 0):
         # the known form calls launch(gx, gy, gz, stream, function, cooperative, pdl,
         # global_scratch, profile_scratch, metadata, launch_metadata, enter_hook, exit_hook, *args)
-        return run.launch, (kernel.function, run.launch_cooperative_grid, run.launch_pdl, None, None,
-                            kernel.packed_metadata, None, None, None)
+        return _cached_descriptors(run.launch), (kernel.function, run.launch_cooperative_grid, run.launch_pdl,
+                                                 None, None, kernel.packed_metadata, None, None, None)
     return run, (kernel.function, kernel.packed_metadata, None, None, None)
+
+
+# sha256 of the whitespace-free source of Triton's ``wrap_handle_tensordesc.<locals>.inner``
+# (replaces each host TensorDescriptor argument by ``make_tensordesc_arg(arg, meta)`` and
+# calls the C launch function) and of the ``make_tensordesc_arg`` it calls (a CUtensorMap
+# encoded from the base address, shape, strides and padding, then shape and strides): Triton 3.6.
+_DESCRIPTOR_WRAPPERS = frozenset({
+    "c5e6a153127769b9046f13b26c79d1097ba5c4e2989e563672ec649cc0d68b1f",
+})
+_DESCRIPTOR_ENCODERS = frozenset({
+    "5cf6d92d5613960a4792424a9fa7bfa7bb9ff966b7b3b09a896039ce945babbb",
+})
+
+
+def _source_digest(fn) -> str:
+    try:
+        source = inspect.getsource(fn)
+    except (OSError, TypeError):
+        return ""
+    return hashlib.sha256(re.sub(r"\s+", "", source).encode()).hexdigest()
+
+
+def _cached_descriptors(launch):
+    """``launch``, or where it is Triton 3.6's tensor-descriptor wrapper, an equivalent that
+    keeps each descriptor's expansion (its encoded CUtensorMap) per (base address, shape,
+    strides) instead of encoding it again at every launch.
+
+    A TMA GEMM called again on the same weight, or on activations the caching allocator
+    hands back at the same address, then skips ``cuTensorMapEncodeTiled`` and the wrapper's
+    Python loop over every argument (8-10 us per launch on an H100 host). The encoded map
+    depends on nothing else: the element type, block shape and swizzle are the compiled
+    kernel's, fixed for this launcher.
+    """
+    cells = dict(zip(getattr(getattr(launch, "__code__", None), "co_freevars", ()), launch.__closure__ or ())) \
+        if callable(launch) and getattr(launch, "__closure__", None) else {}
+    if {"launcher", "tensordesc_indices", "tensordesc_meta"} - cells.keys():
+        return launch
+    encode = launch.__globals__.get("make_tensordesc_arg")
+    base = launch.__globals__.get("_BASE_ARGS_FORMAT_LEN")
+    if (not isinstance(base, int) or encode is None or _source_digest(launch) not in _DESCRIPTOR_WRAPPERS
+            or _source_digest(encode) not in _DESCRIPTOR_ENCODERS):
+        return launch
+    raw = cells["launcher"].cell_contents
+    positions = sorted(cells["tensordesc_indices"].cell_contents)
+    metas = list(cells["tensordesc_meta"].cell_contents)
+    if len(metas) != len(positions):
+        return launch
+    expanded_by_key: dict = {}
+    last = len(positions) - 1
+
+    def launch_with_cached_descriptors(*args):
+        flat = list(args)
+        for j in range(last, -1, -1):  # from the back: earlier positions stay valid
+            at = base + positions[j]
+            d = flat[at]
+            key = (j, d.base.data_ptr(), *d.shape, *d.strides, d.padding)
+            expanded = expanded_by_key.get(key)
+            if expanded is None:
+                if len(expanded_by_key) >= 256:  # a model reuses a few weights and activation slots
+                    expanded_by_key.clear()
+                expanded = expanded_by_key[key] = encode(d, metas[j])
+            flat[at:at + 1] = expanded
+        return raw(*flat)
+
+    return launch_with_cached_descriptors
 
 
 # sha256 of the whitespace-free source of launcher ``__call__`` methods that only allocate
