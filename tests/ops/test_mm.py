@@ -370,3 +370,27 @@ if ON_GPU:
             graph.replay()
             torch.cuda.synchronize()
             check(y, torch.mm, x, w.t(), k=4096)
+
+
+@pytest.mark.skipif(not ON_GPU, reason="the interpreter uses each tuner's default only")
+@pytest.mark.parametrize("tuner", sorted(_gemm._TUNERS))
+def test_every_candidate_config_computes_the_product(tuner):
+    # whichever config the tuner picks on this machine must be right, on partial tiles and
+    # both operand layouts of nn.Linear; K = 300 leaves a partial K step (and unaligned rows
+    # that TMA configs refuse), K = 304 gives the TMA configs aligned rows
+    dtype = torch.float32 if tuner == "mm_fp32" else torch.bfloat16
+    torch.manual_seed(2)
+    for K in (300, 304):
+        M = 40 if tuner == "mm_small_m" else 130
+        a = operand(M, K, dtype)
+        w = operand(200, K, dtype)
+        for b in (w.t(), w.t().contiguous()):
+            ref = torch.mm(a.double(), b.double())
+            for cfg in _gemm._TUNERS[tuner].candidates:
+                out = torch.empty(M, 200, device=DEVICE, dtype=dtype)
+                try:
+                    launch = run_config(cfg, a, (0, *a.stride()), b, (0, *b.stride()), out, None, (0, 0, 0), 1, 1, 1)
+                except _gemm._NotApplicable:
+                    continue
+                launch()
+                assert_close(out, ref.to(dtype), dtype, scale=8, msg=lambda m, cfg=cfg: f"{cfg}: {m}")
