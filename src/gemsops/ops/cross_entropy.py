@@ -222,15 +222,14 @@ class _CrossEntropyFn(torch.autograd.Function):
         x, target, weight, ws = ctx.saved_tensors
         reduction, ignore_index, smoothing = ctx.args
         if torch.is_grad_enabled():
-            # create_graph=True (double backward): differentiate torch's composite instead,
-            # whose gradient is itself differentiable
-            # (a reentrant grad from the saved input, which is connected to the outer graph)
+            # create_graph=True (double backward): differentiate torch's composite instead, whose
+            # gradient is itself differentiable (a reentrant grad from the saved input, which is
+            # connected to the outer graph)
             with torch.enable_grad():
                 loss = fallback("cross_entropy_loss", x, target, weight, reduction, ignore_index, smoothing)
                 (dx,) = torch.autograd.grad(loss, x, grad, create_graph=True)
             return dx, None, None, None, None, None
-        if reduction == NONE and grad.stride(0) == 0 and grad.numel() > 1:
-            grad = grad.contiguous()  # an expanded cotangent: read it one value per row anyway
+        # (an expanded cotangent of loss.sum().backward() has stride 0: every row reads its one value)
         return _backward(grad, x, target, weight, ws, reduction, ignore_index, smoothing), \
             None, None, None, None, None
 
