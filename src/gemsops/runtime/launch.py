@@ -270,12 +270,7 @@ _FORWARDING: dict = {}  # launcher class -> bool
 def _scratch_forwarding(cls) -> bool:
     known = _FORWARDING.get(cls)
     if known is None:
-        try:
-            source = inspect.getsource(cls.__call__)
-        except (OSError, TypeError, AttributeError):
-            source = ""
-        digest = hashlib.sha256(re.sub(r"\s+", "", source).encode()).hexdigest()
-        known = _FORWARDING[cls] = digest in _SCRATCH_FORWARDING_CALLS
+        known = _FORWARDING[cls] = _source_digest(getattr(cls, "__call__", None)) in _SCRATCH_FORWARDING_CALLS
     return known
 
 
