@@ -80,6 +80,25 @@ def test_page_larger_than_tile():
     _check(out, _reference(q, kc, vc, bt, seq_lens, "flash"), torch.float32)
 
 
+@pytest.mark.parametrize("layout", ["flash", "vllm"])
+def test_stale_slots_past_the_end_are_ignored(layout):
+    # a cache whose every slot outside the sequences holds NaN (freed pages, the unused tail
+    # of a last page): whole tiles are read without masks, so the partial tile must not let
+    # the slots past a sequence's end into the sums
+    seq_lens = [37, 5, 64]
+    q, kc, vc, bt, sl = _make(3, 4, 2, 16, 8, seq_lens, torch.float32, layout)
+    kc_nan, vc_nan = torch.full_like(kc, float("nan")), torch.full_like(vc, float("nan"))
+    for b, n in enumerate(seq_lens):
+        for t in range(n):
+            page, slot = bt[b, t // 8].item(), t % 8
+            if layout == "vllm":
+                kc_nan[page, :, :, slot], vc_nan[page, :, :, slot] = kc[page, :, :, slot], vc[page, :, :, slot]
+            else:
+                kc_nan[page, slot], vc_nan[page, slot] = kc[page, slot], vc[page, slot]
+    out = paged_attention(q, kc_nan, vc_nan, bt, sl, kv_layout=layout)
+    _check(out, _reference(q, kc, vc, bt, seq_lens, layout), torch.float32)
+
+
 def test_many_pairs_single_pass_and_out_arg():
     # enough (sequence, kv head) pairs that no split happens; out= is written in place;
     # int64 tables, and the query a strided slice of a fused qkv tensor
