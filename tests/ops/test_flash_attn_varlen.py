@@ -62,6 +62,45 @@ def test_strided_inputs_scale_and_out():
     _check(out, _packed_ref(q, k, v, lens, lens, True, scale=0.2), torch.float32)
 
 
+def _force_config(monkeypatch, **cfg):
+    from gemsops.ops import _attention
+    cfg = dict(dict(BLOCK_M=16, BLOCK_N=16, num_warps=4, num_stages=2), **cfg)
+    for tuner in (_attention._fwd_tuner, _attention._fwd_tuner_fp32):
+        monkeypatch.setattr(tuner, "choose", lambda key, run: cfg)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("chunk", [1, 2])
+def test_descriptor_config(monkeypatch, dtype, causal, chunk):
+    # configs with DESC read packed q/k/v through [total, H, D] tensor descriptors: a tile
+    # that runs past its sequence reads the next one's rows, which must change nothing; the
+    # values past the last sequence are inf, so a probability-0 key that still reached the
+    # sums would turn its row into NaN (0 * inf)
+    _force_config(monkeypatch, DESC=True, HEAD_CHUNK=chunk)
+    hq, hkv, d = 4, 2, 16
+    q_lens, k_lens = [5, 19, 1, 33], [20, 19, 9, 33]
+    torch.manual_seed(0)
+    q = randn(sum(q_lens), hq, d, dtype=dtype)
+    k = randn(sum(k_lens) + 16, hkv, d, dtype=dtype)
+    v = randn(sum(k_lens) + 16, hkv, d, dtype=dtype)
+    v[sum(k_lens):] = float("inf")
+    out = flash_attn_varlen_func(q, k, v, _cu(q_lens), max(q_lens), _cu(k_lens), max(k_lens), causal=causal)
+    _check(out, _packed_ref(q, k, v, q_lens, k_lens, causal), dtype)
+
+
+def test_descriptor_config_with_strided_views_and_odd_heads(monkeypatch):
+    # q/k/v as slices of one fused qkv tensor (16-byte aligned strides: descriptors), then a
+    # head size of 24 (not a power of 2: the pointer kernel with the same tiles)
+    _force_config(monkeypatch, DESC=True)
+    lens = [7, 12]
+    for d in (16, 24):
+        qkv = randn(sum(lens), 3, 2, d)
+        q, k, v = qkv[:, 0], qkv[:, 1], qkv[:, 2]
+        out = flash_attn_varlen_func(q, k, v, _cu(lens), 12, _cu(lens), 12, causal=True)
+        _check(out, _packed_ref(q, k, v, lens, lens, True), torch.float32)
+
+
 def _paged(lens, hkv, d, bs, dtype, hnd=False):
     torch.manual_seed(1)
     max_blocks = max((n + bs - 1) // bs for n in lens)

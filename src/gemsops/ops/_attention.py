@@ -6,6 +6,9 @@ One kernel serves three layouts, chosen by constexpr flags:
 - paged K/V (varlen with ``block_table``): key ``j`` of sequence ``b`` lives in page
   ``block_table[b, j // PAGE]`` at slot ``j % PAGE``; ``s_b`` is then the page stride.
 
+A second kernel reads through tensor descriptors (TMA) where the layout allows: dense
+[B, H, S, D] (SDPA) and packed varlen [total, H, D] without paging; configs choose it (DESC).
+
 Causal masking is aligned bottom-right (FlashAttention-2): query ``i`` of a sequence with
 ``q_len`` queries and ``k_len`` keys sees keys ``j <= i + k_len - q_len``. Rows that see no
 key produce zeros (and a log-sum-exp of -inf), never NaN. Scores are kept in base 2
@@ -226,62 +229,97 @@ def _attn_fwd_kernel(
         tl.store(LSE + b64 * sl_b + h64 * sl_h + rows * sl_m, lse, mask=m_mask)
 
 
+@triton.jit
+def _desc_tile(desc, row, head, ROWS: tl.constexpr, HEAD_DIM: tl.constexpr, VARLEN: tl.constexpr, b):
+    """``ROWS`` rows from ``row`` of one head: [B, H, S, D] descriptors, or packed [total, H, D] ones."""
+    if VARLEN:
+        return desc.load([row, head, 0]).reshape([ROWS, HEAD_DIM])
+    else:
+        return desc.load([b, head, row, 0]).reshape([ROWS, HEAD_DIM])
+
+
 @triton.jit(do_not_specialize=["seqlen_q", "seqlen_k"])
 def _attn_fwd_desc_kernel(
-    q_desc, k_desc, v_desc, o_desc, LSE, qk_scale, seqlen_q, seqlen_k, sl_b, sl_h, sl_m,
+    q_desc, k_desc, v_desc, o_desc, O, LSE, CU_Q, CU_K, qk_scale, seqlen_q, seqlen_k, so_m, so_h, sl_b, sl_h, sl_m,
     GROUP: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     CAUSAL: tl.constexpr, STORE_LSE: tl.constexpr, UPCAST: tl.constexpr, PREC: tl.constexpr,
     OUT_DTYPE: tl.constexpr, NUM_STAGES: tl.constexpr, POS_SCALE: tl.constexpr, HEAD_CHUNK: tl.constexpr,
+    VARLEN: tl.constexpr,
 ):
-    """Dense [B, H, S, D] attention through tensor descriptors (TMA on Hopper and later).
+    """Attention through tensor descriptors (TMA on Hopper and later).
 
-    Same math as ``_attn_fwd_kernel``; descriptors zero-fill rows past the sequence on load
-    and drop them on store, so only the key-length and causal masks remain.
+    Same math as ``_attn_fwd_kernel``. Dense [B, H, S, D] inputs: descriptors zero-fill rows
+    past the sequence on load and drop them on store, so only the key-length and causal
+    masks remain. VARLEN (packed [total, H, D] inputs of flash_attn_varlen_func): a tile
+    that runs past its sequence reads the next sequence's rows, so the output is stored
+    through pointers with a row mask, and value rows past the keys are zeroed (their
+    probabilities are 0, but 0 * inf would be NaN).
     """
     pid_m, h = _tile_coords(HEAD_CHUNK)
     b = tl.program_id(2)
     kh = h // GROUP
     m0 = pid_m * BLOCK_M
-    q = q_desc.load([b, h, m0, 0]).reshape([BLOCK_M, HEAD_DIM])
+    if VARLEN:
+        q_start = tl.load(CU_Q + b).to(tl.int32)
+        q_len = tl.load(CU_Q + b + 1).to(tl.int32) - q_start
+        if m0 >= q_len:
+            return
+        k_start = tl.load(CU_K + b).to(tl.int32)
+        k_len = tl.load(CU_K + b + 1).to(tl.int32) - k_start
+    else:
+        q_start = 0
+        q_len = seqlen_q
+        k_start = 0
+        k_len = seqlen_k
+    q = _desc_tile(q_desc, q_start + m0, h, BLOCK_M, HEAD_DIM, VARLEN, b)
     if UPCAST:
         q = q.to(tl.float32)
     offs_m = m0 + tl.arange(0, BLOCK_M)
-    causal_off = seqlen_k - seqlen_q
+    causal_off = k_len - q_len
     if CAUSAL:
-        hi = tl.minimum(seqlen_k, m0 + BLOCK_M + causal_off)
-        full = tl.minimum(seqlen_k, m0 + causal_off + 1)
+        hi = tl.minimum(k_len, m0 + BLOCK_M + causal_off)
+        full = tl.minimum(k_len, m0 + causal_off + 1)
     else:
-        hi = seqlen_k
-        full = seqlen_k
+        hi = k_len
+        full = k_len
     full = tl.maximum(full, 0) // BLOCK_N * BLOCK_N
     hi = tl.maximum(hi, full)
     m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
     l_i = tl.zeros([BLOCK_M], tl.float32)
     acc = tl.zeros([BLOCK_M, HEAD_DIM], tl.float32)
     for n0 in tl.range(0, full, BLOCK_N, num_stages=NUM_STAGES):
-        k = k_desc.load([b, kh, n0, 0]).reshape([BLOCK_N, HEAD_DIM])
-        v = v_desc.load([b, kh, n0, 0]).reshape([BLOCK_N, HEAD_DIM])
+        k = _desc_tile(k_desc, k_start + n0, kh, BLOCK_N, HEAD_DIM, VARLEN, b)
+        v = _desc_tile(v_desc, k_start + n0, kh, BLOCK_N, HEAD_DIM, VARLEN, b)
         if UPCAST:
             k = k.to(tl.float32)
             v = v.to(tl.float32)
         qk = tl.dot(q, tl.trans(k), input_precision=PREC)
-        acc, m_i, l_i = _softmax_step(acc, m_i, l_i, qk, qk_scale, v, offs_m, n0 + tl.arange(0, BLOCK_N), seqlen_k,
+        acc, m_i, l_i = _softmax_step(acc, m_i, l_i, qk, qk_scale, v, offs_m, n0 + tl.arange(0, BLOCK_N), k_len,
                                       causal_off, False, CAUSAL, PREC, POS_SCALE)
     for n0 in tl.range(full, hi, BLOCK_N):
-        k = k_desc.load([b, kh, n0, 0]).reshape([BLOCK_N, HEAD_DIM])
-        v = v_desc.load([b, kh, n0, 0]).reshape([BLOCK_N, HEAD_DIM])
+        k = _desc_tile(k_desc, k_start + n0, kh, BLOCK_N, HEAD_DIM, VARLEN, b)
+        v = _desc_tile(v_desc, k_start + n0, kh, BLOCK_N, HEAD_DIM, VARLEN, b)
+        if VARLEN:
+            v = tl.where((n0 + tl.arange(0, BLOCK_N) < k_len)[:, None], v, 0.0)
         if UPCAST:
             k = k.to(tl.float32)
             v = v.to(tl.float32)
         qk = tl.dot(q, tl.trans(k), input_precision=PREC)
-        acc, m_i, l_i = _softmax_step(acc, m_i, l_i, qk, qk_scale, v, offs_m, n0 + tl.arange(0, BLOCK_N), seqlen_k,
+        acc, m_i, l_i = _softmax_step(acc, m_i, l_i, qk, qk_scale, v, offs_m, n0 + tl.arange(0, BLOCK_N), k_len,
                                       causal_off, True, CAUSAL, PREC, POS_SCALE)
     empty = l_i == 0.0
     out = acc / tl.where(empty, 1.0, l_i)[:, None]
-    o_desc.store([b, h, m0, 0], out.to(OUT_DTYPE).reshape([1, 1, BLOCK_M, HEAD_DIM]))
+    if VARLEN:
+        rows = (q_start + offs_m).to(tl.int64)
+        offs_d = tl.arange(0, HEAD_DIM)
+        tl.store(O + rows[:, None] * so_m + h.to(tl.int64) * so_h + offs_d[None, :], out.to(OUT_DTYPE),
+                 mask=(offs_m < q_len)[:, None])
+    else:
+        rows = offs_m
+        o_desc.store([b, h, m0, 0], out.to(OUT_DTYPE).reshape([1, 1, BLOCK_M, HEAD_DIM]))
     if STORE_LSE:
         lse = tl.where(empty, float("-inf"), (m_i + tl.math.log2(tl.where(empty, 1.0, l_i))) * 0.6931471805599453)
-        tl.store(LSE + b.to(tl.int64) * sl_b + h * sl_h + offs_m * sl_m, lse, mask=offs_m < seqlen_q)
+        tl.store(LSE + b.to(tl.int64) * sl_b + h * sl_h + rows * sl_m, lse, mask=offs_m < q_len)
 
 
 _fwd_tuner = Tuner("attention_fwd", kernels=[_attn_fwd_kernel, _attn_fwd_desc_kernel])
@@ -299,13 +337,15 @@ def _desc_ok(tensors, head_dim) -> bool:
         return False
     for t in tensors:
         size = t.element_size()
-        if t.stride(3) != 1 or t.data_ptr() % 16 or any((st * size) % 16 for st in t.stride()[:3]):
+        if t.stride(-1) != 1 or t.data_ptr() % 16 or any((st * size) % 16 for st in t.stride()[:-1]):
             return False
     return True
 
 
 def _descriptor(t, rows):
-    return TensorDescriptor(t, list(t.shape), list(t.stride()), [1, 1, rows, t.shape[3]])
+    """Blocks of ``rows`` rows of one head: [B, H, S, D] (dense) or [total, H, D] (packed)."""
+    block = [1, 1, rows, t.shape[3]] if t.dim() == 4 else [rows, 1, t.shape[2]]
+    return TensorDescriptor(t, list(t.shape), list(t.stride()), block)
 
 
 def _prec(dtype) -> str:
@@ -329,13 +369,27 @@ def attention_forward(q, k, v, out, *, q_strides, k_strides, v_strides, o_stride
     int64 = needs_int64(q, out) or (not paged and needs_int64(k, v))
     upcast = dot_upcast()
     dummy = q
-    key = (q.dtype, block_d, causal, paged, dense is not None, bucket(max_q) >= 128)
+    # query-length buckets from 128 to 2048 tune apart: at 512 causal rows per sequence, the
+    # shortest loops favour small tiles (H100: 64x64 pointer tiles 230 TF/s against 204 for
+    # 128x128 descriptors), at 2048 and more the descriptor tiles win (417-474 against 372-414)
+    rows = bucket(max_q)
+    key = (q.dtype, block_d, causal, paged, dense is not None, 0 if rows < 128 else min(rows, 2048))
     cu_q_t = cu_q if cu_q is not None else dummy
     cu_k_t = cu_k if cu_k is not None else dummy
     su_t = seqused_k if seqused_k is not None else dummy
     bt_t = block_table if paged else dummy
     group = num_heads // num_kv_heads
     qk_scale = scale * LOG2E
+    # configs with DESC read through tensor descriptors: the dense tensors of an SDPA call,
+    # or the packed q/k/v of a varlen call without paging (o_strides[3] == 1: a unit last stride)
+    desc_inputs = None
+    varlen_desc = dense is None and cu_q is not None and cu_k is not None and not paged and seqused_k is None
+    if dense is not None and _desc_ok(dense, head_dim):
+        desc_inputs = dense[:3]
+    elif varlen_desc and q.dim() == 3 and k.dim() == 3 and _desc_ok((q, k, v), head_dim) and o_strides[3] == 1:
+        desc_inputs = (q, k, v)
+    else:
+        varlen_desc = False
 
     def run(cfg):
         block_m = cfg.get("BLOCK_M", 64)
@@ -347,13 +401,15 @@ def attention_forward(q, k, v, out, *, q_strides, k_strides, v_strides, o_stride
         if num_heads % chunk:
             chunk = 1
         grid = (cdiv(max_q, block_m) * chunk, num_heads // chunk, batch)
-        if cfg.get("DESC") and dense is not None and _desc_ok(dense, head_dim):
-            dq, dk, dv, do = (_descriptor(t, rows) for t, rows in zip(dense, (block_m, block_n, block_n, block_m)))
+        if cfg.get("DESC") and desc_inputs is not None:
+            dq, dk, dv = (_descriptor(t, rows) for t, rows in zip(desc_inputs, (block_m, block_n, block_n)))
+            do = dq if varlen_desc else _descriptor(dense[3], block_m)  # packed outputs are stored by pointer
             launcher(_attn_fwd_desc_kernel)[grid](
-                dq, dk, dv, do, lse if lse is not None else dummy, qk_scale, seqlen_q, seqlen_k, *lse_strides,
+                dq, dk, dv, do, out, lse if lse is not None else dummy, cu_q_t, cu_k_t, qk_scale, seqlen_q,
+                seqlen_k, o_strides[1], o_strides[2], *lse_strides,
                 GROUP=group, HEAD_DIM=head_dim, BLOCK_M=block_m, BLOCK_N=block_n, CAUSAL=bool(causal),
                 STORE_LSE=lse is not None, UPCAST=upcast, PREC=_prec(q.dtype), OUT_DTYPE=TL_DTYPE[out.dtype],
-                NUM_STAGES=cfg.get("num_stages", 2), POS_SCALE=qk_scale > 0, HEAD_CHUNK=chunk,
+                NUM_STAGES=cfg.get("num_stages", 2), POS_SCALE=qk_scale > 0, HEAD_CHUNK=chunk, VARLEN=varlen_desc,
                 num_warps=cfg.get("num_warps", 4), num_stages=cfg.get("num_stages", 2),
             )
             return
