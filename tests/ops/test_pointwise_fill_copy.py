@@ -141,6 +141,9 @@ def test_repeated_in_place_and_out_calls_are_planned_but_overlap_is_still_torchs
         for dst in (torch.empty(6, 4, device=DEVICE).t(), torch.empty(4, 6, device=DEVICE)):  # out's layout
             check("copy_", lambda d, s: d.copy_(s), dst, make(4, 6))
         check("add", lambda a, b: a.add_(b, alpha=2), make(4, 6), make(6))
+        check("mul", lambda a, b: a.mul_(b), make(4, 6), make(4, 6))  # same shape: the flat in-place launch
+        check("mul", lambda a: a.mul_(a), make(4, 6))
+        check("sub", lambda a, b: a.sub_(b), make(4, 6, dtype=torch.float16), make(4, 6))  # computes in fp32: the general path
         check("add", lambda a, b, o: torch.add(a, b, out=o), make(4, 6), make(4, 6), torch.empty(4, 6, device=DEVICE))
         check("_to_copy", lambda t: t.to(torch.float16), make(4, 6, specials=True), exact=True)
     for _ in range(2):  # separate tensors: these layouts are planned from the first call on
@@ -152,6 +155,8 @@ def test_repeated_in_place_and_out_calls_are_planned_but_overlap_is_still_torchs
             run_gems("copy_", lambda: buf[dst].copy_(buf[src]))
     with pytest.raises(RuntimeError, match="single memory location"):
         run_gems("add", lambda: torch.add(buf[:6], buf[3:9], out=buf[6:]))
+    with pytest.raises(RuntimeError, match="single memory location"):
+        run_gems("add", lambda: buf[:6].add_(buf[3:9]))  # contiguous, same shape, overlapping
     a = make(12)
     want = a[:6] + a[6:]
     run_gems("add", lambda: torch.add(a[:6], a[6:], out=a[6:]))  # out is an input: in place

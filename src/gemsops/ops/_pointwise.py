@@ -340,6 +340,28 @@ class Pointwise:
                     return out
                 call_key = None
         elif out is not None and compute != torch.float64:
+            # in place and out= into a contiguous tensor of the result dtype, every tensor
+            # operand contiguous and of out's shape: the flat launch, unless an operand
+            # overlaps out other than by being it (the full path then decides)
+            if out.dtype == result_dtype and out.is_contiguous() and _on_device(out):
+                shape = out.shape
+                n = out.numel()
+                lo = out.data_ptr()
+                hi = lo + n * out.element_size()
+                for a in args:
+                    if isinstance(a, _Tensor) and a is not out and (
+                            a.shape != shape or not (a.is_contiguous() and _on_device(a))
+                            or (a.data_ptr() < hi and lo < a.data_ptr() + n * a.element_size())):
+                        break
+                else:
+                    if 0 < n <= INT32_MAX:
+                        launch = prepared.get(n)
+                        if launch is None:
+                            if len(prepared) >= 64:
+                                prepared.clear()
+                            launch = prepared[n] = flat[n == 1].prepare(((n + BLOCK - 1) // BLOCK,), (*pad, n))
+                        launch(out, *args)
+                        return out
             # in place and out= (add_, copy_, fill_, _to_copy's store): layouts seen before
             # launch as planned unless an input overlaps ``out`` other than by being it (the
             # full path then decides: torch errors or exact-alias in place)
