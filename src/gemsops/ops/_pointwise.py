@@ -315,12 +315,7 @@ class Pointwise:
                     if n <= INT32_MAX:
                         out = torch.empty_like(first, dtype=result_dtype)  # much cheaper than torch.empty
                         if n:
-                            launch = prepared.get(n)
-                            if launch is None:
-                                if len(prepared) >= 64:  # a model repeats a few sizes per op
-                                    prepared.clear()
-                                launch = prepared[n] = flat[n == 1].prepare(((n + BLOCK - 1) // BLOCK,), (*pad, n))
-                            launch(out, *args)
+                            (prepared.get(n) or _prepare_flat(prepared, flat, pad, n))(out, *args)
                         return out
             # next: layouts seen before (broadcasts, slices, transposes), planned once
             call_key = (id(plan), *[(a.shape, a.stride()) if isinstance(a, _Tensor) else type(a) for a in args])
@@ -355,12 +350,7 @@ class Pointwise:
                         break
                 else:
                     if 0 < n <= INT32_MAX:
-                        launch = prepared.get(n)
-                        if launch is None:
-                            if len(prepared) >= 64:
-                                prepared.clear()
-                            launch = prepared[n] = flat[n == 1].prepare(((n + BLOCK - 1) // BLOCK,), (*pad, n))
-                        launch(out, *args)
+                        (prepared.get(n) or _prepare_flat(prepared, flat, pad, n))(out, *args)
                         return out
             # in place and out= (add_, copy_, fill_, _to_copy's store): layouts seen before
             # launch as planned unless an input overlaps ``out`` other than by being it (the
@@ -428,6 +418,14 @@ class Pointwise:
         elif into_key is not None:
             _INTO_PLANS.keep(into_key, (launch, tuple(_extent(a) for a in args), _extent(out)))
         return out
+
+
+def _prepare_flat(prepared: dict, flat, pad, n: int):
+    """The flat kernel's launch over ``n`` contiguous elements, kept in the plan's ``prepared``."""
+    if len(prepared) >= 64:  # a model repeats a few sizes per op
+        prepared.clear()
+    launch = prepared[n] = flat[n == 1].prepare(((n + BLOCK - 1) // BLOCK,), (*pad, n))
+    return launch
 
 
 # plan ids are stable keys: Pointwise objects are module-level and never drop a plan
