@@ -1,4 +1,6 @@
 """paged_attention (decode) against float64 softmax(QK^T)V over the gathered cache."""
+import importlib
+
 import pytest
 import torch
 
@@ -6,6 +8,8 @@ from gemsops.ops import paged_attention
 from gemsops.runtime import Plans
 from tests.ops.attention_ref import gather_flash, gather_vllm_key, gather_vllm_value, ref_attention
 from tests.util import DEVICE, ON_GPU, assert_close, randn
+
+pa = importlib.import_module("gemsops.ops.paged_attention")  # the module, not the function
 
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
 
@@ -126,9 +130,7 @@ def test_alibi(layout):
 def test_no_tuning_during_graph_capture(monkeypatch):
     # under CUDA graph capture nothing may be timed: an untuned key runs the default config,
     # and neither the choice nor the launch plan is kept (they are made again after capture)
-    import importlib
     from gemsops.runtime import tuner
-    pa = importlib.import_module("gemsops.ops.paged_attention")  # the module, not the function
     monkeypatch.setattr(tuner, "capturing", lambda: True)
     monkeypatch.setattr(tuner, "can_benchmark", lambda: True)
     monkeypatch.setattr(pa._tuner, "_tune", None)  # must not be asked
@@ -146,9 +148,7 @@ def test_no_tuning_during_graph_capture(monkeypatch):
 def test_tuning_trials_leave_a_strided_out_alone(monkeypatch):
     # the tuner's trial launches (made to run here through a fake timer) write scratch
     # tensors laid out like ``out``; the real output is written once, by the final launch
-    import importlib
     from gemsops.runtime import tuner
-    pa = importlib.import_module("gemsops.ops.paged_attention")
     trials = []
     monkeypatch.setattr(tuner, "can_benchmark", lambda: True)
     monkeypatch.setattr(tuner, "benchmark", lambda fn: trials.append(fn()) or 1.0)
@@ -175,6 +175,26 @@ def test_repeated_split_calls_agree():
         q, kc, vc, bt, sl = _make(len(seq_lens), 4, 2, 16, 8, seq_lens, torch.float32, "flash", seed=seed)
         out = paged_attention(q, kc, vc, bt, sl)
         _check(out, _reference(q, kc, vc, bt, seq_lens, "flash"), torch.float32)
+
+
+@pytest.mark.parametrize("fused", [True, False], ids=["merge-in-kernel", "merge-kernel"])
+def test_split_merge_paths(monkeypatch, fused):
+    # many segments per sequence (69 of 16 tokens: more than one merge step, in the decode
+    # kernel's last program or in the separate merge kernel); then again, so the arrival
+    # counters must be back at zero; a sequence shorter than most segments leaves them empty
+    cfg = dict(pa._tuner.default, BLOCK_N=16, min_tokens=16, max_splits=80, waves=128, FUSED_MERGE=fused)
+    monkeypatch.setattr(pa._tuner, "default", cfg)
+    monkeypatch.setattr(pa._tuner, "candidates", [cfg])
+    monkeypatch.setattr(pa._tuner, "memory", {})
+    monkeypatch.setattr(pa, "_PLANS", Plans())
+    for seed, seq_lens in enumerate(([1100, 9], [1057, 1100])):
+        q, kc, vc, bt, sl = _make(2, 4, 2, 16, 8, seq_lens, torch.float32, "flash", seed=seed)
+        out = paged_attention(q, kc, vc, bt, sl)
+        _check(out, _reference(q, kc, vc, bt, seq_lens, "flash"), torch.float32)
+    (plan,) = pa._PLANS.values()
+    assert (plan[1] is None) == fused  # no separate merge launch when the kernel merges
+    if fused:
+        assert not plan[3].any()
 
 
 def test_all_empty_is_zero():

@@ -17,7 +17,9 @@ it read at 43% of copy bandwidth, with them 95% (H100, B64 L4096).
 One program owns one (sequence, KV head) pair and all query heads of its group, so every
 K/V tile is read once per group. When there are few pairs, each context is split into
 segments handled by separate programs (flash-decoding) that write a partial output and
-its log-sum-exp; a second kernel merges them. Sequences of length 0 give zeros.
+its log-sum-exp. The last program of a pair to finish (an arrival counter per pair) merges
+them, which spares a second launch (config FUSED_MERGE; otherwise a merge kernel runs
+after). Sequences of length 0 give zeros.
 """
 from __future__ import annotations
 
@@ -28,7 +30,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ..runtime import VENDOR, Plans, Tuner, bucket, launcher, on_vendor_device
+from ..runtime import VENDOR, Plans, Tuner, bucket, capturing, launcher, on_vendor_device
 from ._common import cdiv, dot_upcast, kernel_dtype_ok, next_pow2
 
 __all__ = ["paged_attention"]  # decode() is also used by flash_attn_varlen_func
@@ -106,8 +108,8 @@ def _attend_tile(acc, m_i, l_i, q, k_head, v_head, bt_row, k_d, v_d, d_mask, n0,
 
 @triton.jit(do_not_specialize=["num_kv_heads", "tokens_per_split"])
 def _paged_decode_kernel(
-    Q, K, V, BT, SEQ, ALIBI, O, PART_O, PART_L, CU_Q,
-    qk_scale, num_kv_heads, tokens_per_split,
+    Q, K, V, BT, SEQ, ALIBI, O, PART, CU_Q, COUNTERS,
+    qk_scale, num_kv_heads, tokens_per_split, part_l_off,
     sq_b, sq_h, sq_d,
     sk_page, sk_slot, sk_head, sk_dhi, sk_dlo,
     sv_page, sv_slot, sv_head, sv_dhi, sv_dlo,
@@ -116,7 +118,8 @@ def _paged_decode_kernel(
     PAGE: tl.constexpr, BLOCK_N: tl.constexpr, KX: tl.constexpr, VX: tl.constexpr,
     NUM_SPLITS: tl.constexpr, HAS_ALIBI: tl.constexpr, UPCAST: tl.constexpr, PREC: tl.constexpr,
     VARLEN_Q: tl.constexpr, NUM_STAGES: tl.constexpr, K_RUN: tl.constexpr, K_GROUPS: tl.constexpr,
-    V_RUN: tl.constexpr, V_PAGES: tl.constexpr,
+    V_RUN: tl.constexpr, V_PAGES: tl.constexpr, FUSED_MERGE: tl.constexpr, MERGE_H: tl.constexpr,
+    MERGE_S: tl.constexpr,
 ):
     pair = tl.program_id(0)
     split = tl.program_id(1)
@@ -179,17 +182,64 @@ def _paged_decode_kernel(
         tl.store(O + q_row * so_b + heads[:, None] * so_h + (offs_d * so_d)[None, :],
                  out.to(O.dtype.element_ty), mask=g_mask[:, None] & d_mask[None, :])
     else:
-        # partials: [B, Hq, NUM_SPLITS, BLOCK_D] unnormalised outputs and [B, Hq, NUM_SPLITS]
-        # base-2 log-sum-exps (-inf for an empty segment)
+        # partials in PART: [B, Hq, NUM_SPLITS, BLOCK_D] normalised outputs, then from
+        # part_l_off [B, Hq, NUM_SPLITS] base-2 log-sum-exps (-inf for an empty segment)
         row = (b64 * num_kv_heads * GROUP + heads) * NUM_SPLITS + split
         out = acc / tl.where(l_i == 0.0, 1.0, l_i)[:, None]
         lse = tl.where(l_i == 0.0, float("-inf"), m_i + tl.math.log2(tl.where(l_i == 0.0, 1.0, l_i)))
-        tl.store(PART_O + row[:, None] * BLOCK_D + offs_d[None, :], out, mask=g_mask[:, None])
-        tl.store(PART_L + row, lse, mask=g_mask)
+        tl.store(PART + row[:, None] * BLOCK_D + offs_d[None, :], out, mask=g_mask[:, None])
+        tl.store(PART + part_l_off + row, lse, mask=g_mask)
+        if FUSED_MERGE:
+            # every thread's partial stores must precede the (single-thread) release below;
+            # the program that arrives last sees all of them and merges the pair's heads
+            tl.debug_barrier()
+            arrived = tl.atomic_add(COUNTERS + pair, 1, sem="acq_rel")
+            if arrived == NUM_SPLITS - 1:
+                h0 = kh * GROUP
+                _merge_splits(PART, part_l_off, O, b64 * num_kv_heads * GROUP + h0, q_row, h0, so_b, so_h, so_d,
+                              NUM_SPLITS, GROUP, MERGE_H, MERGE_S, HEAD_DIM, BLOCK_D)
+                tl.atomic_xchg(COUNTERS + pair, 0)  # zero again for the next launch
 
 
 @triton.jit
-def _merge_kernel(PART_O, PART_L, O, CU_Q, num_heads, so_b, so_h, so_d,
+def _merge_splits(PART, part_l_off, O, row0, q_row, h0, so_b, so_h, so_d,
+                  NUM_SPLITS: tl.constexpr, HEADS: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_S: tl.constexpr,
+                  HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr):
+    """Output heads h0 .. h0 + HEADS - 1 of query row ``q_row`` from their NUM_SPLITS partials
+    (rows ``row0`` on of PART): all heads at once, BLOCK_S partials per step with a running
+    maximum, so that the merge is a few rounds of loads and adds few registers when the
+    decode kernel runs it.
+
+    Loads bypass L1 (.cg): in the fused merge the partials were written by other programs.
+    """
+    offs_h = tl.arange(0, BLOCK_H)
+    h_mask = offs_h < HEADS
+    offs_s = tl.arange(0, BLOCK_S)
+    offs_d = tl.arange(0, BLOCK_D)
+    base = (row0 + offs_h).to(tl.int64) * NUM_SPLITS
+    m = tl.full([BLOCK_H], float("-inf"), tl.float32)
+    den = tl.zeros([BLOCK_H], tl.float32)
+    acc = tl.zeros([BLOCK_H, BLOCK_D], tl.float32)
+    for s0 in range(0, NUM_SPLITS, BLOCK_S):
+        idx = base[:, None] + (s0 + offs_s)[None, :]
+        mask = h_mask[:, None] & (s0 + offs_s < NUM_SPLITS)[None, :]
+        lse = tl.load(PART + part_l_off + idx, mask=mask, other=float("-inf"), cache_modifier=".cg")
+        o = tl.load(PART + idx[:, :, None] * BLOCK_D + offs_d[None, None, :], mask=mask[:, :, None], other=0.0,
+                    cache_modifier=".cg")
+        m_new = tl.maximum(m, tl.max(lse, 1))
+        m_sub = tl.where(m_new == float("-inf"), 0.0, m_new)  # every segment so far empty
+        rescale = tl.math.exp2(m - m_sub)
+        w = tl.math.exp2(lse - m_sub[:, None])
+        acc = acc * rescale[:, None] + tl.sum(o * w[:, :, None], 1)
+        den = den * rescale + tl.sum(w, 1)
+        m = m_new
+    out = acc / tl.where(den == 0.0, 1.0, den)[:, None]
+    tl.store(O + q_row * so_b + (h0 + offs_h)[:, None] * so_h + (offs_d * so_d)[None, :], out.to(O.dtype.element_ty),
+             mask=h_mask[:, None] & (offs_d < HEAD_DIM)[None, :])
+
+
+@triton.jit
+def _merge_kernel(PART, O, CU_Q, part_l_off, num_heads, so_b, so_h, so_d,
                   NUM_SPLITS: tl.constexpr, BLOCK_S: tl.constexpr, HEAD_DIM: tl.constexpr,
                   BLOCK_D: tl.constexpr, VARLEN_Q: tl.constexpr):
     row = tl.program_id(0)  # b * num_heads + h
@@ -201,22 +251,10 @@ def _merge_kernel(PART_O, PART_L, O, CU_Q, num_heads, so_b, so_h, so_d,
             return
     else:
         q_row = b.to(tl.int64)
-    offs_s = tl.arange(0, BLOCK_S)
-    s_mask = offs_s < NUM_SPLITS
-    offs_d = tl.arange(0, BLOCK_D)
-    base = row.to(tl.int64) * NUM_SPLITS
-    lse = tl.load(PART_L + base + offs_s, mask=s_mask, other=float("-inf"))
-    m = tl.max(lse, 0)
-    m = tl.where(m == float("-inf"), 0.0, m)
-    w = tl.math.exp2(lse - m)
-    o = tl.load(PART_O + (base + offs_s)[:, None] * BLOCK_D + offs_d[None, :], mask=s_mask[:, None], other=0.0)
-    den = tl.sum(w, 0)
-    out = tl.sum(o * w[:, None], 0) / tl.where(den == 0.0, 1.0, den)
-    tl.store(O + q_row * so_b + h * so_h + offs_d * so_d, out.to(O.dtype.element_ty),
-             mask=offs_d < HEAD_DIM)
+    _merge_splits(PART, part_l_off, O, row, q_row, h, so_b, so_h, so_d, NUM_SPLITS, 1, 1, BLOCK_S, HEAD_DIM, BLOCK_D)
 
 
-_tuner = Tuner("paged_decode", kernels=[_paged_decode_kernel, _attend_tile, _merge_kernel])
+_tuner = Tuner("paged_decode", kernels=[_paged_decode_kernel, _attend_tile, _merge_splits, _merge_kernel])
 
 
 @functools.lru_cache(maxsize=None)
@@ -289,20 +327,41 @@ def decode(query, key_cache, value_cache, block_tables, seq_lens, scale, lay, kv
 
 
 def _launch(plan, query, key_cache, value_cache, block_tables, seq_lens, scale, alibi_slopes, out, cu_q):
-    decode_launch, merge_launch, part_o_shape, part_l_shape = plan
-    if merge_launch is None:
-        part_o = part_l = out
-    else:
-        part_o = torch.empty(part_o_shape, dtype=torch.float32, device=query.device)
-        part_l = torch.empty(part_l_shape, dtype=torch.float32, device=query.device)
+    decode_launch, merge_launch, part_elems, counters = plan
+    # one fp32 buffer for the partial outputs and their log-sum-exps (see the kernel)
+    part = out if part_elems == 0 else torch.empty(part_elems, dtype=torch.float32, device=query.device)
     cu = seq_lens if cu_q is None else cu_q
     decode_launch(query, key_cache, value_cache, block_tables, seq_lens,
-                  query if alibi_slopes is None else alibi_slopes, out, part_o, part_l, cu, scale * LOG2E)
+                  query if alibi_slopes is None else alibi_slopes, out, part, cu,
+                  out if counters is None else counters, scale * LOG2E)
     if merge_launch is not None:
-        merge_launch(part_o, part_l, out, cu)
+        merge_launch(part, out, cu)
 
 
-_PLANS = Plans()  # call signature -> (decode launch, merge launch or None, partial shapes): Prepared launches
+class _Counters:
+    """Per-device int32 arrival counters of the fused merge, zero between launches.
+
+    Every launch leaves the counters it used at zero, so launches on one stream share one
+    buffer (as split-K GEMMs share theirs); two decodes running at once on two streams of
+    one device would race. A plan keeps the buffer it was built with.
+    """
+
+    def __init__(self):
+        self.bufs: dict = {}
+
+    def get(self, device, n: int):
+        """A zeroed buffer of at least ``n`` counters, or None while a CUDA graph is being
+        captured and none is large enough (an allocation then would only be recorded)."""
+        buf = self.bufs.get(device)
+        if buf is None or buf.numel() < n:
+            if capturing():
+                return None
+            buf = self.bufs[device] = torch.zeros(max(n, 1024), dtype=torch.int32, device=device)
+        return buf
+
+
+_COUNTERS = _Counters()
+_PLANS = Plans()  # call signature -> (decode launch, merge launch or None, partials' size, counters or None)
 
 
 def _plan(sig, query, key_cache, value_cache, block_tables, seq_lens, lay, alibi_slopes, out, cu_q):
@@ -347,19 +406,31 @@ def _plan(sig, query, key_cache, value_cache, block_tables, seq_lens, lay, alibi
         pow2 = head_dim == block_d and page & (page - 1) == 0
         k_groups = bool(k_run) and pow2 and cfg.get("K_GROUPS", True)
         v_pages = v_run == page and pow2 and cfg.get("V_PAGES", True)
+        # the fused merge takes all heads of a group at once, MERGE_S partials per step
+        # (registers: MERGE_H * MERGE_S rows of BLOCK_D floats); the merge kernel one head
+        merge_h = next_pow2(group)
+        merge_s = min(next_pow2(splits), max(1, 64 // merge_h))
+        counters = None
+        if splits > 1 and cfg.get("FUSED_MERGE", True):
+            counters = _COUNTERS.get(query.device, pairs)
         bound = launcher(_paged_decode_kernel).bind(
             **fixed, BLOCK_N=block_n, NUM_SPLITS=splits, NUM_STAGES=stages, K_RUN=k_run, K_GROUPS=k_groups,
-            V_RUN=v_run, V_PAGES=v_pages,
+            V_RUN=v_run, V_PAGES=v_pages, FUSED_MERGE=counters is not None, MERGE_H=merge_h, MERGE_S=merge_s,
             num_warps=cfg.get("num_warps", 4), num_stages=stages)
-        decode_launch = bound.prepare((pairs, splits), (hkv, per_split, *ints))
+        rows = num_seqs * num_heads * splits
+        part_l_off = rows * block_d if splits > 1 else 0
+        decode_launch = bound.prepare((pairs, splits), (hkv, per_split, part_l_off, *ints))
         if splits == 1:
-            return decode_launch, None, None, None
+            return decode_launch, None, 0, None
+        part_elems = rows * (block_d + 1)
+        if counters is not None:
+            return decode_launch, None, part_elems, counters
         # the merge of the segments' partial outputs: one program per (sequence, query head)
         merge_launch = launcher(_merge_kernel).bind(
-            NUM_SPLITS=splits, BLOCK_S=next_pow2(splits), HEAD_DIM=head_dim, BLOCK_D=block_d,
+            NUM_SPLITS=splits, BLOCK_S=min(next_pow2(splits), 64), HEAD_DIM=head_dim, BLOCK_D=block_d,
             VARLEN_Q=cu_q is not None, num_warps=4,
-        ).prepare((num_seqs * num_heads,), (num_heads, out.stride(0), out.stride(1), out.stride(2)))
-        return decode_launch, merge_launch, (num_seqs, num_heads, splits, block_d), (num_seqs, num_heads, splits)
+        ).prepare((num_seqs * num_heads,), (part_l_off, num_heads, out.stride(0), out.stride(1), out.stride(2)))
+        return decode_launch, merge_launch, part_elems, None
 
     def run(cfg):
         # a tuning trial writes a scratch output with out's strides (the plan's integer
