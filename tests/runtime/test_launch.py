@@ -295,6 +295,58 @@ def test_tensor_descriptor_expansions_are_kept_per_base_shape_and_strides(monkey
     assert ("map", a.data_ptr(), "meta a") in received[-1] and ("map", c.data_ptr(), "meta b") in received[-1]
 
 
+def test_described_launch_encodes_each_operand_once_per_base(monkeypatch):
+    # a GEMM plan passes its operands as tensors and the launch describes them: where the
+    # launcher is the known descriptor wrapper, the C function gets exactly what the wrapper
+    # would have given it, and each operand is encoded once per base address
+    from types import SimpleNamespace
+
+    from gemsops.runtime import launch
+
+    pytest.importorskip("triton.tools.tensor_descriptor")
+    encoded = []
+
+    def encode(d, meta):
+        encoded.append((d.base.data_ptr(), meta))
+        return [("map", d.base.data_ptr(), meta), *d.shape, *d.strides]
+
+    received = []
+    monkeypatch.setattr(launch, "_source_digest", lambda fn: "known")
+    monkeypatch.setattr(launch, "_DESCRIPTOR_WRAPPERS", frozenset({"known"}))
+    monkeypatch.setattr(launch, "_DESCRIPTOR_ENCODERS", frozenset({"known"}))
+    monkeypatch.setattr(launch, "_current_device", lambda: 0)
+    monkeypatch.setattr(launch, "_current_stream", lambda device: "stream")
+    monkeypatch.setattr(launch, "_hooks_unset", lambda: True)
+    wrapper = launch._cached_descriptors(
+        _descriptor_wrapper(lambda *a: received.append(a), [0, 1], ["meta a", "meta b"], encode))
+    middle = tuple(f"m{i}" for i in range(9))  # function, flags, metadata... (13 = 4 + 9)
+
+    class FakePrepared:  # Prepared's normal path, with one compiled entry per head signature
+        bound = SimpleNamespace(launcher=SimpleNamespace(fast=True))
+        tail_key, tail_values, dims = (), (5, 6), (3, 1, 1)
+        compiled: dict = {}
+        normal_calls = 0
+
+        def __call__(self, *head):
+            FakePrepared.normal_calls += 1
+            key, values = [0], []
+            launch._append_specs(key, values, head)
+            self.compiled[tuple(key)] = (wrapper, middle, ("const",))
+            wrapper(*self.dims, "stream", *middle, *values, *self.tail_values, "const")
+
+    described = launch.DescribedLaunch(FakePrepared(), [((8, 8), (8, 1), (8, 8)), ((8, 8), (8, 1), (8, 8))])
+    a, b, b2, c = (torch.zeros(64, dtype=torch.float16) for _ in range(4))
+    for x, y in [(a, b), (a, b), (a, b2), (a, b)]:
+        described(x, y, c, 0.5)
+        expected = (3, 1, 1, "stream", *middle,
+                                   ("map", x.data_ptr(), "meta a"), 8, 8, 8, 1,
+                                   ("map", y.data_ptr(), "meta b"), 8, 8, 8, 1,
+                                   c.data_ptr(), 0.5, 5, 6, "const")
+        assert received[-1] == expected
+    assert FakePrepared.normal_calls == 1  # the first call compiles; the rest skip descriptors
+    assert sorted(encoded) == sorted([(a.data_ptr(), "meta a"), (b.data_ptr(), "meta b"), (b2.data_ptr(), "meta b")])
+
+
 def test_triton_3_6_tma_launches_keep_their_descriptors():
     # On the reference machine's Triton 3.6 the descriptor wrapper is recognised: a TMA GEMM's
     # compiled entry is the caching launch. A Triton whose wrapper changed fails here.

@@ -433,33 +433,19 @@ def _tma_runner(cfg, sa, sb, sc, sx, has_bias, batch, M, N, K, alpha, beta, dtyp
         FLATTEN=bool(cfg.get("FLATTEN", True)), WARP_SPECIALIZE=bool(cfg.get("WARP_SPECIALIZE", False)),
         num_warps=cfg.get("num_warps", 8), num_stages=cfg.get("num_stages", 3),
     )
-    launch = _launch_tma.bind(**kw).prepare(grid, (M, N, K, batch, grid[0], *sc, *sx))
+    # the operands' descriptors differ from call to call only in their base addresses
+    launch = _launch_tma.bind(**kw).prepare_described(grid, (M, N, K, batch, grid[0], *sc, *sx),
+                                                       [(a_shape, a_st, a_block), (b_shape, b_st, b_block)])
     fallback = _first_runner([_classic(_TUNERS["mm"])],
                              (sa, sb, sc, sx, has_bias, batch, M, N, K, alpha, beta, dtype, ieee, device))
-    templates = []
 
     def run(a, b, c, x, alpha, beta):
         if a.data_ptr() % 16 or b.data_ptr() % 16:  # TMA needs 16-byte aligned bases
             fallback(a, b, c, x, alpha, beta)
             return
-        if templates:
-            da, db = _rebased(templates[0], a), _rebased(templates[1], b)
-        else:
-            # the first pair is validated by TensorDescriptor itself; later calls differ only
-            # in their (aligned, same-dtype) bases, so they copy it instead (a few us per call)
-            da, db = TensorDescriptor(a, a_shape, a_st, a_block), TensorDescriptor(b, b_shape, b_st, b_block)
-            if hasattr(da, "__dict__"):  # a Triton whose descriptor has slots: built each call
-                templates.extend({**d.__dict__, "base": None} for d in (da, db))  # keeps no tensor alive
-        launch(da, db, c, c if x is None else x, alpha, beta)
+        launch(a, b, c, c if x is None else x, alpha, beta)
 
     return run
-
-
-def _rebased(template, base):
-    d = object.__new__(TensorDescriptor)
-    d.__dict__.update(template)
-    d.base = base
-    return d
 
 
 _launch_tma = launcher(_gemm_tma_kernel) if TensorDescriptor is not None else None

@@ -125,6 +125,12 @@ class Bound:
         """
         return Prepared(self, grid, tail)
 
+    def prepare_described(self, grid, tail, described) -> DescribedLaunch:
+        """Like ``prepare``, for a kernel whose first ``len(described)`` arguments are tensor
+        descriptors of fixed ``(shape, strides, block_shape)`` (a GEMM plan's operands):
+        ``launch(*tensors, *rest)`` passes those tensors, and only their addresses vary."""
+        return DescribedLaunch(Prepared(self, grid, tail), described)
+
 
 class Prepared:
     """A :class:`Bound` launch whose grid and trailing arguments are fixed; see ``Bound.prepare``."""
@@ -170,6 +176,81 @@ class Prepared:
         except TypeError:
             lau.fast = False
             lau.kernel[self.grid](*head, *self.tail, **bound.constexprs)
+
+
+class DescribedLaunch:
+    """A :class:`Prepared` launch whose leading arguments are tensor descriptors built from
+    per-call tensors; see ``Bound.prepare_described``.
+
+    Building the host descriptors at each call, Triton then encoding each into a CUtensorMap
+    (``cuTensorMapEncodeTiled``), costs several microseconds per GEMM. Here, where Triton's
+    launcher is the known tensor-descriptor wrapper (see ``_cached_descriptors``), each
+    operand's encoded map is kept per base address (the rest is fixed), and the C launch
+    function is called with the maps in place; elsewhere descriptors are built per call.
+    """
+
+    __slots__ = ("prepared", "described", "fast")
+
+    def __init__(self, prepared: Prepared, described):
+        self.prepared = prepared
+        self.described = tuple(tuple(d) for d in described)  # (shape, strides, block_shape) each
+        self.fast: dict = {}  # (device, specs of the other head arguments) -> (run, middle, tail, encoders)
+
+    def __call__(self, *head):
+        k = len(self.described)
+        prepared = self.prepared
+        if prepared.bound.launcher.fast and prepared.tail_key is not None:
+            key = [_current_device()]
+            values: list = []
+            if _append_specs(key, values, head[k:]):
+                fast = self.fast.get(tuple(key))
+                if fast and _hooks_unset():
+                    run, middle, tail, encoders = fast
+                    maps: list = []
+                    for t, (cache, encode) in zip(head, encoders):
+                        expanded = cache.get(t.data_ptr())
+                        maps += expanded if expanded is not None else encode(t)
+                    run(*prepared.dims, _current_stream(key[0]), *middle, *maps, *values, *tail)
+                    return
+                if fast is None:
+                    return self._first(key, head)
+        prepared(*self._descriptors(head), *head[k:])  # False: no fast entry for this launcher
+
+    def _descriptors(self, head):
+        return [_TensorDescriptor(t, list(shape), list(strides), list(block))
+                for t, (shape, strides, block) in zip(head, self.described)]
+
+    def _first(self, key, head):
+        """The normal launch (it compiles); then, where the launcher allows, the fast entry."""
+        k = len(self.described)
+        descriptors = self._descriptors(head)
+        prepared = self.prepared
+        prepared(*descriptors, *head[k:])
+        full_key = [key[0]]
+        _append_specs(full_key, [], descriptors)
+        entry = prepared.compiled.get(tuple(full_key) + tuple(key[1:]))
+        if entry is None:  # not compiled through the lean path (a hook was set): next call again
+            return
+        parts = getattr(entry[0], "descriptor_parts", None)
+        if parts is None or parts[1] != list(range(k)):  # not the known wrapper, or other descriptors
+            self.fast[tuple(key)] = False
+            return
+        raw, _positions, expand = parts
+        run, middle, consts = entry
+
+        def encoder(j):
+            cache: dict = {}  # base address -> expanded arguments (a plan sees a few)
+
+            def encode(t):
+                if len(cache) >= 64:
+                    cache.clear()
+                shape, strides, block = self.described[j]
+                expanded = cache[t.data_ptr()] = expand(j, _TensorDescriptor(t, list(shape), list(strides),
+                                                                              list(block)))
+                return expanded
+            return cache, encode
+
+        self.fast[tuple(key)] = (raw, middle, (*prepared.tail_values, *consts), [encoder(j) for j in range(k)])
 
 
 def _launch_entry(kernel):
@@ -239,20 +320,25 @@ def _cached_descriptors(launch):
     expanded_by_key: dict = {}
     last = len(positions) - 1
 
+    def expand(j, d):
+        """The arguments descriptor ``d`` at descriptor position ``j`` expands to."""
+        key = (j, d.base.data_ptr(), *d.shape, *d.strides, d.padding)
+        expanded = expanded_by_key.get(key)
+        if expanded is None:
+            if len(expanded_by_key) >= 256:  # a model reuses a few weights and activation slots
+                expanded_by_key.clear()
+            expanded = expanded_by_key[key] = encode(d, metas[j])
+        return expanded
+
     def launch_with_cached_descriptors(*args):
         flat = list(args)
         for j in range(last, -1, -1):  # from the back: earlier positions stay valid
             at = base + positions[j]
-            d = flat[at]
-            key = (j, d.base.data_ptr(), *d.shape, *d.strides, d.padding)
-            expanded = expanded_by_key.get(key)
-            if expanded is None:
-                if len(expanded_by_key) >= 256:  # a model reuses a few weights and activation slots
-                    expanded_by_key.clear()
-                expanded = expanded_by_key[key] = encode(d, metas[j])
-            flat[at:at + 1] = expanded
+            flat[at:at + 1] = expand(j, flat[at])
         return raw(*flat)
 
+    # for DescribedLaunch: the C function, where descriptors go, and their expansion
+    launch_with_cached_descriptors.descriptor_parts = (raw, positions, expand)
     return launch_with_cached_descriptors
 
 
