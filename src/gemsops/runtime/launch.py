@@ -216,9 +216,12 @@ class DescribedLaunch:
                     return self._first(key, head)
         prepared(*self._descriptors(head), *head[k:])  # False: no fast entry for this launcher
 
+    def _descriptor(self, j: int, t):
+        shape, strides, block = self.described[j]
+        return _TensorDescriptor(t, list(shape), list(strides), list(block))
+
     def _descriptors(self, head):
-        return [_TensorDescriptor(t, list(shape), list(strides), list(block))
-                for t, (shape, strides, block) in zip(head, self.described)]
+        return [self._descriptor(j, t) for j, t in enumerate(head[:len(self.described)])]
 
     def _first(self, key, head):
         """The normal launch (it compiles); then, where the launcher allows, the fast entry."""
@@ -236,7 +239,7 @@ class DescribedLaunch:
             self.fast[tuple(key)] = False
             return
         raw, _positions, expand = parts
-        run, middle, consts = entry
+        _wrapper, middle, consts = entry
 
         def encoder(j):
             cache: dict = {}  # base address -> expanded arguments (a plan sees a few)
@@ -244,9 +247,7 @@ class DescribedLaunch:
             def encode(t):
                 if len(cache) >= 64:
                     cache.clear()
-                shape, strides, block = self.described[j]
-                expanded = cache[t.data_ptr()] = expand(j, _TensorDescriptor(t, list(shape), list(strides),
-                                                                              list(block)))
+                expanded = cache[t.data_ptr()] = expand(j, self._descriptor(j, t))
                 return expanded
             return cache, encode
 
