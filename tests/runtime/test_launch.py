@@ -368,3 +368,36 @@ def test_triton_3_6_tma_launches_keep_their_descriptors():
         torch.testing.assert_close(c.float(), (a.float() @ b.float()), atol=0.5, rtol=2e-2)
     entries = [e for bd in _gemm._launch_tma.bound.values() for e in bd.compiled.values()]
     assert entries and all(e[0].__name__ == "launch_with_cached_descriptors" for e in entries), entries
+
+
+def test_compile_only_runs_nothing_in_its_thread_and_everything_elsewhere():
+    # the tuner's compile pass: a launch from the compiling thread compiles and leaves its
+    # output untouched, while another thread's launches run as usual
+    import threading
+
+    import triton
+    import triton.language as tl
+
+    from gemsops.runtime import launch
+    from tests.util import DEVICE
+
+    @triton.jit
+    def fill_kernel(out, value, n, BLOCK: tl.constexpr):
+        offs = tl.arange(0, BLOCK)
+        tl.store(out + offs, value, mask=offs < n)
+
+    fill = launch.launcher(fill_kernel).bind(BLOCK=16)
+    mine, theirs = torch.zeros(8, device=DEVICE), torch.zeros(8, device=DEVICE)
+    with launch.compile_only():
+        assert launch.compiling_only()
+        fill((1,), mine, 1.0, 8)
+        seen = []
+        other = threading.Thread(target=lambda: (fill((1,), theirs, 2.0, 8), seen.append(launch.compiling_only())))
+        other.start()
+        other.join()
+        assert seen == [False]
+    assert not launch.compiling_only()
+    assert torch.equal(mine, torch.zeros(8, device=DEVICE))
+    assert torch.equal(theirs, torch.full((8,), 2.0, device=DEVICE))
+    fill((1,), mine, 1.0, 8)
+    assert torch.equal(mine, torch.ones(8, device=DEVICE))

@@ -177,3 +177,52 @@ def test_under_graph_capture_disk_hits_serve_and_misses_get_an_unkept_default(tm
     monkeypatch.setattr(tuner, "capturing", lambda: False)
     t.choose(("untuned",), lambda cfg: None)
     assert ("untuned",) in t.memory and len(timed) == 2
+
+
+def test_candidates_compile_together_before_any_is_timed(tmp_path, monkeypatch):
+    # a first tuning compiles every candidate at once (a thread pool behind Triton's
+    # AsyncCompileMode), launching none of them, and only then times each; a candidate
+    # that fails is skipped in that pass and measured as failing in the timing loop
+    from gemsops.runtime import launch
+
+    pytest.importorskip("triton").AsyncCompileMode  # noqa: B018  (Triton >= 3.4)
+    monkeypatch.setenv("GEMS_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(tuner, "_TUNERS", list(tuner._TUNERS))
+    monkeypatch.setattr(tuner, "can_benchmark", lambda: True)
+    monkeypatch.setattr(tuner, "_workers", lambda: 4)
+    calls = []
+
+    def run(cfg):
+        calls.append((cfg["BLOCK"], launch.compiling_only()))
+        if cfg["BLOCK"] == 32:
+            raise RuntimeError("out of shared memory")
+
+    monkeypatch.setattr(tuner, "benchmark", lambda fn: fn() or {8: 2.0, 16: 1.0}[calls[-1][0]])
+    t = tuner.Tuner("unit_test_compile_all", default={"BLOCK": 8},
+                    candidates=[{"BLOCK": 8}, {"BLOCK": 16}, {"BLOCK": 32}])
+    assert t.choose(("k",), run) == {"BLOCK": 16}
+    assert calls[:3] == [(8, True), (16, True), (32, True)]
+    assert all(not compiling for _, compiling in calls[3:]) and {b for b, _ in calls[3:]} == {8, 16, 32}
+    assert not launch.compiling_only()
+
+
+def test_a_tuner_reached_while_another_compiles_gets_an_unkept_default(tmp_path, monkeypatch):
+    # an op whose run calls another tuned op: during the outer tuner's compile pass nothing
+    # runs, so the inner one must not time (or remember) anything then
+    from gemsops.runtime import launch
+
+    monkeypatch.setenv("GEMS_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(tuner, "_TUNERS", list(tuner._TUNERS))
+    monkeypatch.setattr(tuner, "can_benchmark", lambda: True)
+    timed = []
+    monkeypatch.setattr(tuner, "benchmark", lambda fn: fn() or timed.append(1) or 1.0)
+    inner = tuner.Tuner("unit_test_inner", default={"BLOCK": 4}, candidates=[{"BLOCK": 4}, {"BLOCK": 8}])
+    with launch.compile_only():
+        assert inner.choose(("k",), lambda cfg: None) == {"BLOCK": 4}
+        with pytest.raises(RuntimeError):
+            with launch.compile_only():
+                pass
+        assert launch.compiling_only()
+    assert ("k",) not in inner.memory and not timed
+    inner.choose(("k",), lambda cfg: None)
+    assert ("k",) in inner.memory and len(timed) == 2

@@ -14,9 +14,11 @@ launch hook) falls back to the normal path, which is always correct.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import inspect
 import re
+import threading
 
 import torch
 
@@ -88,25 +90,26 @@ class Bound:
     def __call__(self, grid, *args):
         lau = self.launcher
         if not lau.fast or callable(grid):
-            return lau.kernel[grid](*args, **self.constexprs)
+            return _launch_normally(lau.kernel, grid, args, self.constexprs)
         device = _current_device()
         key = [device]
         values: list = []
         if not _append_specs(key, values, args):  # a type the key does not know: Triton's own path
             lau.fast = False
-            return lau.kernel[grid](*args, **self.constexprs)
+            return _launch_normally(lau.kernel, grid, args, self.constexprs)
         key = tuple(key)
         entry = self.compiled.get(key)
         if entry is None:
-            kernel = lau.kernel[grid](*args, **self.constexprs)
-            if kernel is not None and lau.fast and _hooks_unset():
+            kernel = _launch_normally(lau.kernel, grid, args, self.constexprs)
+            if kernel is not None and lau.fast and _compiling_thread is None and _hooks_unset():
                 # the constexprs are fixed, so the trailing arguments are too
                 tail = tuple(self.constexprs[name] if name in self.constexprs else lau.defaults.get(name)
                              for name in lau.params[len(args):])
                 self.compiled[key] = (*_launch_entry(kernel), tail)
             return None
-        if not _hooks_unset():  # a profiler hooked launches after we cached: let Triton call it
-            return lau.kernel[grid](*args, **self.constexprs)
+        if _compiling_thread is not None or not _hooks_unset():
+            # a profiler hooked launches after we cached (let Triton call it), or compile_only()
+            return _launch_normally(lau.kernel, grid, args, self.constexprs)
         run, middle, tail = entry
         try:
             run(grid[0], grid[1] if len(grid) > 1 else 1, grid[2] if len(grid) > 2 else 1,
@@ -162,7 +165,7 @@ class Prepared:
             return bound(self.grid, *head, *self.tail)
         key = tuple(key)
         entry = self.compiled.get(key)
-        if entry is None or not _hooks_unset():
+        if entry is None or _compiling_thread is not None or not _hooks_unset():
             # the Bound compiles (or finds) the kernel; its key is this key plus the tail's
             result = bound(self.grid, *head, *self.tail)
             if entry is None:
@@ -204,7 +207,7 @@ class DescribedLaunch:
             values: list = []
             if _append_specs(key, values, head[k:]):
                 fast = self.fast.get(tuple(key))
-                if fast and _hooks_unset():
+                if fast and _compiling_thread is None and _hooks_unset():
                     run, middle, tail, encoders = fast
                     maps: list = []
                     for t, (cache, encode) in zip(head, encoders):
@@ -419,6 +422,45 @@ except ImportError:  # a Triton without knobs: always the normal launch path
 _HookChain = type(_knobs.runtime.launch_enter_hook) if _knobs is not None else None
 if _HookChain is not None and _HookChain.__name__ != "HookChain":
     _HookChain = None  # a plain callable or None there: only None counts as unset
+
+
+_compiling_thread: int | None = None  # the thread inside compile_only(), if any
+
+
+@contextlib.contextmanager
+def compile_only():
+    """Within this block, launches from the calling thread compile their kernel and run
+    nothing (``JITFunction.warmup``); other threads launch as usual.
+
+    The tuner runs every candidate once this way inside a ``triton.AsyncCompileMode``, so
+    that all candidates compile at the same time in a thread pool before any is timed.
+    Not reentrant: a nested block raises RuntimeError.
+    """
+    global _compiling_thread
+    with _compile_only_lock:
+        if _compiling_thread is not None:
+            raise RuntimeError("gemsops: compile_only() is already active")
+        _compiling_thread = threading.get_ident()
+    try:
+        yield
+    finally:
+        _compiling_thread = None
+
+
+def compiling_only() -> bool:
+    """True inside :func:`compile_only` in the calling thread."""
+    return _compiling_thread is not None and _compiling_thread == threading.get_ident()
+
+
+def _launch_normally(kernel, grid, args, constexprs):
+    """Triton's own launch, ``kernel[grid](*args, **constexprs)``; inside
+    :func:`compile_only` (this thread) its ``warmup``: compiled, not run."""
+    if _compiling_thread is not None and _compiling_thread == threading.get_ident():
+        return kernel.warmup(*args, grid=grid, **constexprs)
+    return kernel[grid](*args, **constexprs)
+
+
+_compile_only_lock = threading.Lock()
 
 
 def _hooks_unset() -> bool:
