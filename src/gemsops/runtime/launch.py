@@ -425,6 +425,7 @@ if _HookChain is not None and _HookChain.__name__ != "HookChain":
 
 
 _compiling_thread: int | None = None  # the thread inside compile_only(), if any
+_compile_only_lock = threading.Lock()
 
 
 @contextlib.contextmanager
@@ -455,12 +456,9 @@ def compiling_only() -> bool:
 def _launch_normally(kernel, grid, args, constexprs):
     """Triton's own launch, ``kernel[grid](*args, **constexprs)``; inside
     :func:`compile_only` (this thread) its ``warmup``: compiled, not run."""
-    if _compiling_thread is not None and _compiling_thread == threading.get_ident():
+    if compiling_only():
         return kernel.warmup(*args, grid=grid, **constexprs)
     return kernel[grid](*args, **constexprs)
-
-
-_compile_only_lock = threading.Lock()
 
 
 def _hooks_unset() -> bool:
