@@ -306,7 +306,7 @@ def test_tuning_on_a_miss(monkeypatch, tmp_path):
     from gemsops.ops.addmm import addmm_inplace
 
     monkeypatch.setenv("GEMS_CACHE_DIR", str(tmp_path))
-    fake = Tuner("mm_fp32_tuning_test")
+    fake = Tuner("mm_fp32_tuning_test", kernels=_gemm._TUNERS["mm"].kernels)
     fast = dict(BLOCK_M=32, BLOCK_N=16, BLOCK_K=16, GROUP_M=1, SPLIT_K=2)
     fake.default = dict(BLOCK_M=16, BLOCK_N=32, BLOCK_K=16, GROUP_M=1, SPLIT_K=1)
     fake.candidates = [dict(TMA_CFG), fake.default, fast]

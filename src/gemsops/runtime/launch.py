@@ -425,27 +425,33 @@ if _HookChain is not None and _HookChain.__name__ != "HookChain":
 
 
 _compiling_thread: int | None = None  # the thread inside compile_only(), if any
+_compiling_kernels: frozenset | None = None  # ids of the kernels it only compiles (None: all)
 _compile_only_lock = threading.Lock()
 
 
 @contextlib.contextmanager
-def compile_only():
-    """Within this block, launches from the calling thread compile their kernel and run
-    nothing (``JITFunction.warmup``); other threads launch as usual.
+def compile_only(kernels=None):
+    """Within this block, launches of ``kernels`` (every kernel when None) from the calling
+    thread compile their kernel and run nothing (``JITFunction.warmup``); other kernels,
+    and every launch from other threads, run as usual.
 
     The tuner runs every candidate once this way inside a ``triton.AsyncCompileMode``, so
-    that all candidates compile at the same time in a thread pool before any is timed.
+    that all candidates compile at the same time in a thread pool before any is timed. It
+    names its own kernels: a candidate's run may launch others whose effect it needs (a
+    split-K lock buffer zeroed through gems' fill when gems is enabled), and those must run.
     Not reentrant: a nested block raises RuntimeError.
     """
-    global _compiling_thread
+    global _compiling_thread, _compiling_kernels
     with _compile_only_lock:
         if _compiling_thread is not None:
             raise RuntimeError("gemsops: compile_only() is already active")
+        _compiling_kernels = None if kernels is None else frozenset(id(k) for k in kernels)
         _compiling_thread = threading.get_ident()
     try:
         yield
     finally:
         _compiling_thread = None
+        _compiling_kernels = None
 
 
 def compiling_only() -> bool:
@@ -455,8 +461,8 @@ def compiling_only() -> bool:
 
 def _launch_normally(kernel, grid, args, constexprs):
     """Triton's own launch, ``kernel[grid](*args, **constexprs)``; inside
-    :func:`compile_only` (this thread) its ``warmup``: compiled, not run."""
-    if compiling_only():
+    :func:`compile_only` (this thread, one of its kernels) its ``warmup``: compiled, not run."""
+    if compiling_only() and (_compiling_kernels is None or id(kernel) in _compiling_kernels):
         return kernel.warmup(*args, grid=grid, **constexprs)
     return kernel[grid](*args, **constexprs)
 
@@ -491,8 +497,9 @@ class Plans(dict):
     arguments, output shapes) so that the next call with that signature skips the checks,
     layout work and tuner lookups and goes straight to allocation and launch. A model
     repeats a handful of signatures per op; the memo is bounded anyway and starts over
-    when full. Nothing is kept while a CUDA graph is being captured: a config chosen
-    then is a one-off default, not the tuned choice.
+    when full. Nothing is kept while a CUDA graph is being captured, nor inside another
+    tuner's compile pass (``compile_only``): a config chosen then is a one-off default,
+    not the tuned choice.
     """
 
     __slots__ = ("limit",)
@@ -502,8 +509,8 @@ class Plans(dict):
         self.limit = limit
 
     def keep(self, key, plan):
-        """Remember ``plan`` for ``key`` (unless capturing) and return it."""
-        if not _tuner.capturing():
+        """Remember ``plan`` for ``key`` (unless capturing or compiling) and return it."""
+        if not _tuner.capturing() and not compiling_only():
             if len(self) >= self.limit:
                 self.clear()
             self[key] = plan

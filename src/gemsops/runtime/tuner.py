@@ -208,6 +208,7 @@ class Tuner:
         self.candidates = [dict(c) for c in block.get("candidates", candidates or [])] or [self.default]
         src = "".join(getattr(k, "src", "") or "" for k in kernels) + json.dumps(self.candidates, sort_keys=True)
         self.source_hash = hashlib.sha256(src.encode()).hexdigest()[:16]
+        self.kernels = tuple(kernels)
         self.memory: dict = {}
         self.lock = threading.Lock()
         self.disk: DiskCache | None = None
@@ -250,7 +251,7 @@ class Tuner:
             return cfg
 
     def _tune(self, run) -> dict:
-        _compile_all(self.candidates, run)
+        _compile_all(self.candidates, run, self.kernels)
         best, best_ms = None, float("inf")
         for cfg in self.candidates:
             try:
@@ -272,8 +273,9 @@ def _compiling_only() -> bool:
     return launch.compiling_only()
 
 
-def _compile_all(candidates, run) -> None:
-    """Compile every candidate's kernels at once in a thread pool, running none of them.
+def _compile_all(candidates, run, kernels) -> None:
+    """Compile every candidate's ``kernels`` at once in a thread pool, running none of them
+    (other kernels a run launches do run: see ``launch.compile_only``).
 
     Compiling dominates a first tuning: 10-20 candidates at 0.2-1 s each, one after the
     other. Triton's compiler releases the GIL in its MLIR passes and in ptxas, so on a
@@ -282,12 +284,13 @@ def _compile_all(candidates, run) -> None:
     that does not compile is skipped here and fails again, measurably, when timed.
     """
     async_mode = getattr(triton, "AsyncCompileMode", None)  # Triton >= 3.4
-    if async_mode is None or len(candidates) < 2 or _workers() < 2:
+    # a tuner that names no kernels cannot say which launches to hold back: compile as we time
+    if async_mode is None or len(candidates) < 2 or _workers() < 2 or not kernels:
         return
     from . import launch
 
     try:
-        with launch.compile_only(), async_mode(_pool(), ignore_errors=True):
+        with launch.compile_only(kernels), async_mode(_pool(), ignore_errors=True):
             for cfg in candidates:
                 try:
                     run(cfg)
