@@ -49,6 +49,11 @@ def tiny_ops(device="cuda"):
         ("cat rotary halves", ("cat",), lambda i: torch.cat((i[0][..., 8:], i[0][..., :8]), -1),
          lambda: (t(1, 4, 2, 16).transpose(1, 2),)),
         ("add_ 16 (in place)", ("add",), lambda i: i[0].add_(i[1]), lambda: (t(16), t(16))),
+        # a Llama-style layer's prefill attention (GQA, causal): a dozen arguments to plan
+        ("sdpa causal 32/8 heads 128x64", ("sdpa",),
+         lambda i: F.scaled_dot_product_attention(i[0], i[1], i[2], is_causal=True, enable_gqa=True),
+         lambda: (t(1, 128, 32, 64).transpose(1, 2), t(1, 128, 8, 64).transpose(1, 2),
+                  t(1, 128, 8, 64).transpose(1, 2))),
         ("to fp32 16", ("_to_copy",), lambda i: i[0].to(torch.float32), lambda: (t(16),)),
     ]
 

@@ -1,4 +1,6 @@
 """flash_attn_varlen_func against float64 softmax(QK^T)V per sequence (FlashAttention-2 semantics)."""
+import importlib
+
 import pytest
 import torch
 
@@ -63,10 +65,14 @@ def test_strided_inputs_scale_and_out():
 
 
 def _force_config(monkeypatch, **cfg):
+    """Every attention tuner answers ``cfg``; plans kept by earlier calls are set aside."""
     from gemsops.ops import _attention
+    varlen_ops = importlib.import_module("gemsops.ops.flash_attn_varlen")
+    from gemsops.runtime import Plans
     cfg = dict(dict(BLOCK_M=16, BLOCK_N=16, num_warps=4, num_stages=2), **cfg)
     for tuner in (_attention._fwd_tuner, _attention._fwd_tuner_fp32):
         monkeypatch.setattr(tuner, "choose", lambda key, run: cfg)
+    monkeypatch.setattr(varlen_ops, "_PLANS", Plans())
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
@@ -99,6 +105,25 @@ def test_descriptor_config_with_strided_views_and_odd_heads(monkeypatch):
         q, k, v = qkv[:, 0], qkv[:, 1], qkv[:, 2]
         out = flash_attn_varlen_func(q, k, v, _cu(lens), 12, _cu(lens), 12, causal=True)
         _check(out, _packed_ref(q, k, v, lens, lens, True), torch.float32)
+
+
+@pytest.mark.parametrize("desc", [False, True])
+def test_plan_serves_other_lengths_of_one_signature(monkeypatch, desc):
+    # one plan per call signature (shapes, strides, max lengths): the next batch with the
+    # same totals but other sequence lengths, in new tensors, is read from its own
+    # cu_seqlens; the tuner is asked once
+    from gemsops.ops import _attention
+    _force_config(monkeypatch, DESC=desc)
+    cfg = dict(BLOCK_M=16, BLOCK_N=16, num_warps=4, num_stages=2, DESC=desc)
+    asked = []
+    monkeypatch.setattr(_attention._fwd_tuner_fp32, "choose", lambda key, run: asked.append(key) or cfg)
+    torch.manual_seed(0)
+    for q_lens, k_lens in (([5, 19, 8], [9, 19, 12]), ([19, 5, 8], [19, 10, 11]), ([8, 19, 5], [8, 19, 13])):
+        q = randn(sum(q_lens), 4, 16)
+        k, v = randn(sum(k_lens), 2, 16), randn(sum(k_lens), 2, 16)
+        out = flash_attn_varlen_func(q, k, v, _cu(q_lens), 19, _cu(k_lens), 19, causal=True)
+        _check(out, _packed_ref(q, k, v, q_lens, k_lens, True), torch.float32)
+    assert len(asked) == 1
 
 
 def _paged(lens, hkv, d, bs, dtype, hnd=False):

@@ -40,6 +40,15 @@ def _tol_scale(dtype):
 SHAPES = [(1, 2, 2, 5, 5, 16), (2, 4, 1, 7, 7, 24), (1, 8, 2, 3, 20, 32)]
 
 
+def _force_config(monkeypatch, cfg):
+    """Every attention tuner answers ``cfg``; plans kept by earlier calls are set aside."""
+    from gemsops.ops import _attention
+    from gemsops.runtime import Plans
+    for tuner in (_attention._fwd_tuner, _attention._fwd_tuner_fp32):
+        monkeypatch.setattr(tuner, "choose", lambda key, run: cfg)
+    monkeypatch.setattr(sdpa_ops, "_PLANS", Plans())
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shape,causal", [(s, c) for s in SHAPES for c in (False, True) if not c or s[3] == s[4]])
 def test_kernel_direct(dtype, causal, shape):
@@ -62,8 +71,7 @@ def test_kernel_direct(dtype, causal, shape):
 def test_descriptor_config(monkeypatch, dtype, causal, shape):
     # configs with DESC read through tensor descriptors (power-of-2 heads); others fall back
     from gemsops.ops import _attention
-    cfg = dict(_attention._fwd_tuner.default, DESC=True)
-    monkeypatch.setattr(_attention._fwd_tuner, "choose", lambda key, run: cfg)
+    _force_config(monkeypatch, dict(_attention._fwd_tuner.default, DESC=True))
     b, hq, hkv, sq, sk, d = shape
     q = randn(b, sq, hq, d, dtype=dtype).transpose(1, 2)
     k, v = randn(b, hkv, sk, d, dtype=dtype), randn(b, hkv, sk, d, dtype=dtype)
@@ -79,10 +87,7 @@ def test_head_chunk_order(monkeypatch, desc, chunk, causal):
     # HEAD_CHUNK reorders which program takes which (query block, head) of causal attention;
     # every pair must still be computed exactly once (3 does not divide 4 heads, and
     # non-causal attention ignores the option: the plain order serves both)
-    from gemsops.ops import _attention
-    cfg = dict(BLOCK_M=16, BLOCK_N=16, num_warps=4, num_stages=2, DESC=desc, HEAD_CHUNK=chunk)
-    monkeypatch.setattr(_attention._fwd_tuner, "choose", lambda key, run: cfg)
-    monkeypatch.setattr(_attention._fwd_tuner_fp32, "choose", lambda key, run: cfg)
+    _force_config(monkeypatch, dict(BLOCK_M=16, BLOCK_N=16, num_warps=4, num_stages=2, DESC=desc, HEAD_CHUNK=chunk))
     torch.manual_seed(0)
     b, hq, hkv, s, d = 2, 4, 2, 37, 16
     q = randn(b, hq, s, d, dtype=torch.float16)
@@ -90,6 +95,41 @@ def test_head_chunk_order(monkeypatch, desc, chunk, causal):
     out, lse = sdpa_flash_forward(q, k, v, causal)
     assert_close(out, _ref_bhsd(q, k, v, causal).half(), dtype=torch.float16, scale=_tol_scale(torch.float16))
     torch.testing.assert_close(lse.double(), _ref_lse(q, k, causal), atol=2e-3, rtol=2e-3)
+
+
+@pytest.mark.parametrize("desc", [False, True])
+def test_plan_serves_new_tensors_of_one_layout(monkeypatch, desc):
+    # the launch is planned once per call signature (the tuner is asked once); later calls
+    # with other tensors of that layout, at other addresses, get their own results
+    from gemsops.ops import _attention
+    asked = []
+    cfg = dict(BLOCK_M=16, BLOCK_N=16, num_warps=4, num_stages=2, DESC=desc)
+    _force_config(monkeypatch, cfg)
+    monkeypatch.setattr(_attention._fwd_tuner, "choose", lambda key, run: asked.append(key) or cfg)
+    torch.manual_seed(0)
+    for _ in range(3):
+        q = randn(2, 21, 4, 16, dtype=torch.float16).transpose(1, 2)
+        k, v = randn(2, 2, 21, 16, dtype=torch.float16), randn(2, 2, 21, 16, dtype=torch.float16)
+        out, lse = sdpa_flash_forward(q, k, v, True)
+        assert_close(out, _ref_bhsd(q, k, v, True).half(), dtype=torch.float16, scale=_tol_scale(torch.float16))
+        torch.testing.assert_close(lse.double(), _ref_lse(q, k, True), atol=2e-3, rtol=2e-3)
+    assert len(asked) == 1
+
+
+def test_descriptor_plan_with_misaligned_base(monkeypatch):
+    # a plan made for 16-byte aligned tensors, then called with q at an odd element offset
+    # (same shape and strides): tensor descriptors cannot take that base, the pointer
+    # kernel serves the call
+    from gemsops.ops import _attention
+    _force_config(monkeypatch, dict(_attention._fwd_tuner.default, DESC=True))
+    torch.manual_seed(0)
+    flat = randn(2 * 4 * 21 * 16 + 1, dtype=torch.float16)
+    k, v = randn(2, 4, 21, 16, dtype=torch.float16), randn(2, 4, 21, 16, dtype=torch.float16)
+    for offset in (0, 1):
+        q = flat[offset:offset + 2 * 4 * 21 * 16].view(2, 4, 21, 16)
+        assert (q.data_ptr() % 16 == 0) == (offset == 0)
+        out, _ = sdpa_flash_forward(q, k, v, False)
+        assert_close(out, _ref_bhsd(q, k, v, False).half(), dtype=torch.float16, scale=_tol_scale(torch.float16))
 
 
 def test_kernel_scale():

@@ -331,21 +331,16 @@ _fwd_tuner_fp32 = Tuner("attention_fwd_fp32", kernels=[_attn_fwd_kernel, _attn_f
                         default=_FP32_DEFAULT)
 
 
-def _desc_ok(tensors, head_dim) -> bool:
-    """Tensor descriptors need a power-of-2 head, unit last stride, 16-byte aligned rest."""
+def _desc_layout_ok(tensors, head_dim) -> bool:
+    """Tensor descriptors need a power-of-2 head, a unit last stride and 16-byte multiples
+    for the other strides (the base addresses are checked at each launch)."""
     if TensorDescriptor is None or head_dim < 16 or head_dim & (head_dim - 1):
         return False
     for t in tensors:
         size = t.element_size()
-        if t.stride(-1) != 1 or t.data_ptr() % 16 or any((st * size) % 16 for st in t.stride()[:-1]):
+        if t.stride(-1) != 1 or any((st * size) % 16 for st in t.stride()[:-1]):
             return False
     return True
-
-
-def _descriptor(t, rows):
-    """Blocks of ``rows`` rows of one head: [B, H, S, D] (dense) or [total, H, D] (packed)."""
-    block = [1, 1, rows, t.shape[3]] if t.dim() == 4 else [rows, 1, t.shape[2]]
-    return TensorDescriptor(t, list(t.shape), list(t.stride()), block)
 
 
 def _prec(dtype) -> str:
@@ -353,78 +348,76 @@ def _prec(dtype) -> str:
     return "ieee" if dtype == torch.float32 else "tf32"
 
 
-def attention_forward(q, k, v, out, *, q_strides, k_strides, v_strides, o_strides,
-                      batch, num_heads, num_kv_heads, head_dim, max_q, causal, scale,
-                      seqlen_q=0, seqlen_k=0, cu_q=None, cu_k=None, seqused_k=None,
-                      block_table=None, page_size=1, lse=None, lse_strides=(0, 0, 0), dense=None):
-    """Launch the shared forward kernel. Strides are (batch-or-page, row, head, dim) tuples.
+def attention_forward(q, k, v, out, *, lse=None, cu_q=None, cu_k=None, seqused_k=None, block_table=None,
+                      **layout):
+    """Launch the shared forward kernel: ``attention_plan(...)`` for these tensors, run once.
+
+    ``layout``: the keyword arguments of :func:`attention_plan` that are not tensors.
+    """
+    plan = attention_plan(q, k, v, out, lse=lse, cu_q=cu_q, cu_k=cu_k, seqused_k=seqused_k,
+                          block_table=block_table, **layout)
+    plan(q, k, v, out, lse, cu_q, cu_k, seqused_k, block_table)
+
+
+def _no_launch(*tensors):
+    pass
+
+
+def attention_plan(q, k, v, out, *, q_strides, k_strides, v_strides, o_strides,
+                   batch, num_heads, num_kv_heads, head_dim, max_q, causal, scale,
+                   seqlen_q=0, seqlen_k=0, cu_q=None, cu_k=None, seqused_k=None,
+                   block_table=None, page_size=1, lse=None, lse_strides=(0, 0, 0), dense=None):
+    """The forward launch for one call signature: ``plan(q, k, v, out, lse, cu_q, cu_k,
+    seqused_k, block_table)`` (None for absent tensors) with the tuner's config.
+
+    Strides are (batch-or-page, row, head, dim) tuples. Shapes, strides, lengths and flags
+    are fixed by the arguments given here, so a caller whose calls repeat (SDPA) can keep
+    the plan and call it with new tensors of the same layout; only their addresses may
+    differ. The tensors given here serve the tuner when it has to time candidates.
 
     ``dense``: the (q, k, v, out) ``[B, H, S, D]`` tensors of an SDPA call; configs with
     ``DESC: true`` then read them through tensor descriptors when their layout allows.
     """
     if batch == 0 or max_q == 0 or num_heads == 0:
-        return
+        return _no_launch
     block_d = max(16, next_pow2(head_dim))
     paged = block_table is not None
-    int64 = needs_int64(q, out) or (not paged and needs_int64(k, v))
-    upcast = dot_upcast()
-    dummy = q
     # query-length buckets from 128 to 2048 tune apart: at 512 causal rows per sequence, the
     # shortest loops favour small tiles (H100: 64x64 pointer tiles 230 TF/s against 204 for
     # 128x128 descriptors), at 2048 and more the descriptor tiles win (417-474 against 372-414)
     rows = bucket(max_q)
     key = (q.dtype, block_d, causal, paged, dense is not None, 0 if rows < 128 else min(rows, 2048))
-    cu_q_t = cu_q if cu_q is not None else dummy
-    cu_k_t = cu_k if cu_k is not None else dummy
-    su_t = seqused_k if seqused_k is not None else dummy
-    bt_t = block_table if paged else dummy
-    group = num_heads // num_kv_heads
-    qk_scale = scale * LOG2E
     # configs with DESC read through tensor descriptors: the dense tensors of an SDPA call,
     # or the packed q/k/v of a varlen call without paging (o_strides[3] == 1: a unit last stride)
-    desc_inputs = None
     varlen_desc = dense is None and cu_q is not None and cu_k is not None and not paged and seqused_k is None
-    if dense is not None and _desc_ok(dense, head_dim):
-        desc_inputs = dense[:3]
-    elif varlen_desc and q.dim() == 3 and k.dim() == 3 and _desc_ok((q, k, v), head_dim) and o_strides[3] == 1:
-        desc_inputs = (q, k, v)
+    if dense is not None and _desc_layout_ok(dense, head_dim):
+        desc_inputs = dense
+    elif varlen_desc and q.dim() == 3 and k.dim() == 3 and _desc_layout_ok((q, k, v), head_dim) and o_strides[3] == 1:
+        desc_inputs = (q, k, v, q)  # packed outputs are stored by pointer; the 4th is unused
     else:
-        varlen_desc = False
+        desc_inputs = None
+    fixed = dict(
+        q_strides=q_strides, k_strides=k_strides, v_strides=v_strides, o_strides=o_strides,
+        lse_strides=lse_strides, batch=batch, num_heads=num_heads, group=num_heads // num_kv_heads,
+        head_dim=head_dim, block_d=block_d, max_q=max_q, causal=bool(causal), qk_scale=scale * LOG2E,
+        seqlen_q=seqlen_q, seqlen_k=seqlen_k, paged=paged, page_size=page_size,
+        bt_stride=block_table.stride(0) if paged else 0, dtype=q.dtype, out_dtype=out.dtype,
+        store_lse=lse is not None, varlen_q=cu_q is not None, varlen_k=cu_k is not None,
+        sequsedk=seqused_k is not None, varlen_desc=desc_inputs is not None and dense is None,
+        int64=needs_int64(q, out) or (not paged and needs_int64(k, v)),
+        described=None if desc_inputs is None else [
+            (list(t.shape), list(t.stride())) for t in desc_inputs],
+    )
+    plans: dict = {}
+
+    def plan_for(cfg):
+        plan = plans.get(id(cfg))
+        if plan is None:
+            plan = plans[id(cfg)] = _launch_plan(cfg, **fixed)
+        return plan
 
     def run(cfg):
-        block_m = cfg.get("BLOCK_M", 64)
-        block_n = cfg.get("BLOCK_N", 64)
-        if max_q <= 16:
-            block_m = 16  # decode-like batches: a 16-row tile is the smallest dot
-        # without a causal mask every query block costs the same: nothing to reorder
-        chunk = cfg.get("HEAD_CHUNK", 1) if causal else 1
-        if num_heads % chunk:
-            chunk = 1
-        grid = (cdiv(max_q, block_m) * chunk, num_heads // chunk, batch)
-        if cfg.get("DESC") and desc_inputs is not None:
-            dq, dk, dv = (_descriptor(t, rows) for t, rows in zip(desc_inputs, (block_m, block_n, block_n)))
-            do = dq if varlen_desc else _descriptor(dense[3], block_m)  # packed outputs are stored by pointer
-            launcher(_attn_fwd_desc_kernel)[grid](
-                dq, dk, dv, do, out, lse if lse is not None else dummy, cu_q_t, cu_k_t, qk_scale, seqlen_q,
-                seqlen_k, o_strides[1], o_strides[2], *lse_strides,
-                GROUP=group, HEAD_DIM=head_dim, BLOCK_M=block_m, BLOCK_N=block_n, CAUSAL=bool(causal),
-                STORE_LSE=lse is not None, UPCAST=upcast, PREC=_prec(q.dtype), OUT_DTYPE=TL_DTYPE[out.dtype],
-                NUM_STAGES=cfg.get("num_stages", 2), POS_SCALE=qk_scale > 0, HEAD_CHUNK=chunk, VARLEN=varlen_desc,
-                num_warps=cfg.get("num_warps", 4), num_stages=cfg.get("num_stages", 2),
-            )
-            return
-        launcher(_attn_fwd_kernel)[grid](
-            q, k, v, out, lse if lse is not None else dummy, cu_q_t, cu_k_t, su_t, bt_t,
-            qk_scale, seqlen_q, seqlen_k,
-            *q_strides, *k_strides, *v_strides, *o_strides, *lse_strides,
-            block_table.stride(0) if paged else 0,
-            GROUP=group, HEAD_DIM=head_dim, BLOCK_D=block_d, BLOCK_M=block_m, BLOCK_N=block_n,
-            CAUSAL=bool(causal), VARLEN_Q=cu_q is not None, VARLEN_K=cu_k is not None,
-            SEQUSED=seqused_k is not None, PAGED=paged, PAGE=page_size,
-            STORE_LSE=lse is not None, INT64=int64, UPCAST=upcast, PREC=_prec(q.dtype),
-            NUM_STAGES=cfg.get("num_stages", 2), POS_SCALE=qk_scale > 0, HEAD_CHUNK=chunk,
-            num_warps=cfg.get("num_warps", 4), num_stages=cfg.get("num_stages", 2),
-        )
+        plan_for(cfg)(q, k, v, out, lse, cu_q, cu_k, seqused_k, block_table)
 
     # heads wider than 128 get their own configs: a 128-row Q tile with 256-wide K/V
     # tiles exceeds the register and shared-memory budget
@@ -432,7 +425,58 @@ def attention_forward(q, k, v, out, *, q_strides, k_strides, v_strides, o_stride
         tuner = _fwd_tuner_fp32
     else:
         tuner = _fwd_tuner_wide if block_d > 128 else _fwd_tuner
-    run(tuner.choose(key, run))
+    return plan_for(tuner.choose(key, run))
+
+
+def _launch_plan(cfg, *, q_strides, k_strides, v_strides, o_strides, lse_strides, batch, num_heads, group,
+                 head_dim, block_d, max_q, causal, qk_scale, seqlen_q, seqlen_k, paged, page_size, bt_stride,
+                 dtype, out_dtype, store_lse, varlen_q, varlen_k, sequsedk, varlen_desc, int64, described):
+    """``cfg``'s launch for one call signature (see :func:`attention_plan`)."""
+    block_m = cfg.get("BLOCK_M", 64)
+    block_n = cfg.get("BLOCK_N", 64)
+    if max_q <= 16:
+        block_m = 16  # decode-like batches: a 16-row tile is the smallest dot
+    # without a causal mask every query block costs the same: nothing to reorder
+    chunk = cfg.get("HEAD_CHUNK", 1) if causal else 1
+    if num_heads % chunk:
+        chunk = 1
+    grid = (cdiv(max_q, block_m) * chunk, num_heads // chunk, batch)
+    common = dict(GROUP=group, HEAD_DIM=head_dim, BLOCK_M=block_m, BLOCK_N=block_n, CAUSAL=causal,
+                  STORE_LSE=store_lse, UPCAST=dot_upcast(), PREC=_prec(dtype), NUM_STAGES=cfg.get("num_stages", 2),
+                  POS_SCALE=qk_scale > 0, HEAD_CHUNK=chunk,
+                  num_warps=cfg.get("num_warps", 4), num_stages=cfg.get("num_stages", 2))
+    by_pointer = launcher(_attn_fwd_kernel).bind(
+        BLOCK_D=block_d, VARLEN_Q=varlen_q, VARLEN_K=varlen_k, SEQUSED=sequsedk, PAGED=paged, PAGE=page_size,
+        INT64=int64, **common,
+    ).prepare(grid, (qk_scale, seqlen_q, seqlen_k, *q_strides, *k_strides, *v_strides, *o_strides, *lse_strides,
+                     bt_stride))
+
+    def launch_by_pointer(q, k, v, out, lse, cu_q, cu_k, seqused_k, block_table):
+        # absent tensors: any pointer will do, the flags keep the kernel from reading them
+        by_pointer(q, k, v, out, q if lse is None else lse, q if cu_q is None else cu_q,
+                   q if cu_k is None else cu_k, q if seqused_k is None else seqused_k,
+                   q if block_table is None else block_table)
+
+    if not cfg.get("DESC") or described is None:
+        return launch_by_pointer
+    blocks = ([1, 1, block_m, head_dim], [1, 1, block_n, head_dim]) if len(described[0][0]) == 4 else \
+        ([block_m, 1, head_dim], [block_n, 1, head_dim])
+    by_descriptor = launcher(_attn_fwd_desc_kernel).bind(
+        OUT_DTYPE=TL_DTYPE[out_dtype], VARLEN=varlen_desc, **common,
+    ).prepare_described(grid, (qk_scale, seqlen_q, seqlen_k, o_strides[1], o_strides[2], *lse_strides),
+                        [(shape, strides, blocks[0 if j in (0, 3) else 1])
+                         for j, (shape, strides) in enumerate(described)])
+
+    def launch_by_descriptor(q, k, v, out, lse, cu_q, cu_k, seqused_k, block_table):
+        stored = q if varlen_desc else out
+        if (q.data_ptr() | k.data_ptr() | v.data_ptr() | stored.data_ptr()) & 15:
+            # tensor descriptors need 16-byte aligned base addresses
+            launch_by_pointer(q, k, v, out, lse, cu_q, cu_k, seqused_k, block_table)
+            return
+        by_descriptor(q, k, v, stored, out, q if lse is None else lse, q if cu_q is None else cu_q,
+                      q if cu_k is None else cu_k)
+
+    return launch_by_descriptor
 
 
 def torch_attention(q, k, v, causal, scale):

@@ -35,6 +35,20 @@ def broadcast_shapes(*shapes) -> torch.Size:
     return torch.broadcast_shapes(*shapes)
 
 
+if VENDOR is not None and VENDOR.device_type == "cuda":
+    _current_device = torch._C._cuda_getDevice
+else:  # CPU tensors (the interpreter) have device index -1
+    def _current_device():
+        return -1
+
+
+def on_current_device(t: torch.Tensor) -> bool:
+    """True when ``t`` lives on the current device: Triton launches there and nowhere else
+    (a tensor on cuda:1 while cuda:0 is current goes to torch)."""
+    dev = t.get_device()
+    return dev < 0 or dev == _current_device()
+
+
 def kernel_dtype_ok(dtype: torch.dtype) -> bool:
     """Floating dtypes the vendor supports, plus the integer and bool dtypes Triton has."""
     if dtype in FLOATING:

@@ -3,19 +3,20 @@ from __future__ import annotations
 
 import torch
 
-from ..runtime import on_vendor_device
-from ._attention import attention_forward, default_scale, torch_attention
-from ._common import kernel_dtype_ok
+from ..runtime import Plans, on_vendor_device
+from ._attention import attention_plan, default_scale, torch_attention
+from ._common import kernel_dtype_ok, on_current_device
 from .paged_attention import _layout_strides, decode
 
 __all__ = ["flash_attn_varlen_func"]
 
 _DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 _INDEX = (torch.int32, torch.int64)
+_PLANS = Plans()  # call signature -> attention_plan's launch
 
 
 def _kernel_ok(q, k, v, cu_q, cu_k, seqused_k, block_table, out) -> bool:
-    if not on_vendor_device(q, k, v, cu_q, cu_k, seqused_k, block_table, out):
+    if not on_vendor_device(q, k, v, cu_q, cu_k, seqused_k, block_table, out) or not on_current_device(q):
         return False
     if q.dtype not in _DTYPES or not kernel_dtype_ok(q.dtype) or k.dtype != q.dtype or v.dtype != q.dtype:
         return False
@@ -52,22 +53,31 @@ def flash_attn_varlen_func(q, k, v, cu_seqlens_q, max_seqlen_q, cu_seqlens_k=Non
         decode(q, k, v, block_table, lens, scale, _layout_strides(k, v, "flash"), "flash", None, out,
                cu_q=cu_seqlens_q)
         return out
-    if paged:
-        k_strides = (k.stride(0), k.stride(1), k.stride(2), k.stride(3))
-        v_strides = (v.stride(0), v.stride(1), v.stride(2), v.stride(3))
-    else:
-        k_strides = (0, k.stride(0), k.stride(1), k.stride(2))
-        v_strides = (0, v.stride(0), v.stride(1), v.stride(2))
-    attention_forward(
-        q, k, v, out,
-        q_strides=(0, q.stride(0), q.stride(1), q.stride(2)),
-        k_strides=k_strides, v_strides=v_strides,
-        o_strides=(0, out.stride(0), out.stride(1), out.stride(2)),
-        batch=cu_seqlens_q.numel() - 1, num_heads=q.shape[1], num_kv_heads=k.shape[-2],
-        head_dim=head_dim, max_q=int(max_seqlen_q), causal=causal, scale=scale,
-        cu_q=cu_seqlens_q, cu_k=cu_seqlens_k, seqused_k=seqused_k,
-        block_table=block_table, page_size=k.shape[1] if paged else 1,
-    )
+    # a plan per call signature: what a layer sends again at the next step with the same
+    # batch shape skips the layout work (the lengths themselves are read by the kernel)
+    signature = (q.shape, q.stride(), k.shape, k.stride(), v.stride(), out.shape, out.stride(),
+                 cu_seqlens_q.shape[0], None if cu_seqlens_k is None else cu_seqlens_k.shape[0],
+                 seqused_k is not None, None if block_table is None else (block_table.shape, block_table.stride()),
+                 int(max_seqlen_q), bool(causal), scale, q.dtype, q.get_device())
+    plan = _PLANS.get(signature)
+    if plan is None:
+        if paged:
+            k_strides = (k.stride(0), k.stride(1), k.stride(2), k.stride(3))
+            v_strides = (v.stride(0), v.stride(1), v.stride(2), v.stride(3))
+        else:
+            k_strides = (0, k.stride(0), k.stride(1), k.stride(2))
+            v_strides = (0, v.stride(0), v.stride(1), v.stride(2))
+        plan = _PLANS.keep(signature, attention_plan(
+            q, k, v, out,
+            q_strides=(0, q.stride(0), q.stride(1), q.stride(2)),
+            k_strides=k_strides, v_strides=v_strides,
+            o_strides=(0, out.stride(0), out.stride(1), out.stride(2)),
+            batch=cu_seqlens_q.numel() - 1, num_heads=q.shape[1], num_kv_heads=k.shape[-2],
+            head_dim=head_dim, max_q=int(max_seqlen_q), causal=causal, scale=scale,
+            cu_q=cu_seqlens_q, cu_k=cu_seqlens_k, seqused_k=seqused_k,
+            block_table=block_table, page_size=k.shape[1] if paged else 1,
+        ))
+    plan(q, k, v, out, None, cu_seqlens_q, cu_seqlens_k, seqused_k, block_table)
     return out
 
 

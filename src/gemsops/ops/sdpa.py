@@ -35,9 +35,9 @@ from __future__ import annotations
 
 import torch
 
-from ..runtime import VENDOR, Unsupported, declare, on_vendor_device, with_fallback
-from ._attention import attention_forward, default_scale
-from ._common import kernel_dtype_ok
+from ..runtime import VENDOR, Plans, Unsupported, declare, on_vendor_device, with_fallback
+from ._attention import attention_plan, default_scale
+from ._common import kernel_dtype_ok, on_current_device
 
 __all__ = ["sdpa_flash_forward"]
 
@@ -71,10 +71,22 @@ def _check_causal(query, key, is_causal):
 def _like_query(query):
     """An output for ``query``'s shape in its dimension order ([B,H,S,D] or [B,S,H,D] storage),
     the way torch's flash and cuDNN kernels allocate theirs."""
-    order = sorted(range(3), key=lambda i: -query.stride(i)) + [3]
-    inverse = [order.index(i) for i in range(4)]
-    return torch.empty([query.shape[i] for i in order], dtype=query.dtype,
-                       device=query.device).permute(inverse)
+    shape, stride = query.shape, query.stride()
+    strides = _OUT_STRIDES.get((shape, stride))
+    if strides is None:
+        order = sorted(range(3), key=lambda i: -stride[i]) + [3]
+        strides = [0] * 4
+        step = 1
+        for i in reversed(order):
+            strides[i] = step
+            step *= shape[i]
+        if len(_OUT_STRIDES) >= 1024:
+            _OUT_STRIDES.clear()
+        strides = _OUT_STRIDES[(shape, stride)] = tuple(strides)
+    return torch.empty_strided(shape, strides, dtype=query.dtype, device=query.device)
+
+
+_OUT_STRIDES: dict = {}  # (query shape, strides) -> the output's strides
 
 
 def sdpa_flash_forward(query, key, value, is_causal=False, scale=None, out=None, lse=None):
@@ -83,29 +95,47 @@ def sdpa_flash_forward(query, key, value, is_causal=False, scale=None, out=None,
     ``out`` and ``lse`` (``[B, H, Sq]`` fp32, any strides) may be given to write into.
     """
     b, h, sq, d = query.shape
-    sk, hk = key.shape[2], key.shape[1]
     if out is None:
         out = torch.empty((b, sq, h, d), dtype=query.dtype, device=query.device).transpose(1, 2)
     if lse is None:
         lse = torch.empty((b, h, sq), dtype=torch.float32, device=query.device)
+    _forward(query, key, value, is_causal, scale, out, lse)
+    return out, lse
+
+
+def _forward(query, key, value, is_causal, scale, out, lse):
+    """``sdpa_flash_forward`` into ``out``; ``lse`` None: no log-sum-exp is stored."""
+    b, h, sq, d = query.shape
+    sk, hk = key.shape[2], key.shape[1]
     if is_causal and sq != sk:
         raise Unsupported
+    if not on_current_device(query):
+        raise Unsupported
     if b == 0 or h == 0 or sq == 0:
-        return out, lse
+        return
     if sk == 0:
         out.zero_()
-        lse.fill_(float("-inf"))
-        return out, lse
-    qs, ks, vs, os_ = query.stride(), key.stride(), value.stride(), out.stride()
-    attention_forward(
-        query, key, value, out,
-        q_strides=(qs[0], qs[2], qs[1], qs[3]), k_strides=(ks[0], ks[2], ks[1], ks[3]),
-        v_strides=(vs[0], vs[2], vs[1], vs[3]), o_strides=(os_[0], os_[2], os_[1], os_[3]),
-        batch=b, num_heads=h, num_kv_heads=hk, head_dim=d, max_q=sq, causal=is_causal,
-        scale=default_scale(d, scale), seqlen_q=sq, seqlen_k=sk,
-        lse=lse, lse_strides=lse.stride(), dense=(query, key, value, out),
-    )
-    return out, lse
+        if lse is not None:
+            lse.fill_(float("-inf"))
+        return
+    # a model sends a few signatures per layer shape: everything but the addresses is planned
+    signature = (query.shape, query.stride(), key.shape, key.stride(), value.stride(), out.stride(),
+                 None if lse is None else lse.stride(), bool(is_causal), scale, query.dtype, query.get_device())
+    plan = _PLANS.get(signature)
+    if plan is None:
+        qs, ks, vs, os_ = query.stride(), key.stride(), value.stride(), out.stride()
+        plan = _PLANS.keep(signature, attention_plan(
+            query, key, value, out,
+            q_strides=(qs[0], qs[2], qs[1], qs[3]), k_strides=(ks[0], ks[2], ks[1], ks[3]),
+            v_strides=(vs[0], vs[2], vs[1], vs[3]), o_strides=(os_[0], os_[2], os_[1], os_[3]),
+            batch=b, num_heads=h, num_kv_heads=hk, head_dim=d, max_q=sq, causal=is_causal,
+            scale=default_scale(d, scale), seqlen_q=sq, seqlen_k=sk,
+            lse=lse, lse_strides=(0, 0, 0) if lse is None else lse.stride(), dense=(query, key, value, out),
+        ))
+    plan(query, key, value, out, lse, None, None, None, None)
+
+
+_PLANS = Plans()  # call signature -> attention_plan's launch
 
 
 @with_fallback("_scaled_dot_product_flash_attention")
@@ -135,8 +165,8 @@ def scaled_dot_product_cudnn_attention(query, key, value, attn_bias, compute_log
     b, h, sq, _ = query.shape
     dev = query.device
     lse = torch.empty((b, h, sq, 1), dtype=torch.float32, device=dev) if compute_log_sumexp else None
-    out, _ = sdpa_flash_forward(query, key, value, is_causal, scale, out=_like_query(query),
-                                lse=lse[..., 0] if lse is not None else None)
+    out = _like_query(query)
+    _forward(query, key, value, is_causal, scale, out, lse[..., 0] if lse is not None else None)
     seed = torch.empty((), dtype=torch.int64, device=dev)
     offset = torch.empty((), dtype=torch.int64, device=dev)
     return out, lse, None, None, sq, key.shape[2], seed, offset, None
@@ -156,8 +186,7 @@ def scaled_dot_product_efficient_attention(query, key, value, attn_bias, compute
         lse = torch.full((b, h, rows), float("inf"), dtype=torch.float32, device=dev)
     else:
         lse = torch.empty((b, h, 0), dtype=torch.float32, device=dev)
-    sdpa_flash_forward(query, key, value, is_causal, scale, out=out,
-                       lse=lse[:, :, :sq] if compute_log_sumexp else None)
+    _forward(query, key, value, is_causal, scale, out, lse[:, :, :sq] if compute_log_sumexp else None)
     seed = torch.empty((), dtype=torch.int64)
     offset = torch.empty((), dtype=torch.int64)
     return out, lse, seed, offset
