@@ -43,6 +43,16 @@ def _env(cache):
     return dict(os.environ, PYTHONPATH=str(ROOT / "src"), GEMS_CACHE_DIR=str(cache))
 
 
+def _tuning_enabled(monkeypatch, tmp_path, workers=None):
+    """Tuners time candidates here (with the test's fake timer), into an empty disk cache;
+    a test's tuners do not outlive it. ``workers``: CPU cores the compile pass sees."""
+    monkeypatch.setenv("GEMS_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(tuner, "_TUNERS", list(tuner._TUNERS))
+    monkeypatch.setattr(tuner, "can_benchmark", lambda: True)
+    if workers is not None:
+        monkeypatch.setattr(tuner, "_workers", lambda: workers)
+
+
 def run_script(cache, keys):
     res = subprocess.run([sys.executable, "-c", SCRIPT, keys], capture_output=True, text=True,
                          env=_env(cache), check=True)
@@ -164,9 +174,7 @@ def test_uncapturable_call_is_timed_the_plain_way():
 def test_under_graph_capture_disk_hits_serve_and_misses_get_an_unkept_default(tmp_path, monkeypatch):
     # inside a CUDA graph capture nothing can be timed: a config already on disk is used,
     # an untuned key runs the default for this call only and is tuned after the capture
-    monkeypatch.setenv("GEMS_CACHE_DIR", str(tmp_path))
-    monkeypatch.setattr(tuner, "_TUNERS", list(tuner._TUNERS))  # the test tuner does not outlive the test
-    monkeypatch.setattr(tuner, "can_benchmark", lambda: True)
+    _tuning_enabled(monkeypatch, tmp_path)
     timed = []
     monkeypatch.setattr(tuner, "benchmark", lambda fn: timed.append(1) or 1.0)
     t = tuner.Tuner("unit_test_capture", default={"BLOCK": 8}, candidates=[{"BLOCK": 8}, {"BLOCK": 16}])
@@ -189,10 +197,7 @@ def test_candidates_compile_together_before_any_is_timed(tmp_path, monkeypatch):
     from gemsops.runtime import launch
 
     pytest.importorskip("triton").AsyncCompileMode  # noqa: B018  (Triton >= 3.4)
-    monkeypatch.setenv("GEMS_CACHE_DIR", str(tmp_path))
-    monkeypatch.setattr(tuner, "_TUNERS", list(tuner._TUNERS))
-    monkeypatch.setattr(tuner, "can_benchmark", lambda: True)
-    monkeypatch.setattr(tuner, "_workers", lambda: 4)
+    _tuning_enabled(monkeypatch, tmp_path, workers=4)
     calls = []
 
     def run(cfg):
@@ -230,10 +235,7 @@ def test_compile_pass_holds_back_only_the_tuners_own_kernels(tmp_path, monkeypat
     from tests.util import DEVICE
 
     pytest.importorskip("triton").AsyncCompileMode  # noqa: B018  (Triton >= 3.4)
-    monkeypatch.setenv("GEMS_CACHE_DIR", str(tmp_path))
-    monkeypatch.setattr(tuner, "_TUNERS", list(tuner._TUNERS))
-    monkeypatch.setattr(tuner, "can_benchmark", lambda: True)
-    monkeypatch.setattr(tuner, "_workers", lambda: 4)
+    _tuning_enabled(monkeypatch, tmp_path, workers=4)
     monkeypatch.setattr(tuner, "benchmark", lambda fn: fn() or 1.0)
     fill = launch.launcher(_fill_kernel).bind(BLOCK=16)
     add_one = launch.launcher(_add_one_kernel).bind(BLOCK=16)
@@ -257,9 +259,7 @@ def test_a_tuner_reached_while_another_compiles_gets_an_unkept_default(tmp_path,
     # runs, so the inner one must not time (or remember) anything then
     from gemsops.runtime import launch
 
-    monkeypatch.setenv("GEMS_CACHE_DIR", str(tmp_path))
-    monkeypatch.setattr(tuner, "_TUNERS", list(tuner._TUNERS))
-    monkeypatch.setattr(tuner, "can_benchmark", lambda: True)
+    _tuning_enabled(monkeypatch, tmp_path)
     timed = []
     monkeypatch.setattr(tuner, "benchmark", lambda fn: fn() or timed.append(1) or 1.0)
     inner = tuner.Tuner("unit_test_inner", default={"BLOCK": 4}, candidates=[{"BLOCK": 4}, {"BLOCK": 8}])

@@ -348,17 +348,6 @@ def _prec(dtype) -> str:
     return "ieee" if dtype == torch.float32 else "tf32"
 
 
-def attention_forward(q, k, v, out, *, lse=None, cu_q=None, cu_k=None, seqused_k=None, block_table=None,
-                      **layout):
-    """Launch the shared forward kernel: ``attention_plan(...)`` for these tensors, run once.
-
-    ``layout``: the keyword arguments of :func:`attention_plan` that are not tensors.
-    """
-    plan = attention_plan(q, k, v, out, lse=lse, cu_q=cu_q, cu_k=cu_k, seqused_k=seqused_k,
-                          block_table=block_table, **layout)
-    plan(q, k, v, out, lse, cu_q, cu_k, seqused_k, block_table)
-
-
 def _no_launch(*tensors):
     pass
 

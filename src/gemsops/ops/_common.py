@@ -36,9 +36,10 @@ def broadcast_shapes(*shapes) -> torch.Size:
 
 
 if VENDOR is not None and VENDOR.device_type == "cuda":
-    _current_device = torch._C._cuda_getDevice
+    current_device = torch._C._cuda_getDevice  # the index Triton launches on
 else:  # CPU tensors (the interpreter) have device index -1
-    def _current_device():
+    def current_device() -> int:
+        """The index Triton launches on (-1 where tensors live on the CPU)."""
         return -1
 
 
@@ -46,7 +47,7 @@ def on_current_device(t: torch.Tensor) -> bool:
     """True when ``t`` lives on the current device: Triton launches there and nowhere else
     (a tensor on cuda:1 while cuda:0 is current goes to torch)."""
     dev = t.get_device()
-    return dev < 0 or dev == _current_device()
+    return dev < 0 or dev == current_device()
 
 
 def kernel_dtype_ok(dtype: torch.dtype) -> bool:

@@ -41,7 +41,7 @@ import triton.language as tl
 
 from ..runtime import VENDOR, Plans, Tuner, Unsupported, bucket, launcher
 from ..runtime import capturing as _capturing  # a module name, so tests can stand in for a capture
-from ._common import INT32_MAX, cdiv, dot_upcast
+from ._common import INT32_MAX, cdiv, current_device, dot_upcast
 
 try:
     from triton.tools.tensor_descriptor import TensorDescriptor
@@ -235,14 +235,9 @@ def _tf32_allowed():
     return False
 
 
-def _current_device():
-    return -1
-
-
 if VENDOR is not None and VENDOR.device_type == "cuda":
     _tf32_allowed = getattr(torch._C, "_get_cublas_allow_tf32", None) or (
         lambda: torch.backends.cuda.matmul.allow_tf32)
-    _current_device = getattr(torch._C, "_cuda_getDevice", None) or torch.cuda.current_device
 
 
 class _Workspace:
@@ -286,7 +281,7 @@ def gemm(a, sa, b, sb, c, sc, x, sx, batch, M, N, K, alpha=1.0, beta=1.0):
     dtype = a.dtype
     dev = a.get_device()
     if b.get_device() != dev or c.get_device() != dev or (x is not None and x.get_device() != dev) or (
-            dev >= 0 and dev != _current_device()):
+            dev >= 0 and dev != current_device()):
         raise Unsupported  # torch's device errors; Triton launches on the current device only
     ieee = dtype is not torch.float32 or not _tf32_allowed()
     key = (M, N, K, batch, dtype, sa, sb, sc, None if x is None else sx, alpha != 1, beta != 1, ieee, dev)

@@ -27,7 +27,7 @@ import triton
 import triton.language as tl
 
 from ..runtime import VENDOR, Tuner, declare, fallback, launcher, on_vendor_device, plain_tensors
-from ._common import cdiv, next_pow2
+from ._common import cdiv, current_device, next_pow2
 
 __all__ = ["cross_entropy"]
 
@@ -152,10 +152,6 @@ def _ce_bwd_kernel(X, T, W, WS, G, DX, N, C, sxn, st, sg, ignore_index, smoothin
 _tuner = Tuner("cross_entropy", kernels=[_ce_fwd_kernel, _ce_reduce_kernel, _ce_bwd_kernel])
 
 
-def _current_device_index() -> int:
-    return torch.cuda.current_device() if VENDOR.device_type == "cuda" else -1
-
-
 def _kernel_ok(x, target, weight, reduction, label_smoothing) -> bool:
     if VENDOR is None or not plain_tensors(x, target, weight) or not on_vendor_device(x, target, weight):
         return False
@@ -168,7 +164,7 @@ def _kernel_ok(x, target, weight, reduction, label_smoothing) -> bool:
     if not isinstance(label_smoothing, (int, float)) or not 0.0 <= label_smoothing <= 1.0:
         return False  # torch's error message
     dev = x.get_device()
-    if target.get_device() != dev or dev != _current_device_index():
+    if target.get_device() != dev or dev != current_device():
         return False
     if weight is not None:
         if (weight.shape != (x.shape[1],) or weight.dtype != x.dtype or weight.stride(0) != 1
