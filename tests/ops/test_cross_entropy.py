@@ -257,3 +257,18 @@ def test_more_than_2_31_elements():
     xr = x[last].detach().float().requires_grad_()
     (F.cross_entropy(xr, t[last], reduction="sum") / n).backward()
     assert_close(xg.grad[last].float(), xr.grad, torch.bfloat16, scale=2)
+
+
+def test_forward_mode_ad_keeps_its_tangent():
+    # dual tensors of forward-mode AD reach the autograd-level kernel; the tangent
+    # propagates only through torch's composite
+    import torch.autograd.forward_ad as fwAD
+
+    x, t = _logits(4, 8, torch.float32), _targets(4, 8)
+    tangent = torch.randn_like(x)
+    with fwAD.dual_level():
+        want = fwAD.unpack_dual(F.cross_entropy(fwAD.make_dual(x, tangent), t)).tangent
+    with gemsops.use_gems(include=["cross_entropy"]), fwAD.dual_level():
+        got = fwAD.unpack_dual(F.cross_entropy(fwAD.make_dual(x, tangent), t)).tangent
+    assert got is not None
+    assert_close(got, want)

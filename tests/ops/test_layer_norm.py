@@ -117,3 +117,43 @@ def test_public_layer_norm_is_differentiable():
     refs = torch.autograd.grad(torch.nn.functional.layer_norm(xd, [24], wd, bd), (xd, wd, bd), g.double())
     for a, e in zip(grads, refs):
         assert_close(a, e.float(), scale=4)
+
+
+@pytest.mark.parametrize("mode", ["no_grad", "inference_mode", "no_grad_needed"])
+def test_layer_norm_without_autograd_is_one_gems_call(mode):
+    # F.layer_norm where nothing records a gradient: gems takes aten::layer_norm itself
+    # (no native_layer_norm dispatch, no mean/rstd); each call reads its own arguments
+    from tests.gems_probe import GemsProbe
+
+    ctx = {"no_grad": torch.no_grad, "inference_mode": torch.inference_mode,
+           "no_grad_needed": torch.enable_grad}[mode]
+    cases = [(randn(3, 5, 40), randn(40), randn(40), 1e-5),
+             (randn(6, 40)[::2], None, randn(40), 0.25),
+             (randn(2, 40, dtype=torch.bfloat16), randn(40, dtype=torch.bfloat16), None, 1e-6)]
+    wants = [reference(torch.ops.aten.layer_norm, x, [40], w, b, eps) for x, w, b, eps in cases]
+    with GemsProbe() as probe, gemsops.use_gems(include=["layer_norm"]), ctx():
+        for _ in range(2):  # the second call takes the planned launch
+            for (x, w, b, eps), want in zip(cases, wants):
+                got = torch.nn.functional.layer_norm(x, [40], w, b, eps)
+                assert got.dtype == x.dtype and got.shape == x.shape
+                assert_close(got, want.to(got.dtype), got.dtype, scale=2)
+    assert probe.served["layer_norm"] == 6 and probe.routed["layer_norm"] == 0, probe.served
+    assert probe.served["native_layer_norm"] == 0
+
+
+def test_layer_norm_under_tracing_and_forward_ad_takes_torchs_composite():
+    import torch.autograd.forward_ad as fwAD
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    x, w, b, t = randn(4, 24), randn(24), randn(24), randn(4, 24)
+    with fwAD.dual_level():
+        want = fwAD.unpack_dual(torch.nn.functional.layer_norm(fwAD.make_dual(x, t), [24], w, b)).tangent
+    with gemsops.use_gems(include=["layer_norm"]):
+        with fwAD.dual_level():
+            out = torch.nn.functional.layer_norm(fwAD.make_dual(x, t), [24], w, b)
+            got = fwAD.unpack_dual(out).tangent
+        with FakeTensorMode() as mode:
+            fake = torch.nn.functional.layer_norm(mode.from_tensor(x), [24], mode.from_tensor(w))
+    assert got is not None  # the kernel would drop the tangent
+    assert_close(got, want, scale=4)
+    assert fake.shape == x.shape

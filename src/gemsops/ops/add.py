@@ -39,4 +39,4 @@ def _run(self, other, alpha=1, *, out=None):
 
 
 add = declare_pointwise("add", _run, ["add.Tensor", "add.Scalar", "add.out",
-                                      "add_.Tensor", "add_.Scalar"])
+                                      "add_.Tensor", "add_.Scalar"], plain=_plain)

@@ -8,6 +8,7 @@ input that no common split serves is copied first.
 """
 import functools
 import math
+import operator
 
 import torch
 import triton
@@ -76,7 +77,9 @@ def _channels_last(t):
         t.is_contiguous(memory_format=torch.channels_last if t.dim() == 4 else torch.channels_last_3d))
 
 
-_PLANS = Plans()  # (dim, device, per input (dtype, shape, strides)) -> (dtype, shape, strides, [(prepared, which)])
+# (dim, device, per input (dtype, shape, strides)) -> (zero-stride tensor shaped and typed like
+# the output, [(prepared launch, itemgetter of the inputs it takes, padded as in _launch)])
+_PLANS = Plans()
 
 
 def _run(tensors, dim, out=None):
@@ -89,10 +92,10 @@ def _run(tensors, dim, out=None):
         key = (dim, tensors[0].get_device(), *[(t.dtype, t.shape, t.stride()) for t in tensors])
         plan = _PLANS.get(key)
         if plan is not None:
-            dtype, shape, strides, launches = plan
-            out = torch.empty_strided(shape, strides, dtype=dtype, device=tensors[0].device)
-            for prepared, which in launches:
-                prepared(out, *[tensors[i] for i in which])
+            out_like, launches = plan
+            out = torch.empty_like(out_like)  # no shape, dtype and device arguments to parse
+            for prepared, inputs in launches:
+                prepared(out, *inputs(tensors))
             return out
     dtype = functools.reduce(torch.promote_types, [t.dtype for t in tensors])
     # legacy rule: 1-D empty tensors are skipped whatever the other shapes are
@@ -151,8 +154,10 @@ def _run(tensors, dim, out=None):
         bound(grid, out, *padded, *ints)
     if key is not None:
         # prepared: the launches' grids and 34 integers each are fixed by the plan
-        _PLANS.keep(key, (dtype, shape, out.stride(),
-                          [(bound.prepare(grid, ints), which) for bound, grid, which, ints in launches]))
+        # empty_like of a zero-stride stand-in gives the contiguous output again
+        _PLANS.keep(key, (out.new_empty(1).expand(shape),
+                          [(bound.prepare(grid, ints), operator.itemgetter(*which))
+                           for bound, grid, which, ints in launches]))
     return out
 
 

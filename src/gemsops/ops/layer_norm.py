@@ -14,7 +14,8 @@ import torch
 import triton
 import triton.language as tl
 
-from ..runtime import Plans, Unsupported, declare, on_device, on_vendor_device, with_fallback
+from ..runtime import (Plans, Unsupported, declare, fallback, on_device, on_vendor_device, plain_tensors,
+                       with_fallback)
 from ._rows import RowPlanner, column_sum, launcher, partial_programs, rows_2d
 from ._common import cdiv, needs_int64
 
@@ -26,8 +27,8 @@ KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 @triton.jit
 def _ln_fwd_kernel(
     y, mean_ptr, rstd_ptr, x, w, b, eps, M, N, sx, sy,
-    HAS_W: tl.constexpr, HAS_B: tl.constexpr, ONE_PASS: tl.constexpr, INT64: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    HAS_W: tl.constexpr, HAS_B: tl.constexpr, STATS: tl.constexpr, ONE_PASS: tl.constexpr,
+    INT64: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
     pid = tl.program_id(0)
     rows = pid * BLOCK_M + tl.arange(0, BLOCK_M)
@@ -71,8 +72,9 @@ def _ln_fwd_kernel(
             if HAS_B:
                 out = out + tl.load(b + c, mask=c < N, other=0.0).to(tl.float32)
             tl.store(yr + c, out.to(y.dtype.element_ty), mask=mask)
-    tl.store(mean_ptr + rows, mean.to(mean_ptr.dtype.element_ty), mask=rmask)
-    tl.store(rstd_ptr + rows, rstd.to(rstd_ptr.dtype.element_ty), mask=rmask)
+    if STATS:
+        tl.store(mean_ptr + rows, mean.to(mean_ptr.dtype.element_ty), mask=rmask)
+        tl.store(rstd_ptr + rows, rstd.to(rstd_ptr.dtype.element_ty), mask=rmask)
 
 
 @triton.jit
@@ -188,24 +190,37 @@ def _stat_dtype(input, weight, bias):
 @with_fallback("native_layer_norm")
 def native_layer_norm(input, normalized_shape, weight, bias, eps):
     """aten::native_layer_norm."""
+    return _forward(input, normalized_shape, weight, bias, eps, True)
+
+
+def _forward(input, normalized_shape, weight, bias, eps, stats: bool):
+    """(y, mean, rstd); mean and rstd are None, and not computed, when ``stats`` is False."""
     sig = (input.shape, input.stride(), input.dtype, tuple(normalized_shape),
            None if weight is None else (weight.dtype, weight.stride()),
-           None if bias is None else (bias.dtype, bias.stride()))
+           None if bias is None else (bias.dtype, bias.stride()), stats)
     planned = _FORWARDS.get(sig)
     if planned is not None and on_device(input) and on_vendor_device(weight, bias):
-        y_strides, stat_shape, stat_strides, sdt, prepared = planned
-        dev = input.device
-        y = torch.empty_strided(input.shape, y_strides, dtype=input.dtype, device=dev)
-        mean = torch.empty_strided(stat_shape, stat_strides, dtype=sdt, device=dev)
-        rstd = torch.empty_strided(stat_shape, stat_strides, dtype=sdt, device=dev)
-        prepared(y, mean, rstd, input, weight, bias, float(eps))
-        return y, mean, rstd
+        y_like, stats_like, prepared = planned
+        if y_like.get_device() == input.get_device():
+            # empty_like of zero-stride stand-ins gives the contiguous outputs below without
+            # parsing shape, dtype and device arguments: allocations are most of a small
+            # layer norm's host cost
+            y = torch.empty_like(y_like)
+            if not stats:
+                prepared(y, y, y, input, weight, bias, float(eps))
+                return y, None, None
+            mean = torch.empty_like(stats_like)
+            rstd = torch.empty_like(stats_like)
+            prepared(y, mean, rstd, input, weight, bias, float(eps))
+            return y, mean, rstd
     n, axis = _check(input, normalized_shape, weight, bias)
-    sdt = _stat_dtype(input, weight, bias)
     y = torch.empty(input.shape, dtype=input.dtype, device=input.device)
     stat_shape = input.shape[:axis] + (1,) * (input.dim() - axis)
-    mean = torch.empty(stat_shape, dtype=sdt, device=input.device)
-    rstd = torch.empty(stat_shape, dtype=sdt, device=input.device)
+    mean = rstd = None
+    if stats:
+        sdt = _stat_dtype(input, weight, bias)
+        mean = torch.empty(stat_shape, dtype=sdt, device=input.device)
+        rstd = torch.empty(stat_shape, dtype=sdt, device=input.device)
     m = input.numel() // n
     if m == 0:
         return y, mean, rstd
@@ -217,20 +232,43 @@ def native_layer_norm(input, normalized_shape, weight, bias, eps):
 
     def launch(p):
         bound = _L_ln_fwd_kernel.bind(
-            HAS_W=w is not None, HAS_B=b is not None, ONE_PASS=p["ONE_PASS"], INT64=int64,
+            HAS_W=w is not None, HAS_B=b is not None, STATS=stats, ONE_PASS=p["ONE_PASS"], INT64=int64,
             BLOCK_M=p["BLOCK_M"], BLOCK_N=p["BLOCK_N"], num_warps=p["num_warps"])
         grid = (cdiv(m, p["BLOCK_M"]),)
-        bound(grid, y, mean, rstd, xv, w, b, float(eps), *ints)
+        bound(grid, y, y if mean is None else mean, y if rstd is None else rstd, xv, w, b, float(eps), *ints)
         return bound, grid
 
     bound, grid = launch(_FWD.plan(n, m, launch))
     if xv is input and w is weight and b is bias:
-        _FORWARDS.keep(sig, (y.stride(), stat_shape, mean.stride(), sdt, bound.prepare(grid, ints)))
+        # empty_like of a zero-stride tensor is contiguous, as y and the stats are here
+        y_like = y.new_empty(1).expand(y.shape)
+        stats_like = None if mean is None else mean.new_empty(1).expand(stat_shape)
+        _FORWARDS.keep(sig, (y_like, stats_like, bound.prepare(grid, ints)))
     return y, mean, rstd
 
 
-# native_layer_norm call signature -> (y strides, stat shape, strides and dtype, prepared launch)
+# _forward's call signature -> (zero-stride tensors shaped and typed like y and the stats, on
+# the input's device; prepared launch)
 _FORWARDS = Plans()
+
+
+def layer_norm_output(input, normalized_shape, weight=None, bias=None, eps=1e-5, cudnn_enable=True):
+    """aten::layer_norm where no gradient is asked for: y alone, in one dispatch.
+
+    Torch's composite would dispatch native_layer_norm and return its first output; taking
+    ``layer_norm`` itself (declared at the autograd level) saves a dispatch and the mean
+    and rstd, a third of a small layer norm's host cost. Calls that record autograd or
+    forward-mode AD, and tensors under tracing or dispatch modes, take the composite, whose
+    native_layer_norm is gems' kernel again.
+    """
+    if (torch.is_grad_enabled() and (input.requires_grad or (weight is not None and weight.requires_grad)
+                                     or (bias is not None and bias.requires_grad))) \
+            or not plain_tensors(input, weight, bias):
+        return fallback("layer_norm", input, normalized_shape, weight, bias, eps, cudnn_enable)
+    try:
+        return _forward(input, normalized_shape, weight, bias, eps, False)[0]
+    except Unsupported:
+        return fallback("layer_norm", input, normalized_shape, weight, bias, eps, cudnn_enable)
 
 
 @with_fallback("native_layer_norm_backward")
@@ -318,3 +356,4 @@ declare("layer_norm", {
     "native_layer_norm": native_layer_norm,
     "native_layer_norm_backward": native_layer_norm_backward,
 })
+declare("layer_norm", {"layer_norm": layer_norm_output}, autograd=True)

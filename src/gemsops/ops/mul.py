@@ -26,4 +26,4 @@ def _run(self, other, *, out=None):
 
 
 mul = declare_pointwise("mul", _run, ["mul.Tensor", "mul.Scalar", "mul.out", "mul.Scalar_out",
-                                      "mul_.Tensor", "mul_.Scalar"])
+                                      "mul_.Tensor", "mul_.Scalar"], plain=_mul_op)

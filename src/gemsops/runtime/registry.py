@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 import torch
+from torch.autograd import forward_ad as _forward_ad
 
 from .vendor import VENDOR
 
@@ -190,7 +191,8 @@ def _any_on_vendor_device(args, kwargs) -> bool:
     return requested.type == dev
 
 
-_is_functorch_wrapped = getattr(getattr(torch._C, "_functorch", None), "is_functorch_wrapped_tensor", None)
+_is_functorch_wrapped = getattr(getattr(torch._C, "_functorch", None), "is_functorch_wrapped_tensor",
+                                lambda t: False)
 _PLAIN_TYPES = (torch.Tensor, torch.nn.Parameter)
 
 
@@ -201,14 +203,14 @@ def plain_tensors(*tensors) -> bool:
     An autograd-level host function (``declare(..., autograd=True)``) sees tensors before
     torch's Python and functorch layers do: fake and functional tensors while
     ``torch.compile`` traces, a ``TorchDispatchMode`` counting ops, ``vmap``/``grad``
-    wrappers. Only plain tensors may go to a Triton kernel; the rest take torch's path.
+    wrappers, dual tensors of forward-mode AD. Only plain tensors may go to a Triton
+    kernel; the rest take torch's path.
     """
-    if torch._C._len_torch_dispatch_stack():
+    if torch._C._len_torch_dispatch_stack() or _forward_ad._current_level >= 0:
+        # forward-mode AD: the autograd key is where tangents propagate; the kernel would drop them
         return False
     for t in tensors:
-        if t is None:
-            continue
-        if type(t) not in _PLAIN_TYPES or (_is_functorch_wrapped is not None and _is_functorch_wrapped(t)):
+        if t is not None and (type(t) not in _PLAIN_TYPES or _is_functorch_wrapped(t)):
             return False
     return True
 
