@@ -162,11 +162,14 @@ def rms_forward(input, normalized_shape, weight, eps):
            None if weight is None else (weight.dtype, weight.stride()))
     planned = _FORWARDS.get(sig)
     if planned is not None and on_device(input) and (weight is None or on_device(weight)):
-        y_strides, rstd_shape, rstd_strides, prepared = planned
-        y = torch.empty_strided(input.shape, y_strides, dtype=input.dtype, device=input.device)
-        rstd = torch.empty_strided(rstd_shape, rstd_strides, dtype=torch.float32, device=input.device)
-        prepared(y, rstd, input, weight, eps)
-        return y, rstd
+        y_like, rstd_like, prepared = planned
+        if y_like.get_device() == input.get_device():
+            # empty_like of zero-stride stand-ins: the contiguous outputs without parsing
+            # shape, dtype and device arguments (~0.3 us each)
+            y = torch.empty_like(y_like)
+            rstd = torch.empty_like(rstd_like)
+            prepared(y, rstd, input, weight, eps)
+            return y, rstd
     n, axis = _shape_check(input, normalized_shape, weight)
     y = torch.empty(input.shape, dtype=input.dtype, device=input.device)
     rstd = torch.empty(input.shape[:axis] + (1,) * (input.dim() - axis), dtype=torch.float32, device=input.device)
@@ -188,11 +191,14 @@ def rms_forward(input, normalized_shape, weight, eps):
 
     bound, grid = launch(_FWD.plan(n, m, launch))
     if xv is input and w is weight:
-        _FORWARDS.keep(sig, (y.stride(), rstd.shape, rstd.stride(), bound.prepare(grid, ints)))
+        # empty_like of a zero-stride tensor is contiguous, as y and rstd are here
+        _FORWARDS.keep(sig, (y.new_empty(1).expand(y.shape), rstd.new_empty(1).expand(rstd.shape),
+                             bound.prepare(grid, ints)))
     return y, rstd
 
 
-# rms_forward call signature -> (y strides, rstd shape and strides, prepared launch)
+# rms_forward call signature -> (zero-stride tensors shaped and typed like y and rstd, on the
+# input's device; prepared launch)
 _FORWARDS = Plans()
 
 
