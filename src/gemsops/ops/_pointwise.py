@@ -419,12 +419,22 @@ class Pointwise:
             args = tuple(f64_scalar(a, out.device) if type(a) is float else a for a in args)
         launch = _general(fn, args, casts, out, shape, res)
         if call_key is not None:
-            # empty_like of a zero-stride stand-in allocates a contiguous output again
-            out_like = out.new_empty(1).expand(out.shape) if out.is_contiguous() else None
+            # empty_like of a zero-stride stand-in allocates a contiguous output again, with
+            # torch's default strides (also on size-1 dims, where is_contiguous() ignores them)
+            out_like = out.new_empty(1).expand(out.shape) if out.stride() == _default_strides(out.shape) else None
             _CALL_PLANS.keep(call_key, (out_like, out.shape, out.stride(), launch))
         elif into_key is not None:
             _INTO_PLANS.keep(into_key, (launch, tuple(_extent(a) for a in args), _extent(out)))
         return out
+
+
+def _default_strides(shape) -> tuple:
+    """The strides ``torch.empty(shape)`` gives."""
+    strides, step = [], 1
+    for size in reversed(shape):
+        strides.append(step)
+        step *= max(size, 1)
+    return tuple(reversed(strides))
 
 
 def _prepare_flat(prepared: dict, flat, pad, n: int):
