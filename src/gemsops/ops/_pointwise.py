@@ -34,7 +34,7 @@ from torch._prims_common import elementwise_dtypes
 from ..runtime import VENDOR, Plans, Unsupported, declare, fallback, launcher, native
 from ..runtime import on_device as _on_device
 from ..runtime.registry import aten_overload
-from ._common import INT32_MAX, TL_DTYPE, broadcast_shapes, cdiv, is_dense, kernel_dtype_ok
+from ._common import INT32_MAX, TL_DTYPE, allocation_stand_in, broadcast_shapes, cdiv, is_dense, kernel_dtype_ok
 
 MAX_RANK = 5
 MAX_INPUTS = 4
@@ -333,7 +333,7 @@ class Pointwise:
                 else:
                     out_like, out_shape, out_stride, launch = call
                     if out_like is not None and out_like.get_device() == first.get_device():
-                        out = torch.empty_like(out_like)  # ~0.3 us less than empty_strided's arguments
+                        out = torch.empty_like(out_like)
                     else:
                         out = torch.empty_strided(out_shape, out_stride, dtype=result_dtype, device=first.device)
                     launch(out, *args, *pad)
@@ -419,22 +419,10 @@ class Pointwise:
             args = tuple(f64_scalar(a, out.device) if type(a) is float else a for a in args)
         launch = _general(fn, args, casts, out, shape, res)
         if call_key is not None:
-            # empty_like of a zero-stride stand-in allocates a contiguous output again, with
-            # torch's default strides (also on size-1 dims, where is_contiguous() ignores them)
-            out_like = out.new_empty(1).expand(out.shape) if out.stride() == _default_strides(out.shape) else None
-            _CALL_PLANS.keep(call_key, (out_like, out.shape, out.stride(), launch))
+            _CALL_PLANS.keep(call_key, (allocation_stand_in(out), out.shape, out.stride(), launch))
         elif into_key is not None:
             _INTO_PLANS.keep(into_key, (launch, tuple(_extent(a) for a in args), _extent(out)))
         return out
-
-
-def _default_strides(shape) -> tuple:
-    """The strides ``torch.empty(shape)`` gives."""
-    strides, step = [], 1
-    for size in reversed(shape):
-        strides.append(step)
-        step *= max(size, 1)
-    return tuple(reversed(strides))
 
 
 def _prepare_flat(prepared: dict, flat, pad, n: int):

@@ -15,7 +15,7 @@ import triton
 import triton.language as tl
 
 from ..runtime import Plans, Unsupported, declare, launcher, on_vendor_device, with_fallback
-from ._common import cdiv, kernel_dtype_ok, next_pow2
+from ._common import allocation_stand_in, cdiv, kernel_dtype_ok, next_pow2
 from ._indexing import collapse
 
 __all__ = ["cat"]
@@ -77,8 +77,8 @@ def _channels_last(t):
         t.is_contiguous(memory_format=torch.channels_last if t.dim() == 4 else torch.channels_last_3d))
 
 
-# (dim, device, per input (dtype, shape, strides)) -> (zero-stride tensor shaped and typed like
-# the output, [(prepared launch, itemgetter of the inputs it takes, padded as in _launch)])
+# (dim, device, per input (dtype, shape, strides)) -> (allocation stand-in of the output,
+# [(prepared launch, itemgetter of the inputs it takes, padded as in _launch)])
 _PLANS = Plans()
 
 
@@ -93,7 +93,7 @@ def _run(tensors, dim, out=None):
         plan = _PLANS.get(key)
         if plan is not None:
             out_like, launches = plan
-            out = torch.empty_like(out_like)  # no shape, dtype and device arguments to parse
+            out = torch.empty_like(out_like)  # the key holds the device
             for prepared, inputs in launches:
                 prepared(out, *inputs(tensors))
             return out
@@ -154,8 +154,7 @@ def _run(tensors, dim, out=None):
         bound(grid, out, *padded, *ints)
     if key is not None:
         # prepared: the launches' grids and 34 integers each are fixed by the plan
-        # empty_like of a zero-stride stand-in gives the contiguous output again
-        _PLANS.keep(key, (out.new_empty(1).expand(shape),
+        _PLANS.keep(key, (allocation_stand_in(out),
                           [(bound.prepare(grid, ints), operator.itemgetter(*which))
                            for bound, grid, which, ints in launches]))
     return out

@@ -17,7 +17,7 @@ import triton.language as tl
 from ..runtime import (Plans, Unsupported, declare, fallback, on_device, on_vendor_device, plain_tensors,
                        with_fallback)
 from ._rows import RowPlanner, column_sum, launcher, partial_programs, rows_2d
-from ._common import cdiv, needs_int64
+from ._common import allocation_stand_in, cdiv, needs_int64
 
 __all__ = ["layer_norm"]
 
@@ -202,9 +202,7 @@ def _forward(input, normalized_shape, weight, bias, eps, stats: bool):
     if planned is not None and on_device(input) and on_vendor_device(weight, bias):
         y_like, stats_like, prepared = planned
         if y_like.get_device() == input.get_device():
-            # empty_like of zero-stride stand-ins gives the contiguous outputs below without
-            # parsing shape, dtype and device arguments: allocations are most of a small
-            # layer norm's host cost
+            # allocations are most of a small layer norm's host cost
             y = torch.empty_like(y_like)
             if not stats:
                 prepared(y, y, y, input, weight, bias, float(eps))
@@ -240,15 +238,12 @@ def _forward(input, normalized_shape, weight, bias, eps, stats: bool):
 
     bound, grid = launch(_FWD.plan(n, m, launch))
     if xv is input and w is weight and b is bias:
-        # empty_like of a zero-stride tensor is contiguous, as y and the stats are here
-        y_like = y.new_empty(1).expand(y.shape)
-        stats_like = None if mean is None else mean.new_empty(1).expand(stat_shape)
-        _FORWARDS.keep(sig, (y_like, stats_like, bound.prepare(grid, ints)))
+        _FORWARDS.keep(sig, (allocation_stand_in(y), None if mean is None else allocation_stand_in(mean),
+                             bound.prepare(grid, ints)))
     return y, mean, rstd
 
 
-# _forward's call signature -> (zero-stride tensors shaped and typed like y and the stats, on
-# the input's device; prepared launch)
+# _forward's call signature -> (allocation stand-ins of y and of the stats, prepared launch)
 _FORWARDS = Plans()
 
 

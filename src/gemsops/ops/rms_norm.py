@@ -18,7 +18,7 @@ import triton.language as tl
 from ..runtime import VENDOR, Plans, Unsupported, declare, on_device, on_vendor_device, with_fallback
 from ..runtime import registry
 from ._rows import RowPlanner, column_sum, launcher, partial_programs, rows_2d
-from ._common import cdiv, needs_int64
+from ._common import allocation_stand_in, cdiv, needs_int64
 
 __all__ = ["rms_norm"]
 
@@ -164,8 +164,6 @@ def rms_forward(input, normalized_shape, weight, eps):
     if planned is not None and on_device(input) and (weight is None or on_device(weight)):
         y_like, rstd_like, prepared = planned
         if y_like.get_device() == input.get_device():
-            # empty_like of zero-stride stand-ins: the contiguous outputs without parsing
-            # shape, dtype and device arguments (~0.3 us each)
             y = torch.empty_like(y_like)
             rstd = torch.empty_like(rstd_like)
             prepared(y, rstd, input, weight, eps)
@@ -191,14 +189,11 @@ def rms_forward(input, normalized_shape, weight, eps):
 
     bound, grid = launch(_FWD.plan(n, m, launch))
     if xv is input and w is weight:
-        # empty_like of a zero-stride tensor is contiguous, as y and rstd are here
-        _FORWARDS.keep(sig, (y.new_empty(1).expand(y.shape), rstd.new_empty(1).expand(rstd.shape),
-                             bound.prepare(grid, ints)))
+        _FORWARDS.keep(sig, (allocation_stand_in(y), allocation_stand_in(rstd), bound.prepare(grid, ints)))
     return y, rstd
 
 
-# rms_forward call signature -> (zero-stride tensors shaped and typed like y and rstd, on the
-# input's device; prepared launch)
+# rms_forward call signature -> (allocation stand-ins of y and rstd, prepared launch)
 _FORWARDS = Plans()
 
 
