@@ -203,24 +203,34 @@ TMA_CFG = dict(TMA=1, BLOCK_M=16, BLOCK_N=32, BLOCK_K=16, GROUP_M=2, num_warps=4
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("layout", ["nn", "nt", "tn", "tt"])
-def test_gemm_tma_persistent(dtype, layout):
-    # the persistent tensor-descriptor variant the tuner may choose for 16-bit 2-D GEMMs
+@pytest.mark.parametrize("split", [1, 2, 3])
+def test_gemm_tma_persistent(dtype, layout, split):
+    # the persistent tensor-descriptor variant the tuner may choose for 16-bit 2-D GEMMs.
+    # Split K: partial tiles summed by whichever split arrives last; 3 (or 4) K steps in 2
+    # or 3 splits leave a short or an empty last split. The second launch into a zeroed
+    # output shows the arrival counters were reset by the first.
     torch.manual_seed(9)
     cfg = dict(TMA_CFG, BLOCK_M=64, BLOCK_N=128, BLOCK_K=64, num_warps=8) if ON_GPU else TMA_CFG
+    cfg = dict(cfg, SPLIT_K=split, FLATTEN=split == 1)
     M, N, K = (304, 520, 200) if ON_GPU else (40, 56, 40)  # multiples of 8: 16-byte TMA strides
     a, b = operand(M, K, dtype, layout[0]), operand(K, N, dtype, layout[1])
     bias = torch.randn(N, dtype=dtype, device=DEVICE)
     out = torch.empty(M, N, dtype=dtype, device=DEVICE)
-    run_config(cfg, a, (0, *a.stride()), b, (0, *b.stride()), out, bias, (0, 0, 1), 1, 2.0, 0.5)()
-    check(out, lambda x, a, b: torch.addmm(x, a, b, beta=0.5, alpha=2.0), bias, a, b, k=K)
+    launch = run_config(cfg, a, (0, *a.stride()), b, (0, *b.stride()), out, bias, (0, 0, 1), 1, 2.0, 0.5)
+    for _ in range(2):
+        out.zero_()
+        launch()
+        check(out, lambda x, a, b: torch.addmm(x, a, b, beta=0.5, alpha=2.0), bias, a, b, k=K)
 
 
 @pytest.mark.parametrize("layout", ["nn", "nt", "tn", "tt"])
-def test_gemm_tma_batched(layout):
+@pytest.mark.parametrize("split", [1, 2])
+def test_gemm_tma_batched(layout, split):
     # bmm/baddbmm through the persistent kernel: 3-D descriptors keep each tile inside its
     # own matrix (M, N, K not multiples of the blocks, so tiles overhang every edge)
     torch.manual_seed(16)
     cfg = dict(TMA_CFG, BLOCK_M=64, BLOCK_N=128, BLOCK_K=64, num_warps=8) if ON_GPU else TMA_CFG
+    cfg = dict(cfg, SPLIT_K=split, FLATTEN=split == 1)
     # M, N, K multiples of 8 (16-byte strides in either layout), not of the blocks
     B, M, N, K = (5, 200, 136, 120) if ON_GPU else (3, 24, 40, 24)
     dt = torch.bfloat16

@@ -16,7 +16,8 @@ Configs. Four tuners, keyed by (bucketed M, N, K, dtype, operand layout, batched
   Configs with ``TMA: 1`` select the persistent tensor-descriptor kernel (one program per
   SM, TMA loads that zero-fill the edges); it serves GEMMs whose operands have a unit
   stride and 16-byte aligned rows (and batch strides: bmm through 3-D descriptors), and
-  any other call falls back to a classic config.
+  any other call falls back to a classic config. Both kernels can split K (``SPLIT_K``,
+  as below) where M is too small to give every SM an output tile.
 - ``mm_small_m``: 16-bit operands, M <= SMALL_M (decode, mv): reading B dominates, so the
   candidates use thin M tiles and split K over grid axis 1 to put enough CTAs on the
   weight. Partial tiles go to an fp32 workspace; the last CTA of a tile (counted with
@@ -120,20 +121,31 @@ def _gemm_kernel(
         _epilogue(acc, c_ptr, x_ptr, bid, rm, rn, M, N, s_cb, s_cm, s_cn, s_xb, s_xm, s_xn,
                   alpha, beta, HAS_BIAS, SCALE_ACC, SCALE_BIAS, INT64)
     else:
-        tile = bid * grid_m * grid_n + pid
-        tm = tl.arange(0, BLOCK_M)[:, None] * BLOCK_N + tl.arange(0, BLOCK_N)[None, :]
-        ws_tile = ws_ptr + tile * (SPLIT_K * BLOCK_M * BLOCK_N)
-        tl.store(ws_tile + pid_k * (BLOCK_M * BLOCK_N) + tm, acc)
-        # every thread's partial store must precede the (single-thread) release below
-        tl.debug_barrier()
-        arrived = tl.atomic_add(lock_ptr + tile, 1, sem="acq_rel")
-        if arrived == SPLIT_K - 1:
-            acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-            for s in range(SPLIT_K):  # fixed order: the sum is deterministic
-                acc += tl.load(ws_tile + s * (BLOCK_M * BLOCK_N) + tm, cache_modifier=".cg")
-            tl.atomic_xchg(lock_ptr + tile, 0)
-            _epilogue(acc, c_ptr, x_ptr, bid, rm, rn, M, N, s_cb, s_cm, s_cn, s_xb, s_xm, s_xn,
-                      alpha, beta, HAS_BIAS, SCALE_ACC, SCALE_BIAS, INT64)
+        _split_k_epilogue(acc, ws_ptr, lock_ptr, bid * grid_m * grid_n + pid, pid_k, c_ptr, x_ptr, bid, rm, rn,
+                          M, N, s_cb, s_cm, s_cn, s_xb, s_xm, s_xn, alpha, beta,
+                          HAS_BIAS, SCALE_ACC, SCALE_BIAS, INT64, SPLIT_K, BLOCK_M, BLOCK_N)
+
+
+@triton.jit
+def _split_k_epilogue(acc, ws_ptr, lock_ptr, tile, split, c_ptr, x_ptr, bid, rm, rn, M, N,
+                      s_cb, s_cm, s_cn, s_xb, s_xm, s_xn, alpha, beta,
+                      HAS_BIAS: tl.constexpr, SCALE_ACC: tl.constexpr, SCALE_BIAS: tl.constexpr,
+                      INT64: tl.constexpr, SPLIT_K: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    """Store this split's partial tile; the last split of the tile to arrive sums them and
+    runs the epilogue (see the module docstring)."""
+    tm = tl.arange(0, BLOCK_M)[:, None] * BLOCK_N + tl.arange(0, BLOCK_N)[None, :]
+    ws_tile = ws_ptr + tile.to(tl.int64) * (SPLIT_K * BLOCK_M * BLOCK_N)
+    tl.store(ws_tile + split * (BLOCK_M * BLOCK_N) + tm, acc)
+    # every thread's partial store must precede the (single-thread) release below
+    tl.debug_barrier()
+    arrived = tl.atomic_add(lock_ptr + tile, 1, sem="acq_rel")
+    if arrived == SPLIT_K - 1:
+        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+        for s in range(SPLIT_K):  # fixed order: the sum is deterministic
+            acc += tl.load(ws_tile + s * (BLOCK_M * BLOCK_N) + tm, cache_modifier=".cg")
+        tl.atomic_xchg(lock_ptr + tile, 0)
+        _epilogue(acc, c_ptr, x_ptr, bid, rm, rn, M, N, s_cb, s_cm, s_cn, s_xb, s_xm, s_xn,
+                  alpha, beta, HAS_BIAS, SCALE_ACC, SCALE_BIAS, INT64)
 
 
 @triton.jit
@@ -158,13 +170,13 @@ def _epilogue(acc, c_ptr, x_ptr, bid, rm, rn, M, N, s_cb, s_cm, s_cn, s_xb, s_xm
 
 @triton.jit
 def _gemm_tma_kernel(
-    a_desc, b_desc, c_ptr, x_ptr, alpha, beta,
+    a_desc, b_desc, c_ptr, x_ptr, ws_ptr, lock_ptr, alpha, beta,
     M, N, K, batch, num_programs,
     s_cb, s_cm, s_cn, s_xb, s_xm, s_xn,
     HAS_BIAS: tl.constexpr, SCALE_ACC: tl.constexpr, SCALE_BIAS: tl.constexpr,
     A_T: tl.constexpr, B_T: tl.constexpr, BATCHED: tl.constexpr, UPCAST: tl.constexpr, INT64: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
-    FLATTEN: tl.constexpr, WARP_SPECIALIZE: tl.constexpr,
+    SPLIT_K: tl.constexpr, FLATTEN: tl.constexpr, WARP_SPECIALIZE: tl.constexpr,
 ):
     """Persistent variant for 16-bit GEMMs: operands through TMA tensor descriptors.
 
@@ -173,14 +185,23 @@ def _gemm_tma_kernel(
     A_T / B_T: the descriptor covers the transposed matrix (column-major operand) and the
     loaded tile is transposed back. BATCHED: 3-D descriptors ``[batch, rows, cols]`` with
     one-matrix blocks, so a tile never reads into the next matrix of the batch.
+    SPLIT_K: each tile is SPLIT_K work items over consecutive K ranges, summed through the
+    workspace as in ``_gemm_kernel`` (M = 128 against a 4096-wide weight has 32 tiles of
+    128x128 for 132 SMs).
     """
     grid_m = tl.cdiv(M, BLOCK_M)
     grid_n = tl.cdiv(N, BLOCK_N)
     per_matrix = grid_m * grid_n
     k_tiles = tl.cdiv(K, BLOCK_K)
+    k_per = tl.cdiv(k_tiles, SPLIT_K)
     width = GROUP_M * grid_n
-    for tile in tl.range(tl.program_id(0), per_matrix * batch, num_programs, flatten=FLATTEN,
+    for item in tl.range(tl.program_id(0), per_matrix * batch * SPLIT_K, num_programs, flatten=FLATTEN,
                          warp_specialize=WARP_SPECIALIZE):
+        # the splits of one tile are neighbouring items, so they run at about the same time
+        # and a tile's partial sums are read back soon after they are written
+        tile = item // SPLIT_K
+        k_lo = (item % SPLIT_K) * k_per
+        k_hi = tl.minimum(k_lo + k_per, k_tiles)
         bid = tile // per_matrix
         t = tile % per_matrix
         group = t // width
@@ -191,7 +212,7 @@ def _gemm_tma_kernel(
         off_m = pid_m * BLOCK_M
         off_n = pid_n * BLOCK_N
         acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-        for kt in range(k_tiles):
+        for kt in range(k_lo, k_hi):
             off_k = kt * BLOCK_K
             if BATCHED:
                 if A_T:
@@ -217,15 +238,23 @@ def _gemm_tma_kernel(
             acc = tl.dot(a, b, acc)
         rm = off_m + tl.arange(0, BLOCK_M)
         rn = off_n + tl.arange(0, BLOCK_N)
-        _epilogue(acc, c_ptr, x_ptr, bid.to(tl.int64), rm, rn, M, N, s_cb, s_cm, s_cn, s_xb, s_xm, s_xn,
-                  alpha, beta, HAS_BIAS, SCALE_ACC, SCALE_BIAS, INT64)
+        if SPLIT_K == 1:
+            _epilogue(acc, c_ptr, x_ptr, bid.to(tl.int64), rm, rn, M, N, s_cb, s_cm, s_cn, s_xb, s_xm, s_xn,
+                      alpha, beta, HAS_BIAS, SCALE_ACC, SCALE_BIAS, INT64)
+        else:
+            _split_k_epilogue(acc, ws_ptr, lock_ptr, tile, item % SPLIT_K, c_ptr, x_ptr, bid.to(tl.int64), rm, rn,
+                              M, N, s_cb, s_cm, s_cn, s_xb, s_xm, s_xn, alpha, beta,
+                              HAS_BIAS, SCALE_ACC, SCALE_BIAS, INT64, SPLIT_K, BLOCK_M, BLOCK_N)
 
 
+# the jit functions a tuner's configs run (its cache key covers their sources)
+_CLASSIC_KERNELS = [_gemm_kernel, _split_k_epilogue, _epilogue]
+_ALL_KERNELS = [*_CLASSIC_KERNELS, _gemm_tma_kernel]
 _TUNERS = {
-    "mm": Tuner("mm", kernels=[_gemm_kernel, _epilogue, _gemm_tma_kernel]),
-    "mm_small_m": Tuner("mm_small_m", kernels=[_gemm_kernel, _epilogue]),
-    "mm_short_k": Tuner("mm_short_k", kernels=[_gemm_kernel, _epilogue, _gemm_tma_kernel]),
-    "mm_fp32": Tuner("mm_fp32", kernels=[_gemm_kernel, _epilogue]),
+    "mm": Tuner("mm", kernels=_ALL_KERNELS),
+    "mm_small_m": Tuner("mm_small_m", kernels=_CLASSIC_KERNELS),
+    "mm_short_k": Tuner("mm_short_k", kernels=_ALL_KERNELS),
+    "mm_fp32": Tuner("mm_fp32", kernels=_CLASSIC_KERNELS),
 }
 # used when a TMA config meets operands it cannot describe and no classic config is listed
 _CLASSIC = {"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 32, "GROUP_M": 8, "SPLIT_K": 1}
@@ -416,15 +445,21 @@ def _tma_runner(cfg, sa, sb, sc, sx, has_bias, batch, M, N, K, alpha, beta, dtyp
     bm, bn, bk = cfg["BLOCK_M"], cfg["BLOCK_N"], cfg["BLOCK_K"]
     a_shape, a_st, a_block, a_t = _tma_operand(sa[0], sa[1], sa[2], batch, M, K, bm, bk)
     b_shape, b_st, b_block, b_t = _tma_operand(sb[0], sb[1], sb[2], batch, K, N, bk, bn)
+    split = cfg.get("SPLIT_K", 1)
     tiles = cdiv(M, bm) * cdiv(N, bn) * batch
-    if tiles > INT32_MAX:
+    if tiles * split > INT32_MAX:
         raise _NotApplicable
-    grid = (min(tiles, _num_sms(device)),)
+    grid = (min(tiles * split, _num_sms(device)),)
+    ws = locks = None
+    if split > 1:
+        if tiles * split * bm * bn > _MAX_WORKSPACE:
+            raise _NotApplicable
+        ws, locks = _WORKSPACE.get(device, tiles * split * bm * bn, tiles)
     kw = dict(
         HAS_BIAS=has_bias, SCALE_ACC=alpha != 1, SCALE_BIAS=beta != 1,
         A_T=a_t, B_T=b_t, BATCHED=batch > 1, UPCAST=dtype == torch.bfloat16 and dot_upcast(),
         INT64=_needs_int64(sc, M, N) or (has_bias and _needs_int64(sx, M, N)),
-        BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, GROUP_M=cfg.get("GROUP_M", 8),
+        BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, GROUP_M=cfg.get("GROUP_M", 8), SPLIT_K=split,
         FLATTEN=bool(cfg.get("FLATTEN", True)), WARP_SPECIALIZE=bool(cfg.get("WARP_SPECIALIZE", False)),
         num_warps=cfg.get("num_warps", 8), num_stages=cfg.get("num_stages", 3),
     )
@@ -438,7 +473,7 @@ def _tma_runner(cfg, sa, sb, sc, sx, has_bias, batch, M, N, K, alpha, beta, dtyp
         if a.data_ptr() % 16 or b.data_ptr() % 16:  # TMA needs 16-byte aligned bases
             fallback(a, b, c, x, alpha, beta)
             return
-        launch(a, b, c, c if x is None else x, alpha, beta)
+        launch(a, b, c, c if x is None else x, c if ws is None else ws, c if locks is None else locks, alpha, beta)
 
     return run
 

@@ -10,7 +10,7 @@ unwritable directory is a warning and tuning results then live only in memory.
 
 Under the interpreter vendor nothing can be timed, so the YAML ``default`` is used.
 On a miss the candidates are first compiled together in a thread pool (``_compile_all``),
-then timed one by one.
+then timed one by one, and the close contenders once more in reverse order (``_tune``).
 """
 from __future__ import annotations
 
@@ -44,6 +44,9 @@ def cache_dir() -> Path:
 def bucket(n: int) -> int:
     """Round a size up to a power of two so nearby shapes share one tuning result."""
     return 1 if n <= 1 else 1 << (int(n) - 1).bit_length()
+
+
+RETIME_WITHIN = 0.10  # candidates this close to the fastest (relative) are timed twice
 
 
 class Stats:
@@ -252,7 +255,7 @@ class Tuner:
 
     def _tune(self, run) -> dict:
         _compile_all(self.candidates, run, self.kernels)
-        best, best_ms = None, float("inf")
+        times = []
         for cfg in self.candidates:
             try:
                 run(cfg)  # compile outside the timed region
@@ -260,11 +263,24 @@ class Tuner:
             except Exception:  # a config the compiler rejects (too much shared memory...)
                 ms = float("inf")
             stats.benchmarks_run += 1
-            if ms < best_ms:
-                best, best_ms = cfg, ms
-        if best is None:
+            times.append(ms)
+        best_ms = min(times)
+        if best_ms == float("inf"):
             raise RuntimeError(f"gemsops: no candidate config of {self.name} ran")
-        return best
+        # The candidates within RETIME_WITHIN of the fastest are timed once more, in reverse
+        # order, and their two times averaged: a GPU's clock drifts while it tunes (it
+        # heats up, another process starts), and in one pass a config timed in a fast
+        # moment wins. On an H100, three tunings of a 4096^3 GEMM in one pass picked three
+        # configs whose times in the suite ranged from 197 to 239 us.
+        close = [i for i, ms in enumerate(times) if ms <= best_ms * (1 + RETIME_WITHIN)]
+        if len(close) > 1:
+            for i in reversed(close):
+                cfg = self.candidates[i]
+                try:
+                    times[i] = (times[i] + benchmark(lambda: run(cfg))) / 2
+                except Exception:  # noqa: BLE001  (it ran once; keep that time)
+                    pass
+        return self.candidates[min(close, key=times.__getitem__)]
 
 
 def _compiling_only() -> bool:
