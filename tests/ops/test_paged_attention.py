@@ -151,7 +151,8 @@ def test_tuning_trials_leave_a_strided_out_alone(monkeypatch):
     from gemsops.runtime import tuner
     trials = []
     monkeypatch.setattr(tuner, "can_benchmark", lambda: True)
-    monkeypatch.setattr(tuner, "benchmark", lambda fn: trials.append(fn()) or 1.0)
+    # distinct times (1.0, 2.0): one timing per candidate, no second pass for close ones
+    monkeypatch.setattr(tuner, "benchmark", lambda fn: trials.append(fn()) or float(len(trials)))
     monkeypatch.setattr(pa._tuner, "candidates", [dict(pa._tuner.default), dict(pa._tuner.default, num_warps=2)])
     monkeypatch.setattr(pa._tuner, "memory", {})
     monkeypatch.setattr(pa._tuner, "_entry_key", lambda key: f"test-only {key!r}")
