@@ -270,8 +270,8 @@ class Tuner:
         # The candidates within RETIME_WITHIN of the fastest are timed once more, in reverse
         # order, and their two times averaged: a GPU's clock drifts while it tunes (it
         # heats up, another process starts), and in one pass a config timed in a fast
-        # moment wins. On an H100, three tunings of a 4096^3 GEMM in one pass picked three
-        # configs whose times in the suite ranged from 197 to 239 us.
+        # moment wins. On an H100, three one-pass tunings of a 4096^3 GEMM picked three
+        # configs whose cold times then ranged from 197 to 239 us.
         close = [i for i, ms in enumerate(times) if ms <= best_ms * (1 + RETIME_WITHIN)]
         if len(close) > 1:
             for i in reversed(close):
