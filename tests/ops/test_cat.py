@@ -33,6 +33,19 @@ def test_cat_many_inputs_and_noncontiguous():
     same(kcat(p, 2), torch.cat(p, 2))
 
 
+def test_cat_inputs_of_very_different_widths_and_layouts():
+    # each input gets its own run of column blocks (a 1-wide input next to a 1000-wide one);
+    # inputs whose dims from ``dim`` on are one run of memory are copied without per-element
+    # division, the others (a transposed tail) with it, in one launch or across launches
+    wide, narrow = randn(3, 1000), randn(3, 1)
+    same(kcat([narrow, wide, narrow], 1), torch.cat([narrow, wide, narrow], 1))
+    same(kcat([wide.t(), narrow.t()], 0), torch.cat([wide.t(), narrow.t()], 0))
+    tail = randn(2, 4, 3).transpose(1, 2)  # dims 1-2 of shape (3, 4) with strides (1, 3)
+    flat = randn(2, 5, 4)
+    for xs in ([tail, flat], [flat, tail, flat], [flat] * 5 + [tail], [tail] * 4 + [flat] * 3):
+        same(kcat(xs, 1), torch.cat(xs, 1))
+
+
 def test_cat_repeated_layouts_use_new_data():
     # repeated calls with one layout take a planned launch: each must read its own inputs
     for dim in (0, 1, -1):

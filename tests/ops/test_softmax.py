@@ -1,4 +1,6 @@
 """softmax (_softmax, _softmax.out, _softmax_backward_data) against torch, reference in float64."""
+import importlib
+
 import pytest
 import torch
 
@@ -69,6 +71,34 @@ def test_zero_dim_empty_and_infinities():
         x[2, 3] = float("nan")
         x[3, 5] = float("inf")
         assert_close(_softmax(x, 1, False), torch.softmax(x, 1), equal_nan=True)
+
+
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES)
+def test_few_wide_rows_split_into_chunks(monkeypatch, dtype):
+    # rows much wider than one program should take (a decode batch's logits): each row is
+    # cut into chunks whose partial max/sum are combined; ragged last chunk, -inf and NaN
+    mod = importlib.import_module("gemsops.ops.softmax")
+    splits = []
+    real = mod._split_launch
+    monkeypatch.setattr(mod, "_split_launch", lambda *a: splits.append(real(*a)) or splits[-1])
+    width = 4 * mod.ONE_PASS_MAX + 37
+    x = randn(3, width, dtype=dtype) * 4
+    x[1, : width // 2] = -float("inf")  # whole chunks of -inf, then finite values
+    for log in (False, True):
+        fn = torch.log_softmax if log else torch.softmax
+        y = mod.softmax_forward(x, 1, dtype, log)
+        assert_close(y, reference(fn, x, 1).to(dtype), dtype, scale=2)
+        y32 = mod.softmax_forward(x, -1, torch.float32, log)  # half_to_float's fp32 output
+        assert_close(y32, reference(fn, x, 1).float(), dtype, scale=2)
+    assert splits and all(s is not None for s in splits)
+    odd = randn(2, width)
+    odd[0] = -float("inf")  # every chunk -inf: NaN like torch
+    odd[1, 5] = float("nan")
+    assert_close(mod.softmax_forward(odd, 1, torch.float32, False), torch.softmax(odd, 1), equal_nan=True)
+    assert_close(mod.softmax_forward(odd, 1, torch.float32, True), torch.log_softmax(odd, 1), equal_nan=True)
+    view = randn(2, width + 5)[:, 5:]  # a row stride that is not the width
+    assert_close(mod.softmax_forward(view, 1, torch.float32, False), reference(torch.softmax, view, 1).float())
+    assert all(s is not None for s in splits)
 
 
 def test_half_to_float_and_out():

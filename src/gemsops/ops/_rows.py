@@ -106,11 +106,17 @@ def _sm_count(device_index) -> int:
     return torch.cuda.get_device_properties(device_index).multi_processor_count
 
 
+def processors(device: torch.device) -> int:
+    """Programs that run at once, roughly: the SM count on a GPU, 2 under the interpreter
+    (which runs programs one by one; small, so that CPU tests take the same branches)."""
+    if device.type == "cuda":
+        return _sm_count(device.index if device.index is not None else torch.cuda.current_device())
+    return 2
+
+
 def partial_programs(row_blocks: int, device: torch.device) -> int:
     """How many programs share the rows of a weight-gradient reduction."""
-    if device.type == "cuda":
-        return max(1, min(row_blocks, 2 * _sm_count(device.index or 0)))
-    return max(1, min(row_blocks, 4))  # the interpreter runs programs one by one
+    return max(1, min(row_blocks, 2 * processors(device)))
 
 
 @triton.jit

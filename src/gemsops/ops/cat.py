@@ -21,14 +21,21 @@ from ._indexing import collapse
 __all__ = ["cat"]
 
 PER_LAUNCH = 4
-TILE = 4096
+TILE = 8192  # elements per program
+MAX_BLOCK_C = 4096
+NUM_WARPS = 4
 
 
 @triton.jit
 def _copy_tile(out, x, rows, cols, outer, inner, c, col_off, s_a, s_b, s_c, rows_b, rows_c, s_dim, s_inner,
-               c_total, LEVELS: tl.constexpr):
+               c_total, LEVELS: tl.constexpr, FLAT: tl.constexpr):
     mask = (rows < outer)[:, None] & (cols < c)[None, :]
-    col = (cols // inner) * s_dim + (cols % inner) * s_inner
+    if FLAT:
+        # dim and the dims after it are one run of stride s_dim: no division per element
+        # (64-bit division and modulo cost more than the copy itself)
+        col = cols * s_dim
+    else:
+        col = (cols // inner) * s_dim + (cols % inner) * s_inner
     if LEVELS == 1:
         row = rows * s_a
     elif LEVELS == 2:
@@ -41,35 +48,37 @@ def _copy_tile(out, x, rows, cols, outer, inner, c, col_off, s_a, s_b, s_c, rows
 
 @triton.jit
 def _cat_kernel(
-    out, x0, x1, x2, x3, outer, inner, c_total, col_blocks, rows_b, rows_c,
+    out, x0, x1, x2, x3, outer, inner, c_total, blocks, q1, q2, q3, rows_b, rows_c,
     c0, c1, c2, c3, f0, f1, f2, f3, d0, d1, d2, d3, k0, k1, k2, k3,
     a0, a1, a2, a3, b0, b1, b2, b3, e0, e1, e2, e3,
-    N: tl.constexpr, LEVELS: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr,
+    N: tl.constexpr, LEVELS: tl.constexpr, FLAT: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr,
 ):
-    # one flat grid: (row block) x (input, column block); every input gets col_blocks blocks
+    # one flat grid: (row block) x (column blocks of input 0, then of input 1, ...); input i's
+    # blocks start at q_i (q_0 = 0, an absent input's q is ``blocks``), so inputs of very
+    # different widths launch no empty programs
     pid = tl.program_id(0)
-    per_row = col_blocks * N
-    rb = pid // per_row
-    rest = pid % per_row
-    which = rest // col_blocks
-    cb = rest % col_blocks
+    rb = pid // blocks
+    cb = pid % blocks
     rows = rb.to(tl.int64) * BLOCK_R + tl.arange(0, BLOCK_R)
-    cols = cb.to(tl.int64) * BLOCK_C + tl.arange(0, BLOCK_C)
-    if which == 0:
+    if cb < q1:
+        cols = cb.to(tl.int64) * BLOCK_C + tl.arange(0, BLOCK_C)
         _copy_tile(out, x0, rows, cols, outer, inner, c0, f0, a0, b0, e0, rows_b, rows_c, d0, k0,
-                   c_total, LEVELS)
+                   c_total, LEVELS, FLAT)
     if N >= 2:
-        if which == 1:
+        if (cb >= q1) & (cb < q2):
+            cols = (cb - q1).to(tl.int64) * BLOCK_C + tl.arange(0, BLOCK_C)
             _copy_tile(out, x1, rows, cols, outer, inner, c1, f1, a1, b1, e1, rows_b, rows_c, d1, k1,
-                       c_total, LEVELS)
+                       c_total, LEVELS, FLAT)
     if N >= 3:
-        if which == 2:
+        if (cb >= q2) & (cb < q3):
+            cols = (cb - q2).to(tl.int64) * BLOCK_C + tl.arange(0, BLOCK_C)
             _copy_tile(out, x2, rows, cols, outer, inner, c2, f2, a2, b2, e2, rows_b, rows_c, d2, k2,
-                       c_total, LEVELS)
+                       c_total, LEVELS, FLAT)
     if N >= 4:
-        if which == 3:
+        if cb >= q3:
+            cols = (cb - q3).to(tl.int64) * BLOCK_C + tl.arange(0, BLOCK_C)
             _copy_tile(out, x3, rows, cols, outer, inner, c3, f3, a3, b3, e3, rows_b, rows_c, d3, k3,
-                       c_total, LEVELS)
+                       c_total, LEVELS, FLAT)
 
 
 def _channels_last(t):
@@ -145,7 +154,8 @@ def _run(tensors, dim, out=None):
                 rs = (rows_b * rows_c * c, rows_c * c, c)  # row r of a contiguous copy starts at r * c
                 inner_dims = (inner, 1)
                 key = None  # the copy is per call: no plan
-            items.append((i, t, c, off, t.stride(dim), inner_dims[1], *rs))
+            run = collapse(t.shape[dim:], t.stride()[dim:])
+            items.append((i, t, c, off, t.stride(dim), inner_dims[1], *rs, None if run is None else run[1]))
         off += c
     groups = [items[g:g + PER_LAUNCH] for g in range(0, len(items), PER_LAUNCH)]
     launches = [_launch(group, outer, inner, c_total, rows_b, rows_c) for group in groups]
@@ -153,7 +163,7 @@ def _run(tensors, dim, out=None):
         padded = [it[1] for it in group] + [group[0][1]] * (PER_LAUNCH - len(group))
         bound(grid, out, *padded, *ints)
     if key is not None:
-        # prepared: the launches' grids and 34 integers each are fixed by the plan
+        # prepared: the launches' grids and 37 integers each are fixed by the plan
         _PLANS.keep(key, (allocation_stand_in(out),
                           [(bound.prepare(grid, ints), operator.itemgetter(*which))
                            for bound, grid, which, ints in launches]))
@@ -191,16 +201,26 @@ def _launch(group, outer, inner, c_total, rows_b, rows_c):
     """(bound launch, grid, input positions, integer arguments) copying ``group`` into the output."""
     n = len(group)
     cmax = max(it[2] for it in group)
-    block_c = min(next_pow2(cmax), 1024)
+    # a program copies about TILE elements; a few rows of a wide input, or many short rows
+    block_c = min(next_pow2(cmax), MAX_BLOCK_C)
     block_r = min(max(1, TILE // block_c), next_pow2(outer))
-    col_blocks = cdiv(cmax, block_c)
+    starts, blocks = [], 0
+    for it in group:
+        starts.append(blocks)
+        blocks += cdiv(it[2], block_c)
+    q = (starts + [blocks] * PER_LAUNCH)[1:PER_LAUNCH]
+    # FLAT: every input's dim and inner dims are one run of memory (item[9] is its stride)
+    flat = all(it[9] is not None for it in group)
     pad = group + [group[0]] * (PER_LAUNCH - n)  # unused slots repeat the first input
-    grid = (cdiv(outer, block_r) * col_blocks * n,)
-    # per input: columns, column offset, stride of dim, inner stride, row strides of A, B, C
-    ints = (outer, inner, c_total, col_blocks, rows_b, rows_c,
-            *(p[k] for k in range(2, 9) for p in pad))
+    grid = (cdiv(outer, block_r) * blocks,)
+    # per input: columns, column offset, stride of dim (the run's stride when FLAT), inner
+    # stride, row strides of A, B, C
+    ints = (outer, inner, c_total, blocks, *q, rows_b, rows_c,
+            *(p[2] for p in pad), *(p[3] for p in pad), *((p[9] if flat else p[4]) for p in pad),
+            *(p[k] for k in range(5, 9) for p in pad))
     levels = 3 if rows_b > 1 else 2 if rows_c > 1 else 1
-    bound = launcher(_cat_kernel).bind(N=n, LEVELS=levels, BLOCK_R=block_r, BLOCK_C=block_c)
+    bound = launcher(_cat_kernel).bind(N=n, LEVELS=levels, FLAT=flat, BLOCK_R=block_r, BLOCK_C=block_c,
+                                       num_warps=NUM_WARPS)
     return bound, grid, [p[0] for p in pad], ints
 
 

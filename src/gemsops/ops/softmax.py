@@ -6,6 +6,11 @@ The last dim (``inner == 1``) is the fast path: whole rows in registers when the
 (``BLOCK_N >= n``), otherwise an online max/sum pass followed by a write pass (two reads
 of the row instead of three). ``log_softmax`` reuses these kernels with ``LOG=True``.
 Rows of -inf give NaN, as torch's kernels do (exp(-inf - -inf)).
+
+A few very wide rows (the logits of a decode batch over a 128k vocabulary) would leave
+most SMs idle with one program per row, so there each row is split into chunks: one
+kernel writes every chunk's max and sum of exponentials, a second combines a row's
+partials and writes its chunk (the second read of a chunk mostly hits L2).
 """
 from __future__ import annotations
 
@@ -13,8 +18,8 @@ import torch
 import triton
 import triton.language as tl
 
-from ..runtime import Plans, Unsupported, declare, on_device, on_vendor_device, with_fallback
-from ._rows import RowPlanner, collapsed_stride, launcher
+from ..runtime import VENDOR, Plans, Unsupported, declare, on_device, on_vendor_device, with_fallback
+from ._rows import ONE_PASS_MAX, RowPlanner, collapsed_stride, launcher, processors
 from ._common import cdiv, needs_int64, next_pow2
 
 __all__ = ["softmax"]
@@ -136,10 +141,65 @@ def _softmax_bwd_kernel(
             tl.store(dr + c * ds_n, r.to(dx.dtype.element_ty), mask=mask)
 
 
+@triton.jit
+def _softmax_split_stats_kernel(stats, x, N, xs_outer, CHUNK, SPLITS, RS, BLOCK_N: tl.constexpr):
+    # program (row, split): the max and sum of exp(x - max) of its chunk, at stats[pid]
+    # and stats[RS + pid]; an all -inf chunk gives (-inf, 0)
+    pid = tl.program_id(0)
+    row = pid // SPLITS
+    start = (pid % SPLITS) * CHUNK
+    xr = x + row.to(tl.int64) * xs_outer
+    cols = tl.arange(0, BLOCK_N)
+    m = tl.full([], -float("inf"), tl.float32)
+    s = tl.zeros([], tl.float32)
+    for off in range(0, CHUNK, BLOCK_N):
+        c = start + off + cols
+        v = tl.load(xr + c, mask=c < N, other=-float("inf")).to(tl.float32)
+        m_new = tl.maximum(m, tl.max(v, 0))
+        m_safe = tl.where(m_new == -float("inf"), 0.0, m_new)
+        s = s * tl.exp(m - m_safe) + tl.sum(tl.exp(v - m_safe), 0)
+        m = m_new
+    tl.store(stats + pid, m)
+    tl.store(stats + RS + pid, s)
+
+
+@triton.jit
+def _softmax_split_write_kernel(out, x, stats, N, xs_outer, os_outer, CHUNK, SPLITS, RS,
+                                LOG: tl.constexpr, BLOCK_S: tl.constexpr, BLOCK_N: tl.constexpr):
+    pid = tl.program_id(0)
+    row = pid // SPLITS
+    start = (pid % SPLITS) * CHUNK
+    parts = row * SPLITS + tl.arange(0, BLOCK_S)
+    pmask = tl.arange(0, BLOCK_S) < SPLITS
+    pm = tl.load(stats + parts, mask=pmask, other=-float("inf"))
+    ps = tl.load(stats + RS + parts, mask=pmask, other=0.0)
+    m = tl.max(pm, 0)
+    m = tl.where(m == -float("inf"), 0.0, m)  # all -inf: 0/0 below gives NaN, as torch
+    total = tl.sum(ps * tl.exp(pm - m), 0)
+    if LOG:
+        shift = m + tl.log(total)
+    else:
+        inv = 1.0 / total
+    xr = x + row.to(tl.int64) * xs_outer
+    orow = out + row.to(tl.int64) * os_outer
+    cols = tl.arange(0, BLOCK_N)
+    for off in range(0, CHUNK, BLOCK_N):
+        c = start + off + cols
+        mask = c < N
+        v = tl.load(xr + c, mask=mask, other=-float("inf")).to(tl.float32)
+        if LOG:
+            r = v - shift
+        else:
+            r = tl.exp(v - m) * inv
+        tl.store(orow + c, r.to(out.dtype.element_ty), mask=mask)
+
+
 # ---------------------------------------------------------------- launch configuration
 
 _L_softmax_bwd_kernel = launcher(_softmax_bwd_kernel)
 _L_softmax_fwd_kernel = launcher(_softmax_fwd_kernel)
+_L_split_stats = launcher(_softmax_split_stats_kernel)
+_L_split_write = launcher(_softmax_split_write_kernel)
 _FWD = RowPlanner("softmax_fwd", [_softmax_fwd_kernel])
 _BWD = RowPlanner("softmax_bwd", [_softmax_bwd_kernel])
 
@@ -159,6 +219,42 @@ def _strided(p: dict, n: int) -> dict:
     p["BLOCK_N"] = bn = min(p["BLOCK_N"], next_pow2(max(1, int(p.get("MAX_TILE_STRIDED", 8192)) // bm)))
     p["ONE_PASS"] = p["ONE_PASS"] and bn >= n
     return p
+
+
+def _split_config() -> dict:
+    return dict(VENDOR.config("softmax_split").get("default", {})) if VENDOR else {}
+
+
+_SPLIT = _split_config()
+
+
+def _split_launch(out, xv, rows: int, n: int, xs_outer: int, log: bool):
+    """``launch(out, x)`` computing a last-dim softmax with each row split into chunks, or
+    None where one program per row already fills the GPU (see the module docstring)."""
+    if not _SPLIT or n <= ONE_PASS_MAX or n >= 2**31 - 2**20:
+        return None
+    sms = processors(out.device)
+    if rows >= int(_SPLIT.get("split_below_rows_per_sm", 1)) * sms:
+        return None
+    block_n = int(_SPLIT["BLOCK_N"])
+    splits = cdiv(int(_SPLIT.get("programs_per_sm", 4)) * sms, rows)
+    chunk = cdiv(cdiv(n, splits), block_n) * block_n
+    splits = cdiv(n, chunk)
+    if splits < 2:
+        return None
+    warps = int(_SPLIT.get("num_warps", 8))
+    rs = rows * splits
+    grid = (rs,)
+    stats = _L_split_stats.bind(BLOCK_N=block_n, num_warps=warps).prepare(grid, (n, xs_outer, chunk, splits, rs))
+    write = _L_split_write.bind(LOG=log, BLOCK_S=next_pow2(splits), BLOCK_N=block_n, num_warps=warps).prepare(
+        grid, (n, xs_outer, n, chunk, splits, rs))
+
+    def launch(out, x):
+        partials = torch.empty(2 * rs, dtype=torch.float32, device=x.device)
+        stats(partials, x)
+        write(out, x, partials)
+
+    return launch
 
 
 # ---------------------------------------------------------------- layouts
@@ -221,6 +317,14 @@ def softmax_forward(x: torch.Tensor, dim: int, out_dtype: torch.dtype, log: bool
     int64 = needs_int64(xv, out)
     compute = tl.float32
 
+    if lastdim and xn == 1 and out.is_contiguous():
+        split = _split_launch(out, xv, rows, n, xo, log)
+        if split is not None:
+            split(out, xv)
+            if sig is not None and xv is x:
+                _FORWARDS.keep(sig, (out.stride(), split))
+            return out
+
     ints = (rows, n, inner, xo, xi, xn, n * inner, 1, inner)
 
     def launch(p):
@@ -237,7 +341,8 @@ def softmax_forward(x: torch.Tensor, dim: int, out_dtype: torch.dtype, log: bool
     return out
 
 
-# softmax_forward call signature -> (output strides, prepared launch)
+# softmax_forward call signature -> (output strides, launch(out, x): a prepared launch
+# or a split-row pair)
 _FORWARDS = Plans()
 
 
