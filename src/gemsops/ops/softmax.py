@@ -228,7 +228,7 @@ def _split_config() -> dict:
 _SPLIT = _split_config()
 
 
-def _split_launch(out, xv, rows: int, n: int, xs_outer: int, log: bool):
+def _split_launch(out, rows: int, n: int, xs_outer: int, log: bool):
     """``launch(out, x)`` computing a last-dim softmax with each row split into chunks, or
     None where one program per row already fills the GPU (see the module docstring)."""
     if not _SPLIT or n <= ONE_PASS_MAX or n >= 2**31 - 2**20:
@@ -318,7 +318,7 @@ def softmax_forward(x: torch.Tensor, dim: int, out_dtype: torch.dtype, log: bool
     compute = tl.float32
 
     if lastdim and xn == 1 and out.is_contiguous():
-        split = _split_launch(out, xv, rows, n, xo, log)
+        split = _split_launch(out, rows, n, xo, log)
         if split is not None:
             split(out, xv)
             if sig is not None and xv is x:
