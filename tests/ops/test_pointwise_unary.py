@@ -3,6 +3,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from gemsops.ops import _pointwise
 from tests.ops._pointwise_check import check, make, run_gems
 from tests.util import DEVICE, FLOAT_DTYPES
 
@@ -47,6 +48,19 @@ def test_transcendentals_near_zero_and_far_out():
     check("gelu", F.gelu, x.double(), approximate="tanh")
     check("expm1", torch.expm1, x.double())
     check("tanh", torch.tanh, x.double())
+
+
+def test_unrolled_programs_cover_every_element():
+    # gelu, erf and tanh run several blocks per program on large contiguous tensors: sizes
+    # that end inside a program's last block and just past a program
+    span = _pointwise.BLOCK * 4
+    start = max(_pointwise.UNROLL_FROM, span)
+    for n in (start + 2 * span + 777, start + 1):
+        x = make(n)
+        check("gelu", F.gelu, x)
+        check("gelu", F.gelu, x.bfloat16())
+        check("erf", torch.erf, x)
+        check("tanh", torch.tanh, x)
 
 
 @pytest.mark.parametrize("dtype", [torch.int32, torch.int64, torch.uint8, torch.bool])

@@ -17,6 +17,11 @@ TL_DTYPE = {
 FLOATING = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 
 INT32_MAX = 2**31 - 1
+# Element indices up to here stay in int32 even when a kernel rounds them up to whole
+# blocks (``pid * BLOCK + arange`` past the end, masked): a tensor of up to 2**31 - 1
+# elements whose last block's padding wrapped around int32 would pass its mask with
+# negative offsets. Larger tensors take the int64 paths.
+INDEX_LIMIT = INT32_MAX - 2**20
 
 
 def cdiv(a: int, b: int) -> int:
@@ -62,11 +67,11 @@ def needs_int64(*tensors) -> bool:
     for t in tensors:
         if isinstance(t, torch.Tensor) and t.numel() > 0:
             if t.is_contiguous():  # the common case, without walking the dims
-                if t.numel() > INT32_MAX:
+                if t.numel() > INDEX_LIMIT:
                     return True
                 continue
             span = sum((s - 1) * abs(st) for s, st in zip(t.shape, t.stride()))
-            if max(span, t.numel()) > INT32_MAX:
+            if max(span, t.numel()) > INDEX_LIMIT:
                 return True
     return False
 

@@ -78,8 +78,8 @@ def _tan(x):
     return tl.sin(x) / tl.cos(x)
 
 
-def _unary(name, fn, promotion=_FLOAT, bool_ok=True):
-    op = Pointwise(name, fn, promotion)
+def _unary(name, fn, promotion=_FLOAT, bool_ok=True, unroll=1):
+    op = Pointwise(name, fn, promotion, unroll=unroll)
 
     def run(self, *, out=None):
         if not bool_ok and self.dtype == torch.bool:
@@ -104,4 +104,4 @@ log1p = _unary("log1p", _math.log1p)
 sin = _unary("sin", _sin)
 cos = _unary("cos", _cos)
 tan = _unary("tan", _tan)
-erf = _unary("erf", _math.erf)
+erf = _unary("erf", _math.erf, unroll=4)  # as gelu (activations.py)
