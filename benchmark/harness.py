@@ -24,6 +24,8 @@ import gc
 import importlib
 import inspect
 import math
+import os
+import sys
 import time
 import types
 import warnings
@@ -393,6 +395,12 @@ class Runner:
                 out = None
                 with torch.no_grad(), ctx():
                     entry["first_ms"] = _first_call_ms(call, clone_inputs(pristine), self.device)
+                    if entry.get("served"):
+                        # a registered kernel may never be reached: FlagGems' CUDA kernel for
+                        # the composite aten::scaled_dot_product_attention is not dispatched
+                        # to, and torch's cuDNN kernel runs instead (H100, FlagGems 5.0.2)
+                        entry["served"] = _reaches_code(call, clone_inputs(pristine), _code_root(self.fg),
+                                                        self.device)
                     if self.check and ref is not None:
                         out = call(clone_inputs(pristine))
                     entry.update(self._measure(call, sets))
@@ -509,7 +517,9 @@ class Runner:
         t0 = time.perf_counter()
         with flaggems_enabled(self.fg):
             entry["enable_ms"] = (time.perf_counter() - t0) * 1e3
-            entry["served"] = any(_kernel_line(o, self.dispatch_key) != before[o] for o in names)
+            # the run's reachability check may already have said no (re-entered for the second pass)
+            entry["served"] = entry.get("served", True) and any(
+                _kernel_line(o, self.dispatch_key) != before[o] for o in names)
             yield
 
 
@@ -531,6 +541,32 @@ def _first_call_ms(call, inp, device: str = "cuda") -> float:
     call(inp)
     sync(device)
     return (time.perf_counter() - t0) * 1e3
+
+
+def _code_root(obj) -> str:
+    """Where ``obj``'s Python code lives: a package's folder, else the file defining its class."""
+    module_file = getattr(obj, "__file__", None)
+    if module_file:
+        return os.path.dirname(os.path.abspath(module_file)) + os.sep
+    return os.path.abspath(inspect.getfile(type(obj)))
+
+
+def _reaches_code(call, inp, root: str, device: str = "cuda") -> bool:
+    """Whether ``call(inp)`` runs a Python function from under ``root`` (on this thread)."""
+    seen = []
+
+    def profile(frame, event, arg):
+        if event == "call" and frame.f_code.co_filename.startswith(root):
+            seen.append(frame.f_code.co_name)
+
+    previous = sys.getprofile()
+    sys.setprofile(profile)
+    try:
+        call(inp)
+        sync(device)
+    finally:
+        sys.setprofile(previous)
+    return bool(seen)
 
 
 def _dist_version(dist: str) -> str:

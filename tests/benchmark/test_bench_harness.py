@@ -8,6 +8,7 @@ import torch
 import gemsops
 from benchmark import harness
 from benchmark.cases import ENABLE, Case
+from tests.benchmark.fake_flaggems import FakeFlagGems
 
 DEV = gemsops.VENDOR.device_type
 
@@ -137,23 +138,26 @@ def test_missing_gems_op_is_reported_not_available():
     assert res["impls"]["native"]["ms"] > 0
 
 
-class _FakeFlagGems:
-    """Stands in for flag_gems: enable(lib=...) overrides mul.Tensor (or nothing)."""
-
-    def __init__(self, serve: bool, key: str):
-        self.serve, self.key = serve, key
-
-    def enable(self, lib=None, unused=None):
-        if self.serve:
-            native = torch.library.get_kernel("aten::mul.Tensor", self.key)
-            keyset = torch._C.DispatchKeySet(self.key)
-            lib.impl("mul.Tensor", lambda a, b: native.call_boxed(keyset, a, b), self.key)
+def test_a_peer_kernel_registered_but_never_reached_is_not_served():
+    # FlagGems registers a CUDA kernel for aten::scaled_dot_product_attention, a composite
+    # op that dispatch never sends to a backend kernel: torch's kernels run instead. Here
+    # the fake overrides mul.Tensor while the case calls add (both named by the case).
+    runner = harness.Runner(harness.QUICK, peers=(), device=DEV)
+    runner.fg = FakeFlagGems(True, runner.dispatch_key)
+    case = _tiny_case("add", flaggems=ENABLE)
+    case.gems_aten = ("add", "mul.Tensor")
+    fg = runner.run(case)["impls"]["flaggems"]
+    assert fg["served"] is False and fg["check"] == "ok"
+    # the GPU's second timing pass enters the peer's scope again: the verdict stays
+    with runner._flaggems_ctx(["mul.Tensor"], fg):
+        pass
+    assert fg["served"] is False
 
 
 @pytest.mark.parametrize("serve", [True, False])
 def test_flaggems_peer_enable_is_scoped_and_served_is_detected(serve):
     runner = harness.Runner(harness.QUICK, peers=(), device=DEV)
-    runner.fg = _FakeFlagGems(serve, runner.dispatch_key)
+    runner.fg = FakeFlagGems(serve, runner.dispatch_key)
     before = harness._kernel_line("mul.Tensor", runner.dispatch_key)
     res = runner.run(_tiny_case("mul", flaggems=ENABLE))
     fg = res["impls"]["flaggems"]
