@@ -334,3 +334,23 @@ def test_one_clear_winner_is_timed_once(tmp_path, monkeypatch):
                     candidates=[{"BLOCK": 8}, {"BLOCK": 16}, {"BLOCK": 32}])
     assert t.choose(("k",), lambda cfg: ran.append(cfg["BLOCK"])) == {"BLOCK": 16}
     assert len(timings) == 3
+
+
+def test_a_cold_tuner_times_with_the_cache_cleared_and_keeps_its_own_cache_entries(tmp_path, monkeypatch):
+    # attention's tuners time each candidate after clearing L2 (do_bench), not by replaying
+    # warm calls; their picks live apart from picks timed the other way
+    _tuning_enabled(monkeypatch, tmp_path)
+    used = []
+    monkeypatch.setattr(tuner, "benchmark", lambda fn: fn() or used.append("warm") or 1.0)
+    monkeypatch.setattr(tuner, "benchmark_cold", lambda fn: fn() or used.append("cold") or 1.0)
+    cands = [{"BLOCK": 8}, {"BLOCK": 16}]
+    cold = tuner.Tuner("unit_test_cold", default={"BLOCK": 8}, candidates=cands, cold=True)
+    warm = tuner.Tuner("unit_test_cold", default={"BLOCK": 8}, candidates=cands)
+    cold.choose(("k",), lambda cfg: None)
+    assert used and set(used) == {"cold"}
+    used.clear()
+    warm.choose(("k",), lambda cfg: None)
+    assert used and set(used) == {"warm"}
+    assert cold.source_hash != warm.source_hash
+    from gemsops.ops import _attention
+    assert _attention._fwd_tuner.cold and _attention._fwd_tuner_wide.cold and _attention._fwd_tuner_fp32.cold

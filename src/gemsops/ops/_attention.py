@@ -322,13 +322,15 @@ def _attn_fwd_desc_kernel(
         tl.store(LSE + b.to(tl.int64) * sl_b + h * sl_h + rows * sl_m, lse, mask=offs_m < q_len)
 
 
-_fwd_tuner = Tuner("attention_fwd", kernels=[_attn_fwd_kernel, _attn_fwd_desc_kernel])
-_fwd_tuner_wide = Tuner("attention_fwd_d256", kernels=[_attn_fwd_kernel, _attn_fwd_desc_kernel])
+# timed with a cleared L2: a prefill's Q/K/V were written before it and mostly evicted, and
+# back-to-back replays flattered 64-row tiles by 8-11% (see tuner.benchmark_cold)
+_fwd_tuner = Tuner("attention_fwd", kernels=[_attn_fwd_kernel, _attn_fwd_desc_kernel], cold=True)
+_fwd_tuner_wide = Tuner("attention_fwd_d256", kernels=[_attn_fwd_kernel, _attn_fwd_desc_kernel], cold=True)
 # fp32 runs its dots in full precision (no tensor cores): large tiles spill registers and
 # take minutes to compile, so fp32 has its own small-tile candidates
 _FP32_DEFAULT = {"BLOCK_M": 32, "BLOCK_N": 32, "num_warps": 4, "num_stages": 2}
 _fwd_tuner_fp32 = Tuner("attention_fwd_fp32", kernels=[_attn_fwd_kernel, _attn_fwd_desc_kernel],
-                        default=_FP32_DEFAULT)
+                        default=_FP32_DEFAULT, cold=True)
 
 
 def _desc_layout_ok(tensors, head_dim) -> bool:
