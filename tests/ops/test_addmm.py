@@ -1,4 +1,6 @@
 """addmm (nn.Linear's forward): bias broadcasting, alpha/beta, in-place, out=, nn.Linear end to end."""
+import importlib
+
 import pytest
 import torch
 
@@ -40,6 +42,30 @@ def test_addmm_small_m_split_k(dtype):
     bias = torch.randn(20, dtype=dtype, device=DEVICE)
     check(ops.addmm(bias, x, w.t(), beta=0.5, alpha=2), lambda b, x, y: torch.addmm(b, x, y, beta=0.5, alpha=2),
           bias, x, w.t(), k=50)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_a_repeated_call_signature_serves_new_tensors(dtype):
+    # the kept plan of a signature (shapes, strides, dtypes, beta and alpha with their
+    # types) serves later calls: new values, beta == 0 with NaN in the bias, a bool beta
+    calls = importlib.import_module("gemsops.ops.addmm")._CALLS
+    for step in range(3):
+        torch.manual_seed(30 + step)
+        x, w = operand(M, K, dtype), operand(N, K, dtype)
+        bias = torch.randn(N, dtype=dtype, device=DEVICE)
+        check(ops.addmm(bias, x, w.t()), torch.addmm, bias, x, w.t(), k=K)
+        nan_bias = bias.clone()
+        nan_bias[3] = float("nan")
+        got = ops.addmm(nan_bias, x, w.t(), beta=0)
+        assert not got.isnan().any()
+        check(got, lambda b, x, y: torch.addmm(b, x, y, beta=0), nan_bias, x, w.t(), k=K)
+        check(ops.addmm(bias, x, w.t(), beta=True, alpha=2.0),
+              lambda b, x, y: torch.addmm(b, x, y, beta=True, alpha=2.0), bias, x, w.t(), k=K)
+        row_bias = torch.randn(M, 1, dtype=dtype, device=DEVICE)  # another bias layout
+        check(ops.addmm(row_bias, x, w.t()), torch.addmm, row_bias, x, w.t(), k=K)
+    key = (bias.shape, bias.stride(), dtype, x.shape, x.stride(), dtype, (K, N), w.t().stride(), dtype, int, 0, int, 1)
+    assert key in calls
+    same_as_native(ops.addmm, torch.addmm, bias.float(), x, w.t())  # same shapes, mixed dtypes
 
 
 def test_addmm_k0_and_empty():

@@ -1,4 +1,6 @@
 """mm and the shared GEMM kernel (ops/_gemm.py): layouts, split K, edge cases, routing."""
+import importlib
+
 import pytest
 import torch
 
@@ -149,6 +151,25 @@ def test_plan_cache_reused():
     n = len(_gemm._PLANS)
     ops.mm(torch.randn(19, 21, device=DEVICE), torch.randn(21, 23, device=DEVICE))
     assert len(_gemm._PLANS) == n
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_a_repeated_call_signature_serves_new_tensors(dtype):
+    # a 16-bit signature seen before launches its kept plan without the checks: new
+    # tensors, new values, and a signature that differs only in a stride or a dtype
+    calls = importlib.import_module("gemsops.ops.mm")._CALLS
+    for step in range(3):
+        torch.manual_seed(20 + step)
+        a, b = operand(13, 40, dtype), operand(40, 11, dtype, "t")
+        check(ops.mm(a, b), torch.mm, a, b, k=40)
+        key = (a.shape, a.stride(), a.dtype, b.shape, b.stride(), b.dtype)
+        assert key in calls
+        c = operand(40, 11, dtype)  # the other layout of b: a signature of its own
+        check(ops.mm(a, c), torch.mm, a, c, k=40)
+    same_as_native(ops.mm, torch.mm, a, b.float())  # same shapes, mixed dtypes: torch's error
+    a32 = a.float()
+    check(ops.mm(a32, b.float()), torch.mm, a32, b.float(), k=40)
+    assert (a32.shape, a32.stride(), a32.dtype, b.shape, b.stride(), torch.float32) not in calls  # fp32: TF32 switch
 
 
 @pytest.mark.skipif(not ON_GPU, reason="tf32 exists only on CUDA")

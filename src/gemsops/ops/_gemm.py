@@ -307,6 +307,13 @@ def gemm(a, sa, b, sb, c, sc, x, sx, batch, M, N, K, alpha=1.0, beta=1.0):
     ``x`` is None for no bias (or beta == 0: torch then ignores the bias, NaN included).
     The caller checked dtypes, devices and shapes; M, N, batch > 0 (K may be 0).
     """
+    gemm_runner(a, sa, b, sb, c, sc, x, sx, batch, M, N, K, alpha, beta)(a, b, c, x, float(alpha), float(beta))
+    return c
+
+
+def gemm_runner(a, sa, b, sb, c, sc, x, sx, batch, M, N, K, alpha=1.0, beta=1.0):
+    """The planned launch ``run(a, b, c, x, float(alpha), float(beta))`` behind :func:`gemm`
+    for these arguments' signature (checks devices; plans on first sight)."""
     dtype = a.dtype
     dev = a.get_device()
     if b.get_device() != dev or c.get_device() != dev or (x is not None and x.get_device() != dev) or (
@@ -324,8 +331,41 @@ def gemm(a, sa, b, sb, c, sc, x, sx, batch, M, N, K, alpha=1.0, beta=1.0):
             run = _first_runner([], _plan_args(sa, sb, sc, sx, x, batch, M, N, K, alpha, beta, dtype, ieee, c))
         else:
             run = _PLANS.keep(key, _make_plan(a, sa, b, sb, c, sc, x, sx, batch, M, N, K, alpha, beta, ieee))
-    run(a, b, c, x, float(alpha), float(beta))
-    return c
+    return run
+
+
+class CallPlans(Plans):
+    """The planned GEMM of 2-D host functions (mm, addmm) by their call signature: shapes,
+    strides, dtypes and scalars.
+
+    A model calls them with a few signatures over and over; a signature seen before skips
+    the argument checks, stride bookkeeping and the plan lookup (Python path on the CPU
+    stand-in, launches skipped, bf16: mm 5.8 -> 4.5 us, addmm 7.4 -> 5.0). Only 16-bit
+    dtypes are kept: fp32's plan also depends on the TF32 switch, which may change
+    between calls.
+    """
+
+    def launch(self, key, a, b, x):
+        """Run the kept plan for ``key`` on these operands and return the output, or None
+        (no plan, or operands not all on the current device)."""
+        entry = self.get(key)
+        if entry is None:
+            return None
+        dev = current_device()
+        if a.get_device() != dev or b.get_device() != dev or (x is not None and x.get_device() != dev):
+            return None
+        M, N, run, bias_used, alpha, beta = entry
+        c = torch.empty_strided((M, N), (N, 1), dtype=a.dtype, device=a.device)
+        run(a, b, c, x if bias_used else None, alpha, beta)
+        return c
+
+    def remember(self, key, a, b, c, x, sx, M, N, K, alpha=1, beta=1):
+        """Keep the plan of a call that just ran through :func:`gemm` (2-D, 16-bit, M, N > 0)."""
+        if a.dtype == torch.float32 or M == 0 or N == 0 or c.stride() != (N, 1):
+            return
+        sa, sb = a.stride(), b.stride()
+        run = gemm_runner(a, (0, sa[0], sa[1]), b, (0, sb[0], sb[1]), c, (0, N, 1), x, sx, 1, M, N, K, alpha, beta)
+        self.keep(key, (M, N, run, x is not None, float(alpha), float(beta)))
 
 
 def _plan_args(sa, sb, sc, sx, x, batch, M, N, K, alpha, beta, dtype, ieee, c):
