@@ -455,6 +455,27 @@ def _attention_cases(quick):
                        "_flash_attention_forward"),
             flaggems=ENABLE, note="causal prefill"))
 
+    # batched prefill with padding, as Hugging Face models send it: one float mask [B, 1, S, S]
+    # (causal, the first sequence left-padded by a quarter, its padded query rows unmasked)
+    b, h, s, d = 4, 32, 1024, 128
+
+    def make_masked(device, b=b, h=h, s=s, d=d):
+        keep = torch.ones(s, s, dtype=torch.bool, device=device).tril()[None, None].repeat(b, 1, 1, 1)
+        keep[0, :, :, : s // 4] = False
+        keep[0, :, : s // 4] = True
+        mask = torch.zeros(b, 1, s, s, dtype=dtype, device=device).masked_fill(~keep, float("-inf"))
+        return {"q": _randn((b, h, s, d), dtype, device), "k": _randn((b, h, s, d), dtype, device),
+                "v": _randn((b, h, s, d), dtype, device), "mask": mask}
+
+    out.append(Case(
+        "sdpa", f"B{b} H{h}/{h} S{s} D{d} mask", dtype, make_masked,
+        lambda i: F.scaled_dot_product_attention(i["q"], i["k"], i["v"], attn_mask=i["mask"]),
+        bytes=(4 * b * h * s * d + b * s * s) * e, flops=4 * b * h * s * s * d,  # every tile computed
+        gems_aten=("scaled_dot_product_attention", "_scaled_dot_product_flash_attention",
+                   "_scaled_dot_product_efficient_attention", "_scaled_dot_product_cudnn_attention",
+                   "_flash_attention_forward"),
+        flaggems=ENABLE, note="padded batch, float mask"))
+
     # paged decode: KV gathered contiguous for torch SDPA, paged flash layout for gems
     hq, hk, d, block = 32, 8, 128, 16
     paged = [(64, 4096), (8, 16384), (1, 32768)]

@@ -171,18 +171,23 @@ def _served():
     return set(families().get("sdpa", []))
 
 
-def _ref64(q, k, v, causal, scale=None):
-    """torch's attention in float64 (K/V heads repeated for GQA) and the natural-log
-    log-sum-exp of the scaled scores, [B, H, Sq]; causal only for square attention."""
+def _ref64(q, k, v, causal, scale=None, bias=None):
+    """Attention in float64 (K/V heads repeated for GQA) and the natural-log log-sum-exp of
+    the scaled scores, [B, H, Sq]; causal only for square attention. ``bias`` is added to the
+    scores; a row it masks out entirely gives zeros (and a log-sum-exp of -inf)."""
     group = q.shape[1] // k.shape[1]
     q64 = q.detach().double()
     k64, v64 = (t.detach().double().repeat_interleave(group, 1) for t in (k, v))
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
     s = (q64 @ k64.transpose(-1, -2)) * scale
+    if bias is not None:
+        s = s + bias.detach().double()
     if causal:
         s = s.masked_fill(torch.ones_like(s, dtype=torch.bool).triu(1), float("-inf"))
-    out = F.scaled_dot_product_attention(q64, k64, v64, is_causal=causal, scale=scale)
-    return out, torch.logsumexp(s, -1)
+    top = s.amax(-1, keepdim=True)
+    p = torch.exp(s - torch.where(torch.isinf(top), 0.0, top))
+    total = p.sum(-1, keepdim=True)
+    return (p @ v64) / torch.where(total == 0, 1.0, total), torch.logsumexp(s, -1)
 
 
 def _check_grads(q, k, v, out, causal, gqa, dtype):
@@ -269,10 +274,10 @@ _HOST = {"_scaled_dot_product_flash_attention": sdpa_ops.scaled_dot_product_flas
          "_scaled_dot_product_efficient_attention": sdpa_ops.scaled_dot_product_efficient_attention}
 
 
-def _entry_args(name, q, k, v, causal, scale):
+def _entry_args(name, q, k, v, causal, scale, bias=None):
     if name == "flash":
         return (q, k, v, 0.0, causal), dict(scale=scale)
-    return (q, k, v, None, name.endswith("_lse"), 0.0, causal), dict(scale=scale)
+    return (q, k, v, bias, name.endswith("_lse"), 0.0, causal), dict(scale=scale)
 
 
 def _entry_lse(name, result, sq):
@@ -300,8 +305,8 @@ def _same_structure(got, want):
     assert got[0].stride() == want[0].stride()
 
 
-def _check_entry(name, overload, q, k, v, causal, dtype, scale=None, lse_tol=2e-3):
-    args, kwargs = _entry_args(name, q, k, v, causal, scale)
+def _check_entry(name, overload, q, k, v, causal, dtype, scale=None, lse_tol=2e-3, bias=None):
+    args, kwargs = _entry_args(name, q, k, v, causal, scale, bias)
     if ON_GPU:
         op = getattr(torch.ops.aten, overload).default
         log = Path(tempfile.mkdtemp()) / "log.txt"
@@ -313,18 +318,21 @@ def _check_entry(name, overload, q, k, v, causal, dtype, scale=None, lse_tol=2e-
     else:
         got = _HOST[overload].__wrapped__(*args, **kwargs)  # Unsupported here is a failure
         want = None
-    ref_out, ref_lse = _ref64(q, k, v, causal, scale)
+    ref_out, ref_lse = _ref64(q, k, v, causal, scale, bias)
     assert_close(got[0], ref_out.to(dtype), dtype=dtype, scale=4.0)
     lse = _entry_lse(name, got, q.shape[2])
     if lse is None:
         assert got[1] is None or got[1].numel() == 0
         return
-    torch.testing.assert_close(lse.double(), ref_lse, atol=lse_tol, rtol=lse_tol)
+    seen = torch.isfinite(ref_lse)  # rows a mask leaves keys to
+    # a row masked out entirely: +inf, so that torch's backward (exp(score - lse)) reads zeros there
+    assert bool((lse[~seen] == float("inf")).all())
+    torch.testing.assert_close(lse.double()[seen], ref_lse[seen], atol=lse_tol, rtol=lse_tol)
     if name == "efficient_lse":
         # the rows past Sq are padding, +inf as in torch's kernel
         assert bool((got[1][:, :, q.shape[2]:] == float("inf")).all())
     if want is not None:
-        torch.testing.assert_close(lse, _entry_lse(name, want, q.shape[2]), atol=lse_tol, rtol=lse_tol)
+        torch.testing.assert_close(lse[seen], _entry_lse(name, want, q.shape[2])[seen], atol=lse_tol, rtol=lse_tol)
 
 
 def _entry_cases(shapes):
@@ -354,17 +362,132 @@ def test_entry_point_scale():
                  scale=0.05, lse_tol=1e-5)
 
 
+def _masks(b, h, sq, sk, dtype):
+    """Masks as models pass them, each with a row or a sequence start masked out entirely:
+    name -> (attn_mask for F.scaled_dot_product_attention, the additive bias it means)."""
+    torch.manual_seed(1)
+    keep = torch.rand(b, 1, sq, sk, device=randn(1).device) > 0.3
+    keep[:, :, 1] = False  # a query row that sees no key
+    padding = torch.ones(b, 1, 1, sk, dtype=torch.bool, device=keep.device)
+    padding[0, ..., : sk // 2] = False  # left padding of the first sequence
+    float_mask = randn(sq, sk, dtype=dtype)  # a learned-bias-like 2-D float mask
+    float_mask[0, : sk - 1] = float("-inf")
+    per_head = randn(b, h, sk, sq, dtype=dtype).transpose(-1, -2)  # [B, H, Sq, Sk], key-major storage
+    return {
+        "bool": (keep, torch.zeros((), dtype=torch.float64, device=keep.device).masked_fill(~keep, float("-inf"))),
+        "padding": (padding, torch.zeros((), dtype=torch.float64, device=keep.device).masked_fill(~padding, float("-inf"))),
+        "float 2-D": (float_mask, float_mask),
+        "float per head": (per_head, per_head),
+    }
+
+
+# (B, Hq, Hkv, Sq, Sk, D); the last one is a decode step's GQA group seen as query rows
+MASK_SHAPES = [(2, 2, 2, 5, 5, 16), (2, 4, 2, 6, 70, 16), (1, 4, 4, 4, 37, 32)]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("shape", MASK_SHAPES)
+@pytest.mark.parametrize("mask_kind", ["bool", "padding", "float 2-D", "float per head"])
+def test_kernel_bias(dtype, shape, mask_kind):
+    b, hq, hkv, sq, sk, d = shape
+    torch.manual_seed(0)
+    q = randn(b, sq, hq, d, dtype=dtype).transpose(1, 2)
+    k, v = randn(b, hkv, sk, d, dtype=dtype), randn(b, hkv, sk, d, dtype=dtype)
+    _, bias = _masks(b, hq, sq, sk, dtype)[mask_kind]
+    bias = bias.to(dtype)
+    out, lse = sdpa_flash_forward(q, k, v, bias=bias)
+    want, want_lse = _ref64(q, k, v, False, bias=bias.expand(b, hq, sq, sk))
+    assert_close(out, want.to(dtype), dtype=dtype, scale=_tol_scale(dtype))
+    seen = torch.isfinite(want_lse)
+    assert bool((lse[~seen] == float("inf")).all())
+    torch.testing.assert_close(lse.double()[seen], want_lse[seen], atol=2e-3, rtol=2e-3)
+
+
+def _mask_dispatch_dtypes():
+    return [torch.float16, torch.bfloat16, torch.float32] if ON_GPU else [torch.float32]
+
+
+@pytest.mark.parametrize("requires_grad", [False, True])
+@pytest.mark.parametrize("dtype", _mask_dispatch_dtypes())
+@pytest.mark.parametrize("mask_kind", ["bool", "padding", "float 2-D", "float per head"])
+def test_dispatch_mask(mask_kind, dtype, requires_grad):
+    # F.scaled_dot_product_attention with an attn_mask reaches gems' forward through the
+    # backend torch picks; torch's backward for that backend then runs on gems' output and
+    # log-sum-exp, also over rows the mask leaves without keys (never NaN). What such a row
+    # gives is the backend's: torch hands cuDNN a boolean mask as a finite fill (the row then
+    # averages V), the others -inf (zeros); gems reads the bias it is given, so both agree
+    # with torch's own kernel there and with the float64 reference on every other row.
+    b, hq, hkv, sq, sk, d = 2, 4, 4, 6, 11, 16
+    torch.manual_seed(0)
+    q, k, v = (randn(b, h, s, d, dtype=dtype).requires_grad_(requires_grad)
+               for h, s in ((hq, sq), (hkv, sk), (hkv, sk)))
+    mask, bias = _masks(b, hq, sq, sk, dtype)[mask_kind]
+    chosen = SDPBackend(torch._fused_sdp_choice(q, k, v, attn_mask=mask))
+    overload = BACKEND_OVERLOAD.get(chosen)
+    log = Path(tempfile.mkdtemp()) / "log.txt"
+    with gemsops.use_gems(include=["sdpa"], record=True, path=log):
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    assert set(_logged(log)) == ({overload} if overload in _served() else set()), (chosen, _logged(log))
+    bias64 = bias.double().expand(b, hq, sq, sk)
+    want, want_lse = _ref64(q, k, v, False, bias=bias64)
+    seen = torch.isfinite(want_lse)  # [B, H, Sq]: rows that see some key
+    assert_close(out.detach()[seen], want[seen].to(dtype), dtype=dtype, scale=8.0)
+    leaves = tuple(t.detach().clone().requires_grad_(requires_grad) for t in (q, k, v))
+    native_out = F.scaled_dot_product_attention(*leaves, attn_mask=mask)
+    assert_close(out.detach(), native_out.detach(), dtype=dtype, scale=8.0)
+    if requires_grad:
+        grad = randn(*out.shape, dtype=dtype)
+        out.backward(grad)
+        native_out.backward(grad)
+        for got, ref in zip((q.grad, k.grad, v.grad), (t.grad for t in leaves)):
+            assert not got.isnan().any()
+            assert_close(got, ref, dtype=dtype, scale=16.0)
+        if bool(seen.all()):
+            q64, k64, v64 = (t.detach().double().requires_grad_() for t in (q, k, v))
+            s = q64 @ k64.transpose(-1, -2) / math.sqrt(d) + bias64
+            (torch.softmax(s, -1) @ v64).backward(grad.double())
+            for got, ref in ((q.grad, q64.grad), (k.grad, k64.grad), (v.grad, v64.grad)):
+                assert_close(got, ref.to(dtype), dtype=dtype, scale=16.0)
+
+
+BIAS_ENTRY_POINTS = [entry for entry in ENTRY_POINTS if entry[0] != "flash"]  # flash's schema has no mask
+
+
+def _entry_bias(bias, b, h, sq, sk):
+    """``bias`` as torch's SDPA front end hands it to the CUDA entry points, whose own kernels
+    need it: [B, H, Sq, Sk] with a contiguous last dimension padded to 16 elements. The
+    interpreter's host functions take it as it is (any broadcast layout)."""
+    if not ON_GPU:
+        return bias
+    full = torch.zeros(b, h, sq, -(-sk // 16) * 16, dtype=bias.dtype, device=bias.device)
+    full[..., :sk] = bias
+    return full[..., :sk]
+
+
+@pytest.mark.parametrize("mask_kind", ["bool", "padding", "float per head"])
+@pytest.mark.parametrize("name,overload,dtypes", [(n, o, dts) for n, o, dts, _ in BIAS_ENTRY_POINTS])
+def test_entry_point_bias(name, overload, dtypes, mask_kind):
+    # fp32 where the entry point takes it under the interpreter (fast there), else fp16
+    dtype = torch.bfloat16 if ON_GPU else torch.float32 if torch.float32 in dtypes else torch.float16
+    b, h, sq, sk, d = 2, 4, 5, 19, 16
+    q, k, v = randn(b, h, sq, d, dtype=dtype), randn(b, h, sk, d, dtype=dtype), randn(b, h, sk, d, dtype=dtype)
+    bias = _entry_bias(_masks(b, h, sq, sk, dtype)[mask_kind][1].to(dtype), b, h, sq, sk)
+    _check_entry(name, overload, q, k, v, False, dtype, bias=bias,
+                 lse_tol=2e-3 if dtype != torch.float32 else 1e-5)
+
+
 def test_dispatch_unsupported_goes_native():
-    # a float mask and non-square causal attention (torch aligns it top-left, the kernel
-    # bottom-right) are not the kernel's cases: torch's own answer
+    # float64 (not a kernel dtype) with a mask, and non-square causal attention (torch aligns
+    # it top-left, the kernel bottom-right), are not the kernel's cases: torch's own answer
     dtype = torch.float16 if ON_GPU else torch.float32
     q, k, v = randn(1, 2, 4, 16, dtype=dtype), randn(1, 2, 7, 16, dtype=dtype), randn(1, 2, 7, 16, dtype=dtype)
-    mask = randn(4, 7, dtype=dtype)
-    want_mask = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    q64, k64, v64 = (t.double() for t in (q, k, v))
+    mask = randn(4, 7, dtype=torch.float64)
+    want_mask = F.scaled_dot_product_attention(q64, k64, v64, attn_mask=mask)
     want_causal = F.scaled_dot_product_attention(q, k, v, is_causal=True)
     log = Path(tempfile.mkdtemp()) / "log.txt"
     with gemsops.use_gems(include=["sdpa"], record=True, path=log):
-        got_mask = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        got_mask = F.scaled_dot_product_attention(q64, k64, v64, attn_mask=mask)
         got_causal = F.scaled_dot_product_attention(q, k, v, is_causal=True)
     torch.testing.assert_close(got_mask, want_mask)
     torch.testing.assert_close(got_causal, want_causal)
@@ -389,6 +512,18 @@ if ON_GPU:
         q = randn(b, hq, sq, d, dtype=dtype)
         k, v = randn(b, hkv, sk, d, dtype=dtype), randn(b, hkv, sk, d, dtype=dtype)
         _check_entry(name, overload, q, k, v, causal, dtype, lse_tol=2e-3 if dtype != torch.float32 else 1e-5)
+
+    @pytest.mark.parametrize("mask_kind", ["bool", "padding", "float per head"])
+    @pytest.mark.parametrize("shape", [(1, 8, 8, 4, 600, 64), (2, 8, 8, 300, 300, 128), (2, 4, 4, 129, 1000, 128)])
+    @pytest.mark.parametrize("name,overload", [(n, o) for n, o, _, _ in BIAS_ENTRY_POINTS])
+    def test_aten_op_bias_gpu(name, overload, shape, mask_kind):
+        # the first shape is the Llama-style decode step of benchmark/e2e.py: a KV group's
+        # query heads as rows over a static cache, with a [1, 1, 1, Sk] mask
+        b, hq, hkv, sq, sk, d = shape
+        q = randn(b, hq, sq, d, dtype=torch.bfloat16)
+        k, v = randn(b, hkv, sk, d, dtype=torch.bfloat16), randn(b, hkv, sk, d, dtype=torch.bfloat16)
+        bias = _entry_bias(_masks(b, hq, sq, sk, torch.bfloat16)[mask_kind][1].to(torch.bfloat16), b, hq, sq, sk)
+        _check_entry(name, overload, q, k, v, False, torch.bfloat16, bias=bias)
 
     def test_sdpa_causal_model_size_gpu():
         q, k, v = (randn(1, 32, 2048, 128, dtype=torch.bfloat16) for _ in range(3))

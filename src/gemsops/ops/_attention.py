@@ -9,6 +9,10 @@ One kernel serves three layouts, chosen by constexpr flags:
 A second kernel reads through tensor descriptors (TMA) where the layout allows: dense
 [B, H, S, D] (SDPA) and packed varlen [total, H, D] without paging; configs choose it (DESC).
 
+An additive bias (SDPA's ``attn_mask`` as torch hands it to its fused kernels: a float
+tensor broadcast to [B, H, Sq, Sk], -inf where a boolean mask was False) is read by the
+pointer kernel with any strides (0 for broadcast dims); the descriptor kernel takes none.
+
 Causal masking is aligned bottom-right (FlashAttention-2): query ``i`` of a sequence with
 ``q_len`` queries and ``k_len`` keys sees keys ``j <= i + k_len - q_len``. Rows that see no
 key produce zeros (and a log-sum-exp of -inf), never NaN. Scores are kept in base 2
@@ -48,28 +52,32 @@ def _kv_offsets(BT, bt_row, k_start, offs_n, stride_n, stride_page, n_mask,
 
 
 @triton.jit
-def _softmax_step(acc, m_i, l_i, qk, qk_scale, v, offs_m_seq, offs_n, k_len, causal_off,
-                  MASKED: tl.constexpr, CAUSAL: tl.constexpr, PREC: tl.constexpr, POS_SCALE: tl.constexpr):
+def _softmax_step(acc, m_i, l_i, qk, qk_scale, v, offs_m_seq, offs_n, k_len, causal_off, bias,
+                  MASKED: tl.constexpr, CAUSAL: tl.constexpr, PREC: tl.constexpr, POS_SCALE: tl.constexpr,
+                  HAS_BIAS: tl.constexpr = False):
     """Online-softmax update with one tile of raw scores ``qk`` [M, N] and values ``v`` [N, D].
 
     ``qk_scale`` includes log2(e) (the exponentials are base 2). On tiles without masks and
     with a positive scale, the row maximum is taken before scaling so that scaling and
     subtracting it fuse into one FMA per score: the softmax, not the two dots, limits this
-    loop on Hopper.
+    loop on Hopper. ``bias`` (HAS_BIAS): the [M, N] additive bias in base 2, possibly -inf
+    over whole rows of the tile, so those tiles take the guarded path too.
     """
-    if not MASKED and POS_SCALE:
+    if not MASKED and POS_SCALE and not HAS_BIAS:
         m_new = tl.maximum(m_i, tl.max(qk, 1) * qk_scale)
         m_sub = m_new
         p = tl.math.exp2(qk * qk_scale - m_sub[:, None])
     else:
         s = qk * qk_scale
+        if HAS_BIAS:
+            s = s + bias
         if MASKED:
             keep = (offs_n < k_len)[None, :]
             if CAUSAL:
                 keep = keep & (offs_n[None, :] <= offs_m_seq[:, None] + causal_off)
             s = tl.where(keep, s, float("-inf"))
         m_new = tl.maximum(m_i, tl.max(s, 1))
-        if MASKED:
+        if MASKED or HAS_BIAS:
             # a row that has seen no key yet keeps m = -inf; subtract 0 instead to avoid inf - inf
             m_sub = tl.where(m_new == float("-inf"), 0.0, m_new)
         else:
@@ -85,11 +93,12 @@ def _softmax_step(acc, m_i, l_i, qk, qk_scale, v, offs_m_seq, offs_n, k_len, cau
 @triton.jit
 def _attn_tile(acc, m_i, l_i, q, K, V, BT, bt_row, k_base, v_base, k_start, start_n,
                offs_m_seq, offs_d, d_mask, k_len, causal_off, qk_scale,
-               sk_n, sk_d, sk_page, sv_n, sv_d, sv_page,
+               sk_n, sk_d, sk_page, sv_n, sv_d, sv_page, bias_rows, m_mask, sbias_n,
                MASKED: tl.constexpr, CAUSAL: tl.constexpr, PAGED: tl.constexpr, PAGE: tl.constexpr,
                EVEN_D: tl.constexpr, INT64: tl.constexpr, UPCAST: tl.constexpr, PREC: tl.constexpr,
-               BLOCK_N: tl.constexpr, POS_SCALE: tl.constexpr):
-    """One K/V tile of the online softmax; MASKED tiles apply the length and causal masks."""
+               BLOCK_N: tl.constexpr, POS_SCALE: tl.constexpr, HAS_BIAS: tl.constexpr):
+    """One K/V tile of the online softmax; MASKED tiles apply the length and causal masks.
+    ``bias_rows`` (HAS_BIAS): pointers to the bias of this tile's query rows at key 0."""
     offs_n = start_n + tl.arange(0, BLOCK_N)
     if MASKED:
         n_mask = offs_n < k_len
@@ -109,8 +118,13 @@ def _attn_tile(acc, m_i, l_i, q, K, V, BT, bt_row, k_base, v_base, k_start, star
         kt = kt.to(tl.float32)
         v = v.to(tl.float32)
     qk = tl.dot(q, kt, input_precision=PREC)
-    return _softmax_step(acc, m_i, l_i, qk, qk_scale, v, offs_m_seq, offs_n, k_len, causal_off, MASKED, CAUSAL,
-                         PREC, POS_SCALE)
+    bias = 0.0
+    if HAS_BIAS:
+        cols = offs_n.to(tl.int64) if INT64 else offs_n
+        bias = tl.load(bias_rows[:, None] + (cols * sbias_n)[None, :], mask=m_mask[:, None] & n_mask[None, :],
+                       other=0.0).to(tl.float32) * 1.4426950408889634  # to base 2, as the scores
+    return _softmax_step(acc, m_i, l_i, qk, qk_scale, v, offs_m_seq, offs_n, k_len, causal_off, bias, MASKED,
+                         CAUSAL, PREC, POS_SCALE, HAS_BIAS)
 
 
 @triton.jit
@@ -135,7 +149,7 @@ def _tile_coords(HEAD_CHUNK: tl.constexpr):
 # lengths of 1 must not become constexprs (Triton specializes ints equal to 1)
 @triton.jit(do_not_specialize=["seqlen_q", "seqlen_k"])
 def _attn_fwd_kernel(
-    Q, K, V, O, LSE, CU_Q, CU_K, SEQUSED_K, BT,
+    Q, K, V, O, LSE, CU_Q, CU_K, SEQUSED_K, BT, BIAS,
     qk_scale, seqlen_q, seqlen_k,
     sq_b, sq_m, sq_h, sq_d,
     sk_b, sk_n, sk_h, sk_d,
@@ -143,12 +157,13 @@ def _attn_fwd_kernel(
     so_b, so_m, so_h, so_d,
     sl_b, sl_h, sl_m,
     sbt_b,
+    sbias_b, sbias_h, sbias_m, sbias_n,
     GROUP: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     CAUSAL: tl.constexpr, VARLEN_Q: tl.constexpr, VARLEN_K: tl.constexpr, SEQUSED: tl.constexpr,
     PAGED: tl.constexpr, PAGE: tl.constexpr, STORE_LSE: tl.constexpr,
     INT64: tl.constexpr, UPCAST: tl.constexpr, PREC: tl.constexpr, NUM_STAGES: tl.constexpr,
-    POS_SCALE: tl.constexpr, HEAD_CHUNK: tl.constexpr,
+    POS_SCALE: tl.constexpr, HEAD_CHUNK: tl.constexpr, HAS_BIAS: tl.constexpr,
 ):
     pid_m, h = _tile_coords(HEAD_CHUNK)
     b = tl.program_id(2)
@@ -193,6 +208,7 @@ def _attn_fwd_kernel(
         k_base = b64 * sk_b + kh64 * sk_h
         v_base = b64 * sv_b + kh64 * sv_h
     bt_row = b64 * sbt_b
+    bias_rows = BIAS + b64 * sbias_b + h64 * sbias_h + rows * sbias_m  # used only with HAS_BIAS
 
     causal_off = k_len - q_len
     if CAUSAL:
@@ -211,21 +227,24 @@ def _attn_fwd_kernel(
         acc, m_i, l_i = _attn_tile(
             acc, m_i, l_i, q, K, V, BT, bt_row, k_base, v_base, k_start, start_n,
             offs_m, offs_d, d_mask, k_len, causal_off, qk_scale,
-            sk_n, sk_d, sk_b, sv_n, sv_d, sv_b,
-            False, CAUSAL, PAGED, PAGE, HEAD_DIM == BLOCK_D, INT64, UPCAST, PREC, BLOCK_N, POS_SCALE)
+            sk_n, sk_d, sk_b, sv_n, sv_d, sv_b, bias_rows, m_mask, sbias_n,
+            False, CAUSAL, PAGED, PAGE, HEAD_DIM == BLOCK_D, INT64, UPCAST, PREC, BLOCK_N, POS_SCALE, HAS_BIAS)
     for start_n in tl.range(full, hi, BLOCK_N):
         acc, m_i, l_i = _attn_tile(
             acc, m_i, l_i, q, K, V, BT, bt_row, k_base, v_base, k_start, start_n,
             offs_m, offs_d, d_mask, k_len, causal_off, qk_scale,
-            sk_n, sk_d, sk_b, sv_n, sv_d, sv_b,
-            True, CAUSAL, PAGED, PAGE, HEAD_DIM == BLOCK_D, INT64, UPCAST, PREC, BLOCK_N, POS_SCALE)
+            sk_n, sk_d, sk_b, sv_n, sv_d, sv_b, bias_rows, m_mask, sbias_n,
+            True, CAUSAL, PAGED, PAGE, HEAD_DIM == BLOCK_D, INT64, UPCAST, PREC, BLOCK_N, POS_SCALE, HAS_BIAS)
 
     empty = l_i == 0.0
     out = acc / tl.where(empty, 1.0, l_i)[:, None]
     o_ptrs = O + b64 * so_b + h64 * so_h + rows[:, None] * so_m + (offs_d * so_d)[None, :]
     tl.store(o_ptrs, out.to(O.dtype.element_ty), mask=m_mask[:, None] & d_mask[None, :])
     if STORE_LSE:
-        lse = tl.where(empty, float("-inf"), (m_i + tl.math.log2(tl.where(empty, 1.0, l_i))) * 0.6931471805599453)
+        # a row that sees no key: -inf, except where a bias masked it out: +inf there, as in
+        # FlashAttention (torch's backward computes exp(score - lse), and -inf - -inf is NaN)
+        lse = tl.where(empty, float("inf") if HAS_BIAS else float("-inf"),
+                       (m_i + tl.math.log2(tl.where(empty, 1.0, l_i))) * 0.6931471805599453)
         tl.store(LSE + b64 * sl_b + h64 * sl_h + rows * sl_m, lse, mask=m_mask)
 
 
@@ -295,7 +314,7 @@ def _attn_fwd_desc_kernel(
             v = v.to(tl.float32)
         qk = tl.dot(q, tl.trans(k), input_precision=PREC)
         acc, m_i, l_i = _softmax_step(acc, m_i, l_i, qk, qk_scale, v, offs_m, n0 + tl.arange(0, BLOCK_N), k_len,
-                                      causal_off, False, CAUSAL, PREC, POS_SCALE)
+                                      causal_off, 0.0, False, CAUSAL, PREC, POS_SCALE)
     for n0 in tl.range(full, hi, BLOCK_N):
         k = _desc_tile(k_desc, k_start + n0, kh, BLOCK_N, HEAD_DIM, VARLEN, b)
         v = _desc_tile(v_desc, k_start + n0, kh, BLOCK_N, HEAD_DIM, VARLEN, b)
@@ -306,7 +325,7 @@ def _attn_fwd_desc_kernel(
             v = v.to(tl.float32)
         qk = tl.dot(q, tl.trans(k), input_precision=PREC)
         acc, m_i, l_i = _softmax_step(acc, m_i, l_i, qk, qk_scale, v, offs_m, n0 + tl.arange(0, BLOCK_N), k_len,
-                                      causal_off, True, CAUSAL, PREC, POS_SCALE)
+                                      causal_off, 0.0, True, CAUSAL, PREC, POS_SCALE)
     empty = l_i == 0.0
     out = acc / tl.where(empty, 1.0, l_i)[:, None]
     if VARLEN:
@@ -357,9 +376,10 @@ def _no_launch(*tensors):
 def attention_plan(q, k, v, out, *, q_strides, k_strides, v_strides, o_strides,
                    batch, num_heads, num_kv_heads, head_dim, max_q, causal, scale,
                    seqlen_q=0, seqlen_k=0, cu_q=None, cu_k=None, seqused_k=None,
-                   block_table=None, page_size=1, lse=None, lse_strides=(0, 0, 0), dense=None):
+                   block_table=None, page_size=1, lse=None, lse_strides=(0, 0, 0), dense=None, bias=None,
+                   bias_strides=(0, 0, 0, 0)):
     """The forward launch for one call signature: ``plan(q, k, v, out, lse, cu_q, cu_k,
-    seqused_k, block_table)`` (None for absent tensors) with the tuner's config.
+    seqused_k, block_table, bias)`` (None for absent tensors) with the tuner's config.
 
     Strides are (batch-or-page, row, head, dim) tuples. Shapes, strides, lengths and flags
     are fixed by the arguments given here, so a caller whose calls repeat (SDPA) can keep
@@ -368,6 +388,8 @@ def attention_plan(q, k, v, out, *, q_strides, k_strides, v_strides, o_strides,
 
     ``dense``: the (q, k, v, out) ``[B, H, S, D]`` tensors of an SDPA call; configs with
     ``DESC: true`` then read them through tensor descriptors when their layout allows.
+    ``bias``: an additive bias indexed (batch, head, query row, key) with ``bias_strides``
+    (0 where it broadcasts); such calls take the pointer kernel and tune apart.
     """
     if batch == 0 or max_q == 0 or num_heads == 0:
         return _no_launch
@@ -378,10 +400,14 @@ def attention_plan(q, k, v, out, *, q_strides, k_strides, v_strides, o_strides,
     # 128x128 descriptors), at 2048 and more the descriptor tiles win (417-474 against 372-414)
     rows = bucket(max_q)
     key = (q.dtype, block_d, causal, paged, dense is not None, 0 if rows < 128 else min(rows, 2048))
+    if bias is not None:
+        key += ("bias",)  # (keys of calls without a bias keep their form: tuned caches stay valid)
     # configs with DESC read through tensor descriptors: the dense tensors of an SDPA call,
     # or the packed q/k/v of a varlen call without paging (o_strides[3] == 1: a unit last stride)
     varlen_desc = dense is None and cu_q is not None and cu_k is not None and not paged and seqused_k is None
-    if dense is not None and _desc_layout_ok(dense, head_dim):
+    if bias is not None:
+        desc_inputs = None
+    elif dense is not None and _desc_layout_ok(dense, head_dim):
         desc_inputs = dense
     elif varlen_desc and q.dim() == 3 and k.dim() == 3 and _desc_layout_ok((q, k, v), head_dim) and o_strides[3] == 1:
         desc_inputs = (q, k, v, q)  # packed outputs are stored by pointer; the 4th is unused
@@ -395,7 +421,8 @@ def attention_plan(q, k, v, out, *, q_strides, k_strides, v_strides, o_strides,
         bt_stride=block_table.stride(0) if paged else 0, dtype=q.dtype, out_dtype=out.dtype,
         store_lse=lse is not None, varlen_q=cu_q is not None, varlen_k=cu_k is not None,
         sequsedk=seqused_k is not None, varlen_desc=desc_inputs is not None and dense is None,
-        int64=needs_int64(q, out) or (not paged and needs_int64(k, v)),
+        int64=needs_int64(q, out, bias) or (not paged and needs_int64(k, v)),
+        has_bias=bias is not None, bias_strides=tuple(bias_strides),
         described=None if desc_inputs is None else [
             (list(t.shape), list(t.stride())) for t in desc_inputs],
     )
@@ -408,7 +435,7 @@ def attention_plan(q, k, v, out, *, q_strides, k_strides, v_strides, o_strides,
         return plan
 
     def run(cfg):
-        plan_for(cfg)(q, k, v, out, lse, cu_q, cu_k, seqused_k, block_table)
+        plan_for(cfg)(q, k, v, out, lse, cu_q, cu_k, seqused_k, block_table, bias)
 
     # heads wider than 128 get their own configs: a 128-row Q tile with 256-wide K/V
     # tiles exceeds the register and shared-memory budget
@@ -421,7 +448,8 @@ def attention_plan(q, k, v, out, *, q_strides, k_strides, v_strides, o_strides,
 
 def _launch_plan(cfg, *, q_strides, k_strides, v_strides, o_strides, lse_strides, batch, num_heads, group,
                  head_dim, block_d, max_q, causal, qk_scale, seqlen_q, seqlen_k, paged, page_size, bt_stride,
-                 dtype, out_dtype, store_lse, varlen_q, varlen_k, sequsedk, varlen_desc, int64, described):
+                 dtype, out_dtype, store_lse, varlen_q, varlen_k, sequsedk, varlen_desc, int64, described, has_bias,
+                 bias_strides):
     """``cfg``'s launch for one call signature (see :func:`attention_plan`)."""
     block_m = cfg.get("BLOCK_M", 64)
     block_n = cfg.get("BLOCK_N", 64)
@@ -438,15 +466,15 @@ def _launch_plan(cfg, *, q_strides, k_strides, v_strides, o_strides, lse_strides
                   num_warps=cfg.get("num_warps", 4), num_stages=cfg.get("num_stages", 2))
     by_pointer = launcher(_attn_fwd_kernel).bind(
         BLOCK_D=block_d, VARLEN_Q=varlen_q, VARLEN_K=varlen_k, SEQUSED=sequsedk, PAGED=paged, PAGE=page_size,
-        INT64=int64, **common,
+        INT64=int64, HAS_BIAS=has_bias, **common,
     ).prepare(grid, (qk_scale, seqlen_q, seqlen_k, *q_strides, *k_strides, *v_strides, *o_strides, *lse_strides,
-                     bt_stride))
+                     bt_stride, *bias_strides))
 
-    def launch_by_pointer(q, k, v, out, lse, cu_q, cu_k, seqused_k, block_table):
+    def launch_by_pointer(q, k, v, out, lse, cu_q, cu_k, seqused_k, block_table, bias=None):
         # absent tensors: any pointer will do, the flags keep the kernel from reading them
         by_pointer(q, k, v, out, q if lse is None else lse, q if cu_q is None else cu_q,
                    q if cu_k is None else cu_k, q if seqused_k is None else seqused_k,
-                   q if block_table is None else block_table)
+                   q if block_table is None else block_table, q if bias is None else bias)
 
     if not cfg.get("DESC") or described is None:
         return launch_by_pointer
@@ -458,7 +486,7 @@ def _launch_plan(cfg, *, q_strides, k_strides, v_strides, o_strides, lse_strides
                         [(shape, strides, blocks[0 if j in (0, 3) else 1])
                          for j, (shape, strides) in enumerate(described)])
 
-    def launch_by_descriptor(q, k, v, out, lse, cu_q, cu_k, seqused_k, block_table):
+    def launch_by_descriptor(q, k, v, out, lse, cu_q, cu_k, seqused_k, block_table, bias=None):
         stored = q if varlen_desc else out
         if (q.data_ptr() | k.data_ptr() | v.data_ptr() | stored.data_ptr()) & 15:
             # tensor descriptors need 16-byte aligned base addresses

@@ -14,9 +14,15 @@ the forward of each with one kernel, and leaves every backward to torch:
   kernel has no GQA). Log-sum-exp ``[B, H, Sq rounded up to 32]`` fp32, the padding +inf,
   when ``compute_log_sumexp``, else ``[B, H, 0]``.
 
-Common limits: no mask/bias, no dropout, no debug mask, equal Q/K/V head dims <= 256,
-causal only for square attention (torch's fused kernels align a non-square causal mask
-top-left, the kernel bottom-right). Everything else runs torch's kernel.
+Masks: torch turns a boolean ``attn_mask`` into an additive float one (-inf where False)
+before it calls these entry points; cuDNN's and efficient's ``attn_bias`` and the CPU twin's
+``attn_mask`` are read as they come, broadcast to [B, H, Sq, Sk] through zero strides (a
+padding mask [B, 1, 1, Sk] is read once per row, never expanded in memory). A row masked
+out entirely gives zeros, as torch's fused kernels do, and a log-sum-exp of +inf.
+
+Common limits: no dropout, no debug mask, equal Q/K/V head dims <= 256, causal only for
+square attention (torch's fused kernels align a non-square causal mask top-left, the kernel
+bottom-right), masks of fp16/bf16/fp32 with at most 4 dims. Everything else runs torch's kernel.
 
 Outputs that only matter with dropout or for nested inputs are placeholders with torch's
 own shapes, dtypes and devices, never read by the backward when ``dropout_p == 0``:
@@ -46,13 +52,13 @@ _HALF = (torch.float16, torch.bfloat16)
 _EFFICIENT_LSE_ALIGN = 32
 
 
-def _check(query, key, value, dropout_p, dtypes, *, gqa=True, bias=None):
+def _check(query, key, value, dropout_p, dtypes, *, gqa=True):
     if not on_vendor_device(query, key, value):
         raise Unsupported
     dt = query.dtype
     if dt not in dtypes or not kernel_dtype_ok(dt) or key.dtype != dt or value.dtype != dt:
         raise Unsupported
-    if bias is not None or dropout_p != 0.0 or query.is_nested or key.is_nested or value.is_nested:
+    if dropout_p != 0.0 or query.is_nested or key.is_nested or value.is_nested:
         raise Unsupported
     if query.dim() != 4 or key.dim() != 4 or value.dim() != 4:
         raise Unsupported
@@ -66,6 +72,24 @@ def _check(query, key, value, dropout_p, dtypes, *, gqa=True, bias=None):
 def _check_causal(query, key, is_causal):
     if is_causal and query.shape[2] != key.shape[2]:
         raise Unsupported
+
+
+_BIAS_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+
+
+def _broadcast_bias(bias, query, key):
+    """``bias`` as a [B, H, Sq, Sk] view (zero strides where it broadcasts), or Unsupported
+    for what the kernel does not read (torch then reports its own errors)."""
+    if bias is None:
+        return None
+    if (bias.dtype not in _BIAS_DTYPES or not kernel_dtype_ok(bias.dtype) or bias.dim() > 4 or bias.is_nested
+            or not on_vendor_device(bias) or bias.get_device() != query.get_device()):
+        raise Unsupported
+    b, h, sq, _ = query.shape
+    try:
+        return bias.expand(b, h, sq, key.shape[2])
+    except RuntimeError:
+        raise Unsupported from None
 
 
 def _like_query(query):
@@ -89,22 +113,24 @@ def _like_query(query):
 _OUT_STRIDES: dict = {}  # (query shape, strides) -> the output's strides
 
 
-def sdpa_flash_forward(query, key, value, is_causal=False, scale=None, out=None, lse=None):
+def sdpa_flash_forward(query, key, value, is_causal=False, scale=None, out=None, lse=None, bias=None):
     """Attention of ``[B, H, S, D]`` tensors (GQA when K/V have fewer heads); returns (out, lse).
 
     ``out`` and ``lse`` (``[B, H, Sq]`` fp32, any strides) may be given to write into.
+    ``bias``: an additive float bias broadcastable to ``[B, H, Sq, Sk]`` (SDPA's float ``attn_mask``).
     """
     b, h, sq, d = query.shape
     if out is None:
         out = torch.empty((b, sq, h, d), dtype=query.dtype, device=query.device).transpose(1, 2)
     if lse is None:
         lse = torch.empty((b, h, sq), dtype=torch.float32, device=query.device)
-    _forward(query, key, value, is_causal, scale, out, lse)
+    _forward(query, key, value, is_causal, scale, out, lse, _broadcast_bias(bias, query, key))
     return out, lse
 
 
-def _forward(query, key, value, is_causal, scale, out, lse):
-    """``sdpa_flash_forward`` into ``out``; ``lse`` None: no log-sum-exp is stored."""
+def _forward(query, key, value, is_causal, scale, out, lse, bias=None):
+    """``sdpa_flash_forward`` into ``out``; ``lse`` None: no log-sum-exp is stored; ``bias``
+    None or a [B, H, Sq, Sk] view (``_broadcast_bias``)."""
     b, h, sq, d = query.shape
     sk, hk = key.shape[2], key.shape[1]
     if is_causal and sq != sk:
@@ -118,9 +144,11 @@ def _forward(query, key, value, is_causal, scale, out, lse):
         if lse is not None:
             lse.fill_(float("-inf"))
         return
+    bias_layout = None if bias is None else (bias.stride(), bias.dtype)
     # a model sends a few signatures per layer shape: everything but the addresses is planned
     signature = (query.shape, query.stride(), key.shape, key.stride(), value.stride(), out.stride(),
-                 None if lse is None else lse.stride(), bool(is_causal), scale, query.dtype, query.get_device())
+                 None if lse is None else lse.stride(), bool(is_causal), scale, query.dtype, query.get_device(),
+                 bias_layout)
     plan = _PLANS.get(signature)
     if plan is None:
         qs, ks, vs, os_ = query.stride(), key.stride(), value.stride(), out.stride()
@@ -131,8 +159,9 @@ def _forward(query, key, value, is_causal, scale, out, lse):
             batch=b, num_heads=h, num_kv_heads=hk, head_dim=d, max_q=sq, causal=is_causal,
             scale=default_scale(d, scale), seqlen_q=sq, seqlen_k=sk,
             lse=lse, lse_strides=(0, 0, 0) if lse is None else lse.stride(), dense=(query, key, value, out),
+            bias=bias, bias_strides=(0, 0, 0, 0) if bias is None else bias.stride(),
         ))
-    plan(query, key, value, out, lse, None, None, None, None)
+    plan(query, key, value, out, lse, None, None, None, None, bias)
 
 
 _PLANS = Plans()  # call signature -> attention_plan's launch
@@ -157,16 +186,17 @@ def scaled_dot_product_flash_attention(query, key, value, dropout_p=0.0, is_caus
 @with_fallback("_scaled_dot_product_cudnn_attention")
 def scaled_dot_product_cudnn_attention(query, key, value, attn_bias, compute_log_sumexp, dropout_p=0.0,
                                        is_causal=False, return_debug_mask=False, *, scale=None):
-    """``aten::_scaled_dot_product_cudnn_attention`` forward (no bias, dropout or debug mask)."""
-    _check(query, key, value, dropout_p, _HALF, bias=attn_bias)
+    """``aten::_scaled_dot_product_cudnn_attention`` forward (no dropout or debug mask)."""
+    _check(query, key, value, dropout_p, _HALF)
     _check_causal(query, key, is_causal)
     if return_debug_mask:
         raise Unsupported
+    bias = _broadcast_bias(attn_bias, query, key)
     b, h, sq, _ = query.shape
     dev = query.device
     lse = torch.empty((b, h, sq, 1), dtype=torch.float32, device=dev) if compute_log_sumexp else None
     out = _like_query(query)
-    _forward(query, key, value, is_causal, scale, out, lse[..., 0] if lse is not None else None)
+    _forward(query, key, value, is_causal, scale, out, lse[..., 0] if lse is not None else None, bias)
     seed = torch.empty((), dtype=torch.int64, device=dev)
     offset = torch.empty((), dtype=torch.int64, device=dev)
     return out, lse, None, None, sq, key.shape[2], seed, offset, None
@@ -175,9 +205,10 @@ def scaled_dot_product_cudnn_attention(query, key, value, attn_bias, compute_log
 @with_fallback("_scaled_dot_product_efficient_attention")
 def scaled_dot_product_efficient_attention(query, key, value, attn_bias, compute_log_sumexp, dropout_p=0.0,
                                            is_causal=False, *, scale=None):
-    """``aten::_scaled_dot_product_efficient_attention`` forward (no bias, no dropout)."""
-    _check(query, key, value, dropout_p, (torch.float32, *_HALF), gqa=False, bias=attn_bias)
+    """``aten::_scaled_dot_product_efficient_attention`` forward (no dropout)."""
+    _check(query, key, value, dropout_p, (torch.float32, *_HALF), gqa=False)
     _check_causal(query, key, is_causal)
+    bias = _broadcast_bias(attn_bias, query, key)
     b, h, sq, d = query.shape
     dev = query.device
     out = torch.empty((b, sq, h, d), dtype=query.dtype, device=dev).transpose(1, 2)
@@ -186,7 +217,7 @@ def scaled_dot_product_efficient_attention(query, key, value, attn_bias, compute
         lse = torch.full((b, h, rows), float("inf"), dtype=torch.float32, device=dev)
     else:
         lse = torch.empty((b, h, 0), dtype=torch.float32, device=dev)
-    _forward(query, key, value, is_causal, scale, out, lse[:, :, :sq] if compute_log_sumexp else None)
+    _forward(query, key, value, is_causal, scale, out, lse[:, :, :sq] if compute_log_sumexp else None, bias)
     seed = torch.empty((), dtype=torch.int64)
     offset = torch.empty((), dtype=torch.int64)
     return out, lse, seed, offset
@@ -196,12 +227,14 @@ def scaled_dot_product_efficient_attention(query, key, value, attn_bias, compute
 def scaled_dot_product_flash_attention_for_cpu(query, key, value, dropout_p=0.0, is_causal=False, *,
                                                attn_mask=None, scale=None):
     """The CPU twin (interpreter vendor only): same kernel, torch's CPU output layout."""
-    _check(query, key, value, dropout_p, (torch.float32, *_HALF), bias=attn_mask)
+    _check(query, key, value, dropout_p, (torch.float32, *_HALF))
     _check_causal(query, key, is_causal)
+    bias = _broadcast_bias(attn_mask, query, key)
     b, h, sq, d = query.shape
     out = torch.empty((b, h, sq, d), dtype=query.dtype, device=query.device)
     lse = torch.empty((b, sq, h), dtype=torch.float32, device=query.device).transpose(1, 2)
-    return sdpa_flash_forward(query, key, value, is_causal, scale, out=out, lse=lse)
+    _forward(query, key, value, is_causal, scale, out, lse, bias)
+    return out, lse
 
 
 def _declarable(impls):
