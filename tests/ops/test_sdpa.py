@@ -373,9 +373,10 @@ def _masks(b, h, sq, sk, dtype):
     float_mask = randn(sq, sk, dtype=dtype)  # a learned-bias-like 2-D float mask
     float_mask[0, : sk - 1] = float("-inf")
     per_head = randn(b, h, sk, sq, dtype=dtype).transpose(-1, -2)  # [B, H, Sq, Sk], key-major storage
+    zero = torch.zeros((), dtype=torch.float64, device=keep.device)
     return {
-        "bool": (keep, torch.zeros((), dtype=torch.float64, device=keep.device).masked_fill(~keep, float("-inf"))),
-        "padding": (padding, torch.zeros((), dtype=torch.float64, device=keep.device).masked_fill(~padding, float("-inf"))),
+        "bool": (keep, zero.masked_fill(~keep, float("-inf"))),
+        "padding": (padding, zero.masked_fill(~padding, float("-inf"))),
         "float 2-D": (float_mask, float_mask),
         "float per head": (per_head, per_head),
     }

@@ -15,8 +15,9 @@ pointer kernel with any strides (0 for broadcast dims); the descriptor kernel ta
 
 Causal masking is aligned bottom-right (FlashAttention-2): query ``i`` of a sequence with
 ``q_len`` queries and ``k_len`` keys sees keys ``j <= i + k_len - q_len``. Rows that see no
-key produce zeros (and a log-sum-exp of -inf), never NaN. Scores are kept in base 2
-(scale * log2(e) folded into one multiply) and the returned log-sum-exp is natural-log.
+key produce zeros (and a log-sum-exp of -inf, or +inf where a bias masked them out), never
+NaN. Scores are kept in base 2 (scale * log2(e) folded into one multiply) and the returned
+log-sum-exp is natural-log.
 """
 from __future__ import annotations
 

@@ -17,8 +17,9 @@ the forward of each with one kernel, and leaves every backward to torch:
 Masks: torch turns a boolean ``attn_mask`` into an additive float one (-inf where False)
 before it calls these entry points; cuDNN's and efficient's ``attn_bias`` and the CPU twin's
 ``attn_mask`` are read as they come, broadcast to [B, H, Sq, Sk] through zero strides (a
-padding mask [B, 1, 1, Sk] is read once per row, never expanded in memory). A row masked
-out entirely gives zeros, as torch's fused kernels do, and a log-sum-exp of +inf.
+padding mask [B, 1, 1, Sk] is read once per row, never expanded in memory). A row that a
+-inf bias masks out entirely gives zeros, as torch's fused kernels do, and a log-sum-exp of
++inf (torch's backward reads exp(score - lse) there: zeros, where -inf would give NaN).
 
 Common limits: no dropout, no debug mask, equal Q/K/V head dims <= 256, causal only for
 square attention (torch's fused kernels align a non-square causal mask top-left, the kernel
