@@ -451,6 +451,31 @@ def test_dispatch_mask(mask_kind, dtype, requires_grad):
                 assert_close(got, ref.to(dtype), dtype=dtype, scale=16.0)
 
 
+@pytest.mark.parametrize("dtype", _mask_dispatch_dtypes())
+def test_dispatch_learned_bias_grad(dtype):
+    # a float mask that is itself trained (relative-position or ALiBi-style biases): where torch
+    # picks a fused backend for it (efficient on CUDA), gems serves the forward and torch's
+    # backward derives the bias gradient from gems' output and log-sum-exp
+    b, h, s, d = 2, 4, 9, 16
+    torch.manual_seed(0)
+    q, k, v = (randn(b, h, s, d, dtype=dtype).requires_grad_() for _ in range(3))
+    bias = randn(b, h, s, s, dtype=dtype).requires_grad_()
+    chosen = SDPBackend(torch._fused_sdp_choice(q, k, v, attn_mask=bias))
+    overload = BACKEND_OVERLOAD.get(chosen)
+    log = Path(tempfile.mkdtemp()) / "log.txt"
+    with gemsops.use_gems(include=["sdpa"], record=True, path=log):
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+    assert set(_logged(log)) == ({overload} if overload in _served() else set()), (chosen, _logged(log))
+    grad = randn(*out.shape, dtype=dtype)
+    out.backward(grad)
+    q64, k64, v64, bias64 = (t.detach().double().requires_grad_() for t in (q, k, v, bias))
+    ref = torch.softmax(q64 @ k64.transpose(-1, -2) / math.sqrt(d) + bias64, -1) @ v64
+    ref.backward(grad.double())
+    assert_close(out.detach(), ref.detach().to(dtype), dtype=dtype, scale=8.0)
+    for got, want in ((q.grad, q64.grad), (k.grad, k64.grad), (v.grad, v64.grad), (bias.grad, bias64.grad)):
+        assert_close(got, want.to(dtype), dtype=dtype, scale=16.0)
+
+
 BIAS_ENTRY_POINTS = [entry for entry in ENTRY_POINTS if entry[0] != "flash"]  # flash's schema has no mask
 
 
@@ -475,6 +500,26 @@ def test_entry_point_bias(name, overload, dtypes, mask_kind):
     bias = _entry_bias(_masks(b, h, sq, sk, dtype)[mask_kind][1].to(dtype), b, h, sq, sk)
     _check_entry(name, overload, q, k, v, False, dtype, bias=bias,
                  lse_tol=2e-3 if dtype != torch.float32 else 1e-5)
+
+
+def test_decode_steps_without_a_mask_go_native(monkeypatch):
+    # one query row over a long context: torch's decode kernels split the keys, gems' kernel
+    # would walk them in B x H programs, so torch's kernel runs; with a mask gems serves it
+    dtype = torch.bfloat16 if ON_GPU else torch.float32
+    q, k, v = randn(1, 4, 1, 16, dtype=dtype), randn(1, 4, 600, 16, dtype=dtype), randn(1, 4, 600, 16, dtype=dtype)
+    mask = torch.ones(1, 1, 1, 600, dtype=torch.bool, device=q.device)
+    mask[..., :7] = False
+    runs = []
+    forward = sdpa_ops._forward
+    monkeypatch.setattr(sdpa_ops, "_forward", lambda *a, **kw: runs.append(1) or forward(*a, **kw))
+    with gemsops.use_gems(include=["sdpa"]):
+        plain = F.scaled_dot_product_attention(q, k, v)
+        assert runs == []
+        masked = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        assert runs == [1]
+    assert_close(plain, _ref64(q, k, v, False)[0].to(dtype), dtype=dtype, scale=4.0)
+    bias = torch.zeros((), dtype=torch.float64, device=q.device).masked_fill(~mask, float("-inf"))
+    assert_close(masked, _ref64(q, k, v, False, bias=bias)[0].to(dtype), dtype=dtype, scale=4.0)
 
 
 def test_dispatch_unsupported_goes_native():
