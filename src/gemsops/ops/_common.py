@@ -40,6 +40,20 @@ def broadcast_shapes(*shapes) -> torch.Size:
     return torch.broadcast_shapes(*shapes)
 
 
+@functools.lru_cache(maxsize=None)
+def _cuda_sms(index: int) -> int:
+    return torch.cuda.get_device_properties(index).multi_processor_count
+
+
+def sm_count(device: torch.device, elsewhere: int) -> int:
+    """Streaming multiprocessors of a CUDA ``device`` (the current one when it has no index).
+    ``elsewhere``, for other devices, is a small nominal count chosen by the caller, so that
+    CPU tests under the interpreter take the branches a GPU takes (splits, partial programs)."""
+    if device.type != "cuda":
+        return elsewhere
+    return _cuda_sms(device.index if device.index is not None else torch.cuda.current_device())
+
+
 if VENDOR is not None and VENDOR.device_type == "cuda":
     current_device = torch._C._cuda_getDevice  # the index Triton launches on
 else:  # CPU tensors (the interpreter) have device index -1

@@ -42,7 +42,7 @@ import triton.language as tl
 
 from ..runtime import VENDOR, Plans, Tuner, Unsupported, bucket, launcher
 from ..runtime import capturing as _capturing  # a module name, so tests can stand in for a capture
-from ._common import INT32_MAX, cdiv, current_device, dot_upcast
+from ._common import INT32_MAX, cdiv, current_device, dot_upcast, sm_count
 
 try:
     from triton.tools.tensor_descriptor import TensorDescriptor
@@ -489,7 +489,7 @@ def _tma_runner(cfg, sa, sb, sc, sx, has_bias, batch, M, N, K, alpha, beta, dtyp
     tiles = cdiv(M, bm) * cdiv(N, bn) * batch
     if tiles * split > INT32_MAX:
         raise _NotApplicable
-    grid = (min(tiles * split, _num_sms(device)),)
+    grid = (min(tiles * split, sm_count(device, 4)),)
     ws = locks = None
     if split > 1:
         if tiles * split * bm * bn > _MAX_WORKSPACE:
@@ -519,17 +519,6 @@ def _tma_runner(cfg, sa, sb, sc, sx, has_bias, batch, M, N, K, alpha, beta, dtyp
 
 
 _launch_tma = launcher(_gemm_tma_kernel) if TensorDescriptor is not None else None
-
-
-_SMS: dict = {}
-
-
-def _num_sms(device):
-    n = _SMS.get(device)
-    if n is None:
-        n = _SMS[device] = (torch.cuda.get_device_properties(device).multi_processor_count
-                            if device.type == "cuda" else 4)
-    return n
 
 
 def _needs_int64(strides, rows, cols):

@@ -29,7 +29,7 @@ import triton
 import triton.language as tl
 
 from ..runtime import VENDOR, Plans, Tuner, Unsupported, bucket, launcher, on_device, on_vendor_device
-from ._common import TL_DTYPE, cdiv, kernel_dtype_ok, needs_int64, next_pow2
+from ._common import TL_DTYPE, cdiv, kernel_dtype_ok, needs_int64, next_pow2, sm_count
 
 # combine ops (constexpr OP)
 SUM, PROD, MAX, MIN = 0, 1, 2, 3
@@ -402,18 +402,6 @@ def check_input(x: torch.Tensor, *others) -> None:
         raise Unsupported
 
 
-_SMS = None
-
-
-def _num_sms() -> int:
-    global _SMS
-    if _SMS is None:
-        if VENDOR is not None and VENDOR.device_type == "cuda":
-            _SMS = torch.cuda.get_device_properties(torch.cuda.current_device()).multi_processor_count
-        else:
-            _SMS = 1
-    return _SMS
-
 
 def _interp() -> bool:
     return VENDOR is None or VENDOR.interpreter
@@ -428,7 +416,7 @@ def _splits(programs: int, R: int, block: int, width: int) -> tuple[int, int]:
     if _interp():
         target, min_chunk = 4, 2 * block  # small, so CI exercises the two-stage path
     else:
-        target, min_chunk = 4 * _num_sms(), max(2 * block, 16384 // width)
+        target, min_chunk = 4 * sm_count(torch.device(VENDOR.device_type), 1), max(2 * block, 16384 // width)
     if programs * 2 >= target or R < 2 * min_chunk:
         return 1, R
     s = min(cdiv(target, programs), cdiv(R, min_chunk), 65535)

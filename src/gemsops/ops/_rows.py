@@ -13,14 +13,13 @@
 """
 from __future__ import annotations
 
-import functools
 
 import torch
 import triton
 import triton.language as tl
 
 from ..runtime import VENDOR, Tuner, bucket, capturing, launcher  # noqa: F401  (launcher re-exported)
-from ._common import cdiv, next_pow2
+from ._common import cdiv, next_pow2, sm_count
 from ._reduction import tuned
 
 
@@ -101,17 +100,10 @@ def rows_2d(t: torch.Tensor, n: int):
     return v, v.stride(0) if v.shape[0] > 1 else n
 
 
-@functools.lru_cache(maxsize=None)
-def _sm_count(device_index) -> int:
-    return torch.cuda.get_device_properties(device_index).multi_processor_count
-
-
 def processors(device: torch.device) -> int:
     """Programs that run at once, roughly: the SM count on a GPU, 2 under the interpreter
     (which runs programs one by one; small, so that CPU tests take the same branches)."""
-    if device.type == "cuda":
-        return _sm_count(device.index if device.index is not None else torch.cuda.current_device())
-    return 2
+    return sm_count(device, 2)
 
 
 def partial_programs(row_blocks: int, device: torch.device) -> int:

@@ -23,7 +23,6 @@ after). Sequences of length 0 give zeros.
 """
 from __future__ import annotations
 
-import functools
 import math
 
 import torch
@@ -31,7 +30,7 @@ import triton
 import triton.language as tl
 
 from ..runtime import VENDOR, Plans, Tuner, bucket, capturing, launcher, on_vendor_device
-from ._common import cdiv, dot_upcast, kernel_dtype_ok, next_pow2
+from ._common import cdiv, dot_upcast, kernel_dtype_ok, next_pow2, sm_count
 
 __all__ = ["paged_attention"]  # decode() is also used by flash_attn_varlen_func
 
@@ -257,13 +256,6 @@ def _merge_kernel(PART, O, CU_Q, part_l_off, num_heads, so_b, so_h, so_d,
 _tuner = Tuner("paged_decode", kernels=[_paged_decode_kernel, _attend_tile, _merge_splits, _merge_kernel])
 
 
-@functools.lru_cache(maxsize=None)
-def _sm_count(index) -> int:
-    if VENDOR is None or VENDOR.interpreter:
-        return 4  # the interpreter runs programs one by one; a nominal count keeps splits testable
-    return torch.cuda.get_device_properties(index).multi_processor_count
-
-
 def _layout_strides(key_cache, value_cache, kv_layout):
     """(num_kv_heads, page size, K strides, V strides, KX, VX) for the two cache layouts."""
     if kv_layout == "flash":
@@ -375,7 +367,7 @@ def _plan(sig, query, key_cache, value_cache, block_tables, seq_lens, lay, alibi
     block_d = max(16, next_pow2(head_dim))
     max_ctx = block_tables.shape[1] * page
     pairs = num_seqs * hkv
-    sms = _sm_count(query.device.index if query.device.type == "cuda" else 0)
+    sms = sm_count(query.device, 4)  # 4 under the interpreter: a nominal count keeps splits testable
     ints = (query.stride(0), query.stride(1), query.stride(2), *ks, *vs,
             block_tables.stride(0), out.stride(0), out.stride(1), out.stride(2))
     # K groups of x adjacent elements (vLLM's original layout), each group's start aligned to
