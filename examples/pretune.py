@@ -7,7 +7,7 @@ A preset runs, for every token count 1, 2, 4, ... up to ``--max-tokens`` (the tu
 power-of-two buckets), the ops of one decoder layer with the model's sizes: embedding,
 RMSNorm, the q/k/v/o and MLP projections (separate and fused, as Hugging Face and vLLM
 lay them out), the LM head, SiLU-and-mul, rotary embedding, residual add, the sampling
-softmax and causal attention, all through ``gemsops.enable()`` plus the fused
+softmax and causal and masked attention, all through ``gemsops.enable()`` plus the fused
 ``gemsops.ops`` functions the checkout has. ``--from-log`` reads a log written with
 ``gemsops.enable(record=True)`` (``runtime/oplog.py`` describes the format), rebuilds
 random inputs of the logged shapes and dtypes and calls each aten overload under
@@ -330,6 +330,16 @@ def preset_items(model: dict, tokens: list[int], dtypes: list, device: str):
                     F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=nh != nkv)
 
                 aten.append(("causal attention", attention))
+
+                def masked_attention(t=t, dtype=dtype):
+                    # a padded batch's float mask, as Hugging Face passes it: masked calls tune apart
+                    q = randn(1, nh, t, hd, dtype=dtype)
+                    k, v = randn(1, nkv, t, hd, dtype=dtype), randn(1, nkv, t, hd, dtype=dtype)
+                    mask = torch.zeros(1, 1, t, t, dtype=dtype, device=device)
+                    mask[..., : t // 4] = float("-inf")
+                    F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=nh != nkv)
+
+                aten.append(("masked attention", masked_attention))
             # these run while main() holds gemsops.enable(), so every gems op they reach is tuned
             items += [(f"{name} {dn} T={t}", fn) for name, fn in aten]
             # fused gemsops.ops functions, where this checkout has them
