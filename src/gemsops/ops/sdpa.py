@@ -23,8 +23,9 @@ padding mask [B, 1, 1, Sk] is read once per row, never expanded in memory). A ro
 
 Common limits: no dropout, no debug mask, equal Q/K/V head dims <= 256, causal only for
 square attention (torch's fused kernels align a non-square causal mask top-left, the kernel
-bottom-right), masks of fp16/bf16/fp32 with at most 4 dims, and no decode steps without a
-mask (``_check_decode_like``). Everything else runs torch's kernel.
+bottom-right), masks of fp16/bf16/fp32 with at most 4 dims, and no decode steps (up to 16
+query rows over 512 keys or more) but masked ones of 4 rows or more (``_check_decode_like``).
+Everything else runs torch's kernel.
 
 Outputs that only matter with dropout or for nested inputs are placeholders with torch's
 own shapes, dtypes and devices, never read by the backward when ``dropout_p == 0``:
@@ -76,18 +77,26 @@ def _check_causal(query, key, is_causal):
         raise Unsupported
 
 
-# decode-like calls: at most this many query rows over at least this many keys, and no mask
+# decode-like calls: at most this many query rows over at least this many keys
 _FEW_QUERIES, _MANY_KEYS = 16, 512
+# ... which gems serves only with a mask and at least this many rows (see _check_decode_like)
+_MASKED_ROWS = 4
 
 
 def _check_decode_like(query, key, bias):
-    """Decode steps without a mask go to torch's kernel. The kernel gives each program one
-    query block of one head and walks every key in it, so a step with one query row has
-    B x H programs, each as long as the context; torch's decode kernels split the keys.
-    H100, bf16, Sq = 1, H32/8, D128, device time: B1 with 4096 keys 35.0 us against torch's
-    10.1, B8 4096 keys 73.9 against 51.4, B1 32768 keys 261.9 against 51.4. With a mask, torch's
-    cuDNN kernel is the slower one (8 KV heads x 4 rows over 4096 keys: 36.0 us against 62.8)."""
-    if bias is None and query.shape[2] <= _FEW_QUERIES and key.shape[2] >= _MANY_KEYS:
+    """Decode steps go to torch's kernel, except masked ones of several query rows.
+
+    The kernel gives each program one query block of one head and walks every key in it,
+    so a step with one query row has B x H programs, each as long as the context; torch's
+    decode kernels split the keys. H100, bf16, D128, H32/8, one row per head, device time
+    us torch / gems: no mask, B1 with 4096 keys 10.1 / 35.0, B8 4096 51.4 / 73.9, B1 32768
+    51.4 / 261.9; a [B, 1, 1, L] padding mask, B1 4096 16.5 / 49.3, B8 16384 188.4 / 338.4,
+    B32 2048 100.1 / 194.7. With a mask and 4 query rows per head (a GQA group's heads as
+    rows, or a few speculative tokens), torch's cuDNN path is the slow one: 8 heads, 4096
+    keys 87.0 / 50.2, 32768 keys 629.3 / 331.9.
+    """
+    sq = query.shape[2]
+    if sq <= _FEW_QUERIES and key.shape[2] >= _MANY_KEYS and (bias is None or sq < _MASKED_ROWS):
         raise Unsupported
 
 
