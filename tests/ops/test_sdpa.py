@@ -171,6 +171,18 @@ def _served():
     return set(families().get("sdpa", []))
 
 
+def _sdpa_through_gems(q, k, v, **kwargs):
+    """F.scaled_dot_product_attention under ``use_gems(include=["sdpa"])``, checking that gems
+    served the entry point of the backend torch picks (when gems has that entry point)."""
+    chosen = SDPBackend(torch._fused_sdp_choice(q, k, v, **kwargs))
+    overload = BACKEND_OVERLOAD.get(chosen)
+    log = Path(tempfile.mkdtemp()) / "log.txt"
+    with gemsops.use_gems(include=["sdpa"], record=True, path=log):
+        out = F.scaled_dot_product_attention(q, k, v, **kwargs)
+    assert set(_logged(log)) == ({overload} if overload in _served() else set()), (chosen, _logged(log))
+    return out
+
+
 def _ref64(q, k, v, causal, scale=None, bias=None):
     """Attention in float64 (K/V heads repeated for GQA) and the natural-log log-sum-exp of
     the scaled scores, [B, H, Sq]; causal only for square attention. ``bias`` is added to the
@@ -247,12 +259,7 @@ def test_dispatch_default_backend(dtype, causal, gqa, requires_grad):
     # whichever backend torch's own priority picks (cuDNN for fp16/bf16 on Hopper, efficient
     # for fp32, math where no fused kernel applies), gems serves it when it has that entry point
     q, k, v = _qkv(dtype, gqa, requires_grad)
-    chosen = SDPBackend(torch._fused_sdp_choice(q, k, v, is_causal=causal, enable_gqa=gqa))
-    overload = BACKEND_OVERLOAD.get(chosen)
-    log = Path(tempfile.mkdtemp()) / "log.txt"
-    with gemsops.use_gems(include=["sdpa"], record=True, path=log):
-        out = F.scaled_dot_product_attention(q, k, v, is_causal=causal, enable_gqa=gqa)
-    assert set(_logged(log)) == ({overload} if overload in _served() else set()), (chosen, _logged(log))
+    out = _sdpa_through_gems(q, k, v, is_causal=causal, enable_gqa=gqa)
     if requires_grad:
         _check_grads(q, k, v, out, causal, gqa, dtype)
     else:
@@ -423,12 +430,7 @@ def test_dispatch_mask(mask_kind, dtype, requires_grad):
     q, k, v = (randn(b, h, s, d, dtype=dtype).requires_grad_(requires_grad)
                for h, s in ((hq, sq), (hkv, sk), (hkv, sk)))
     mask, bias = _masks(b, hq, sq, sk, dtype)[mask_kind]
-    chosen = SDPBackend(torch._fused_sdp_choice(q, k, v, attn_mask=mask))
-    overload = BACKEND_OVERLOAD.get(chosen)
-    log = Path(tempfile.mkdtemp()) / "log.txt"
-    with gemsops.use_gems(include=["sdpa"], record=True, path=log):
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-    assert set(_logged(log)) == ({overload} if overload in _served() else set()), (chosen, _logged(log))
+    out = _sdpa_through_gems(q, k, v, attn_mask=mask)
     bias64 = bias.double().expand(b, hq, sq, sk)
     want, want_lse = _ref64(q, k, v, False, bias=bias64)
     seen = torch.isfinite(want_lse)  # [B, H, Sq]: rows that see some key
@@ -460,12 +462,7 @@ def test_dispatch_learned_bias_grad(dtype):
     torch.manual_seed(0)
     q, k, v = (randn(b, h, s, d, dtype=dtype).requires_grad_() for _ in range(3))
     bias = randn(b, h, s, s, dtype=dtype).requires_grad_()
-    chosen = SDPBackend(torch._fused_sdp_choice(q, k, v, attn_mask=bias))
-    overload = BACKEND_OVERLOAD.get(chosen)
-    log = Path(tempfile.mkdtemp()) / "log.txt"
-    with gemsops.use_gems(include=["sdpa"], record=True, path=log):
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
-    assert set(_logged(log)) == ({overload} if overload in _served() else set()), (chosen, _logged(log))
+    out = _sdpa_through_gems(q, k, v, attn_mask=bias)
     grad = randn(*out.shape, dtype=dtype)
     out.backward(grad)
     q64, k64, v64, bias64 = (t.detach().double().requires_grad_() for t in (q, k, v, bias))
