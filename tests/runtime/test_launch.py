@@ -54,7 +54,7 @@ def lean_path(monkeypatch):
     from gemsops.runtime import launch
 
     monkeypatch.setattr(launch, "VENDOR", SimpleNamespace(interpreter=False))
-    monkeypatch.setattr(launch, "_current_device", lambda: 0)
+    monkeypatch.setattr(launch, "_current_device", lambda: -1)  # the CPU tensors' get_device()
     monkeypatch.setattr(launch, "_current_stream", lambda device: 1234)
     monkeypatch.setattr(launch, "_hooks_unset", lambda: True)
     calls = []
@@ -314,7 +314,7 @@ def test_described_launch_encodes_each_operand_once_per_base(monkeypatch):
     monkeypatch.setattr(launch, "_source_digest", lambda fn: "known")
     monkeypatch.setattr(launch, "_DESCRIPTOR_WRAPPERS", frozenset({"known"}))
     monkeypatch.setattr(launch, "_DESCRIPTOR_ENCODERS", frozenset({"known"}))
-    monkeypatch.setattr(launch, "_current_device", lambda: 0)
+    monkeypatch.setattr(launch, "_current_device", lambda: -1)  # the CPU tensors' get_device()
     monkeypatch.setattr(launch, "_current_stream", lambda device: "stream")
     monkeypatch.setattr(launch, "_hooks_unset", lambda: True)
     wrapper = launch._cached_descriptors(
@@ -329,7 +329,7 @@ def test_described_launch_encodes_each_operand_once_per_base(monkeypatch):
 
         def __call__(self, *head):
             FakePrepared.normal_calls += 1
-            key, values = [0], []
+            key, values = [-1], []
             launch._append_specs(key, values, head)
             self.compiled[tuple(key)] = (wrapper, middle, ("const",))
             wrapper(*self.dims, "stream", *middle, *values, *self.tail_values, "const")
@@ -401,3 +401,186 @@ def test_compile_only_runs_nothing_in_its_thread_and_everything_elsewhere():
     assert torch.equal(theirs, torch.full((8,), 2.0, device=DEVICE))
     fill((1,), mine, 1.0, 8)
     assert torch.equal(mine, torch.ones(8, device=DEVICE))
+
+
+class _OnGpu(torch.Tensor):
+    """A CPU tensor that says it lives on GPU ``index``: the launcher's device logic reads
+    nothing but ``get_device()``."""
+
+    __torch_function__ = torch._C._disabled_torch_function_impl
+    index = 1
+
+    def get_device(self):
+        return self.index
+
+
+class _OnGpu2(_OnGpu):
+    index = 2
+
+
+@pytest.fixture
+def two_devices(lean_path, monkeypatch):
+    """(calls, bound) as ``lean_path``, with device 0 current and device switches logged in ``calls``."""
+    from gemsops.runtime import launch
+
+    calls, bound = lean_path
+    current = [0]
+
+    def set_device(index):
+        calls.append(("set_device", index))
+        current[0] = index
+
+    monkeypatch.setattr(launch, "_current_device", lambda: current[0])
+    monkeypatch.setattr(launch, "_set_device", set_device)
+    monkeypatch.setattr(launch, "_current_stream", lambda device: f"stream of {device}")
+    return calls, bound
+
+
+def test_a_launch_runs_on_the_gpu_that_holds_its_tensors(two_devices):
+    # Triton launches on the current device, and the lean path hands it bare addresses: a
+    # model placed on GPU 1 by device_map="auto" (current device still 0) would read GPU 1's
+    # memory from GPU 0. The launch switches to the tensors' device and back.
+    calls, bound = two_devices
+    x = torch.zeros(64).as_subclass(_OnGpu)
+    for launch_once in (lambda: bound((4,), x, 1024, 0.5), lambda: bound.prepare((4,), (1024, 0.5))(x)):
+        calls.clear()
+        launch_once()
+        launch_once()
+        kinds = [c[0] if c[0] != "set_device" else c for c in calls]
+        assert kinds in ([("set_device", 1), "triton", ("set_device", 0), ("set_device", 1), "run", ("set_device", 0)],
+                         [("set_device", 1), "run", ("set_device", 0)] * 2)
+        assert calls[-2][1][3] == "stream of 1"  # that device's current stream
+
+
+def test_tensors_on_several_devices_are_not_launched(two_devices):
+    # torch raises for operands on different devices; the launch raises NotOnCurrentDevice,
+    # an Unsupported, so that the host function runs torch's kernel and torch says so
+    from gemsops.runtime import Unsupported
+    from gemsops.runtime.registry import NotOnCurrentDevice
+
+    calls, bound = two_devices
+    on1, on2, cpu = torch.zeros(64).as_subclass(_OnGpu), torch.zeros(64).as_subclass(_OnGpu2), torch.zeros(64)
+    for x, y, names in [(on1, on2, "cuda:1, cuda:2"), (cpu, on1, "cpu, cuda:1"), (cpu, cpu, "cpu")]:
+        # the second tensor in the scale slot; as a plain launch, and fixed in a prepared one's tail
+        for launch_once in (lambda: bound((4,), x, 1024, y), lambda: bound.prepare((4,), (1024, y))(x)):
+            with pytest.raises(NotOnCurrentDevice, match=names) as err:
+                launch_once()
+            assert isinstance(err.value, Unsupported) and err.value.device is None
+    assert calls == []  # nothing launched, no device switched
+
+
+def test_a_tuner_timing_candidates_does_not_switch_devices(two_devices, monkeypatch):
+    # the tuner times on the current device's streams; a launch switching away would leave
+    # it timing nothing. The launch raises with the device instead, and the tuner tunes
+    # again with that device current (next test).
+    from gemsops.runtime.registry import NotOnCurrentDevice
+
+    calls, bound = two_devices
+    monkeypatch.setattr(tuner._tuning, "active", True)
+    with pytest.raises(NotOnCurrentDevice) as err:
+        bound((4,), torch.zeros(64).as_subclass(_OnGpu), 1024, 0.5)
+    assert err.value.device == 1 and calls == []
+
+
+def test_the_tuner_times_inputs_of_another_gpu_with_that_gpu_current(tmp_path, monkeypatch):
+    import contextlib
+
+    from gemsops.runtime.registry import NotOnCurrentDevice
+
+    monkeypatch.setenv("GEMS_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(tuner, "can_benchmark", lambda: True)
+    monkeypatch.setattr(tuner, "_TUNERS", list(tuner._TUNERS))
+    current = [0]
+
+    @contextlib.contextmanager
+    def device_set_to(index):
+        before, current[0] = current[0], index
+        try:
+            yield
+        finally:
+            current[0] = before
+
+    monkeypatch.setattr(tuner, "_current_device_set_to", device_set_to)
+    timed_on = []
+    monkeypatch.setattr(tuner, "benchmark", lambda fn: fn() or timed_on.append(current[0]) or 1.0)
+
+    def run(cfg):  # as a launch of inputs on GPU 1 behaves while tuning
+        assert tuner.tuning()
+        if current[0] != 1:
+            raise NotOnCurrentDevice("tuning on cuda:1", 1)
+
+    t = tuner.Tuner("device_switch_test", default={"B": 1}, candidates=[{"B": 1}, {"B": 2}])
+    assert t.choose(("k",), run) in t.candidates
+    assert timed_on and set(timed_on) == {1} and current[0] == 0 and not tuner.tuning()
+
+
+two_gpus = pytest.mark.skipif(not torch.cuda.is_available() or torch.cuda.device_count() < 2,
+                              reason="needs two GPUs")
+
+
+@two_gpus
+def test_a_model_on_the_second_gpu_runs_there_with_the_first_current(tmp_path, monkeypatch):
+    # Hugging Face's device_map="auto" places layers on GPU 1 and leaves GPU 0 current.
+    # gems' kernels must run on GPU 1 (and tune there), give torch's results, and leave
+    # the current device alone; tensors on two GPUs get torch's error.
+    import torch.nn.functional as F
+
+    import gemsops
+    from gemsops.runtime import launch
+    from tests.util import assert_close
+
+    monkeypatch.setenv("GEMS_CACHE_DIR", str(tmp_path))
+    for t in tuner.all_tuners():  # nothing tuned yet: the first calls tune, on GPU 1
+        monkeypatch.setattr(t, "memory", {})
+        monkeypatch.setattr(t, "disk", None)
+    torch.cuda.set_device(0)
+    on1 = torch.device("cuda:1")
+    bf = torch.bfloat16
+    x, y = torch.randn(64, 4096, device=on1, dtype=bf), torch.randn(64, 4096, device=on1, dtype=bf)
+    w, b = torch.randn(4096, device=on1, dtype=bf), torch.randn(4096, device=on1, dtype=bf)
+    table, idx = torch.randn(1000, 256, device=on1, dtype=bf), torch.randint(0, 1000, (64,), device=on1)
+    gate_up = torch.randn(64, 2 * 4096, device=on1, dtype=bf)
+    cases = {
+        "add": lambda: x + y,
+        "mul scalar": lambda: x * 3,
+        "silu": lambda: F.silu(x),
+        "to fp32": lambda: x.float(),
+        "strided add": lambda: x.t() + y.t(),
+        "sum": lambda: x.sum(-1),
+        "amax": lambda: x.amax(-1),
+        "softmax": lambda: torch.softmax(x, -1),
+        "rms_norm": lambda: F.rms_norm(x, (4096,), w, 1e-6),
+        "layer_norm": lambda: F.layer_norm(x, (4096,), w, b, 1e-5),
+        "embedding": lambda: F.embedding(idx, table),
+        "cat": lambda: torch.cat([x, y], -1),
+        "linear": lambda: F.linear(x, y[:512], b[:512]),
+    }
+    expected = {name: fn() for name, fn in cases.items()}
+    launched_before = _launches_on(launch, 1)
+    benchmarks_before = tuner.stats.benchmarks_run
+    with gemsops.use_gems():
+        got = {name: fn() for name, fn in cases.items()}
+        in_place = x.clone()
+        in_place.add_(y)
+    got["in-place add"], expected["in-place add"] = in_place, x + y
+    got["silu_and_mul"] = gemsops.ops.silu_and_mul(gate_up)
+    expected["silu_and_mul"] = F.silu(gate_up[:, :4096]) * gate_up[:, 4096:]
+    torch.cuda.synchronize(on1)
+    assert torch.cuda.current_device() == 0
+    for name, value in got.items():
+        assert value.device == on1, name
+        assert_close(value.float(), expected[name].float(), dtype=bf, scale=4, msg=name)
+    assert _launches_on(launch, 1) > launched_before  # gems' kernels ran on GPU 1
+    assert tuner.stats.benchmarks_run > benchmarks_before  # and were tuned there
+
+    x0 = x.to("cuda:0")
+    with pytest.raises(RuntimeError, match="same device"):
+        torch.add(x0, y)
+    with gemsops.use_gems(include=["add"]), pytest.raises(RuntimeError, match="same device"):
+        torch.add(x0, y)
+
+
+def _launches_on(launch, device: int) -> int:
+    """Compiled-kernel entries the lean launcher keeps for ``device``."""
+    return sum(1 for _, lau in launch._LAUNCHERS.values() for bound in lau.bound.values()
+               for key in bound.compiled if key[0] == device)

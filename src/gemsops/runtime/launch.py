@@ -23,6 +23,7 @@ import threading
 import torch
 
 from . import tuner as _tuner
+from .registry import NotOnCurrentDevice
 from .vendor import VENDOR
 
 _INT32_MIN, _INT32_MAX = -(2**31), 2**31 - 1
@@ -90,12 +91,20 @@ class Bound:
     def __call__(self, grid, *args):
         lau = self.launcher
         if not lau.fast or callable(grid):
+            if _current_device is not None and not _all_on(_current_device(), args):
+                return _on_tensors_device(self, (grid,), args)
             return _launch_normally(lau.kernel, grid, args, self.constexprs)
         device = _current_device()
         key = [device]
         values: list = []
-        if not _append_specs(key, values, args):  # a type the key does not know: Triton's own path
+        try:
+            known = _append_specs(key, values, args, device)
+        except _Elsewhere:
+            return _on_tensors_device(self, (grid,), args)
+        if not known:  # a type the key does not know: Triton's own path
             lau.fast = False
+            if not _all_on(device, args):
+                return _on_tensors_device(self, (grid,), args)
             return _launch_normally(lau.kernel, grid, args, self.constexprs)
         key = tuple(key)
         entry = self.compiled.get(key)
@@ -161,7 +170,11 @@ class Prepared:
         device = _current_device()
         key = [device]
         values: list = []
-        if not _append_specs(key, values, head):
+        try:
+            known = _append_specs(key, values, head, device)
+        except _Elsewhere:
+            return _on_tensors_device(self, (), head, self.tail)
+        if not known:
             return bound(self.grid, *head, *self.tail)
         key = tuple(key)
         entry = self.compiled.get(key)
@@ -203,9 +216,17 @@ class DescribedLaunch:
         k = len(self.described)
         prepared = self.prepared
         if prepared.bound.launcher.fast and prepared.tail_key is not None:
-            key = [_current_device()]
+            device = _current_device()
+            key = [device]
             values: list = []
-            if _append_specs(key, values, head[k:]):
+            try:
+                known = _append_specs(key, values, head[k:], device)
+                for t in head[:k]:
+                    if t.get_device() != device:
+                        raise _Elsewhere
+            except _Elsewhere:
+                return _on_tensors_device(self, (), head)
+            if known:
                 fast = self.fast.get(tuple(key))
                 if fast and _compiling_thread is None and _hooks_unset():
                     run, middle, tail, encoders = fast
@@ -213,7 +234,7 @@ class DescribedLaunch:
                     for t, (cache, encode) in zip(head, encoders):
                         expanded = cache.get(t.data_ptr())
                         maps += expanded if expanded is not None else encode(t)
-                    run(*prepared.dims, _current_stream(key[0]), *middle, *maps, *values, *tail)
+                    run(*prepared.dims, _current_stream(device), *middle, *maps, *values, *tail)
                     return
                 if fast is None:
                     return self._first(key, head)
@@ -364,21 +385,25 @@ def _scratch_forwarding(cls) -> bool:
     return known
 
 
-def _append_specs(key: list, values: list, args) -> bool:
+def _append_specs(key: list, values: list, args, device=None) -> bool:
     """Append to ``key`` what Triton specializes each of ``args`` on (``_spec``, written out
     for the common types: this runs at every launch), and to ``values`` the argument as the
-    compiled kernel takes it; False at a type it does not know.
+    compiled kernel takes it; False at a type it does not know. With ``device`` given
+    (the current one), raises ``_Elsewhere`` at a tensor on any other device.
 
     A tensor goes to the compiled kernel as its address: Triton's launcher takes a Python
     int as a device pointer as it is, where for a tensor it calls ``data_ptr()`` again and
     asks the driver to check the address (``cuPointerGetAttribute``), for every tensor at
-    every launch. The address is read here anyway, for the alignment in the key.
+    every launch. The address is read here anyway, for the alignment in the key; the
+    device check that Triton's address check stood for is ``get_device()``.
     """
     kappend = key.append
     vappend = values.append
     for a in args:
         t = type(a)
         if t is _Tensor:
+            if a.get_device() != device and device is not None:
+                raise _Elsewhere
             ptr = a.data_ptr()
             kappend(a.dtype)
             kappend(ptr & 15 == 0)
@@ -391,13 +416,56 @@ def _append_specs(key: list, values: list, args) -> bool:
         elif t is _TensorDescriptor:
             # Triton specializes a host descriptor on its dtype and block shape; the
             # launcher builds the TMA descriptor from shape and strides at each call
+            if a.base.get_device() != device and device is not None:
+                raise _Elsewhere
             kappend((t, a.base.dtype, tuple(a.block_shape), getattr(a, "padding", None)))
         elif a is None or t is bool or isinstance(a, _Tensor):
-            kappend(_spec(a))  # a tensor subclass: one (dtype, aligned) entry, passed as it is
+            if t is not bool and a is not None and a.get_device() != device and device is not None:
+                raise _Elsewhere
+            kappend(_spec(a))  # a tensor subclass (a Parameter): one (dtype, aligned) entry, passed as it is
         else:
             return False
         vappend(a)
     return True
+
+
+class _Elsewhere(Exception):
+    """Raised by ``_append_specs`` at a tensor off the current device (not an error yet)."""
+
+
+def _device_of(a):
+    """The device index of a tensor or host descriptor argument (-1: CPU), None for anything else."""
+    if isinstance(a, _Tensor):
+        return a.get_device()
+    if _TensorDescriptor is not None and type(a) is _TensorDescriptor:
+        return a.base.get_device()
+    return None
+
+
+def _all_on(device: int, args) -> bool:
+    return all(d is None or d == device for d in map(_device_of, args))
+
+
+def _on_tensors_device(launch, lead, args, fixed=()):
+    """``launch(*lead, *args)`` with the current device switched to the one GPU that holds
+    every tensor in ``args`` (and in a prepared launch's ``fixed`` tail). Tensors on several
+    devices, or on the CPU, raise NotOnCurrentDevice (host functions then run torch's
+    kernel, which raises its own error). While a tuner times candidates it raises too,
+    with the device: the tuner's timing belongs on that device's streams, so it tunes
+    again with that device current."""
+    devices = sorted({d for d in map(_device_of, (*args, *fixed)) if d is not None})
+    if len(devices) != 1 or devices[0] < 0:
+        names = ", ".join("cpu" if d < 0 else f"cuda:{d}" for d in devices)
+        raise NotOnCurrentDevice(f"gemsops: a kernel got tensors on {names}; it runs on one GPU")
+    device = devices[0]
+    if _tuner.tuning():
+        raise NotOnCurrentDevice(f"gemsops: tuning on cuda:{device}", device)
+    previous = _current_device()
+    _set_device(device)
+    try:
+        return launch(*lead, *args)
+    finally:
+        _set_device(previous)
 
 
 _Tensor = torch.Tensor
@@ -411,8 +479,9 @@ except ImportError:  # a Triton without host descriptors
 if VENDOR is not None and VENDOR.device_type == "cuda":
     _current_device = torch._C._cuda_getDevice
     _current_stream = torch._C._cuda_getCurrentRawStream
+    _set_device = torch._C._cuda_setDevice
 else:
-    _current_device = _current_stream = None
+    _current_device = _current_stream = _set_device = None
 
 
 try:

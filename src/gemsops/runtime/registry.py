@@ -219,6 +219,25 @@ class Unsupported(Exception):
     """Raised inside a host function for an input its kernel does not handle."""
 
 
+class NotOnCurrentDevice(Unsupported):
+    """A kernel launch whose tensors are not all on the current device.
+
+    Triton launches on the current device, and gems hands it raw addresses, so such a
+    launch would read another GPU's memory: an illegal-address fault that ends the
+    process or, with peer access on, a result where torch raises for mixed devices. When
+    every tensor is on one other GPU the launcher switches to it (a model spread over
+    GPUs by ``device_map="auto"`` runs with the current device left at 0); it raises
+    this for tensors on several devices, which host functions treat as any Unsupported
+    input: torch's kernel then raises its own error. ``device`` is set when the tensors
+    share one device but the launch may not switch there (the tuner, which must time on
+    that device, catches it and tunes again with that device current).
+    """
+
+    def __init__(self, message: str, device: int | None = None):
+        super().__init__(message)
+        self.device = device
+
+
 def with_fallback(overload: str):
     """Decorate a host function so that :class:`Unsupported` runs torch's kernel instead."""
 

@@ -26,6 +26,7 @@ from typing import Callable
 import torch
 import triton
 
+from .registry import NotOnCurrentDevice
 from .scope import natively
 from .vendor import VENDOR
 
@@ -88,6 +89,22 @@ def benchmark_cold(fn: Callable[[], None]) -> float:
     """
     with natively():
         return triton.testing.do_bench(fn, warmup=5, rep=25, return_mode="median")
+
+
+class _Tuning(threading.local):
+    active = False
+
+
+_tuning = _Tuning()
+
+
+def tuning() -> bool:
+    """True while this thread times a tuner's candidates (launches must not switch devices)."""
+    return _tuning.active
+
+
+def _current_device_set_to(index: int):
+    return torch.cuda.device(index)
 
 
 def capturing() -> bool:
@@ -264,12 +281,26 @@ class Tuner:
                     # candidates: the default serves this call, not memoized
                     return self.default or self.candidates[0]
                 else:
-                    cfg = self._tune(run)
+                    try:
+                        cfg = self._tune(run)
+                    except NotOnCurrentDevice as err:
+                        # the inputs live on another GPU than the current one: time there
+                        if err.device is None:
+                            raise
+                        with _current_device_set_to(err.device):
+                            cfg = self._tune(run)
                     self._disk().put(entry, cfg)
             self.memory[key] = cfg
             return cfg
 
     def _tune(self, run) -> dict:
+        outer, _tuning.active = _tuning.active, True  # a run may tune another kernel inside
+        try:
+            return self._time_candidates(run)
+        finally:
+            _tuning.active = outer
+
+    def _time_candidates(self, run) -> dict:
         _compile_all(self.candidates, run, self.kernels)
         timer = benchmark_cold if self.cold else benchmark
         times = []
@@ -277,6 +308,8 @@ class Tuner:
             try:
                 run(cfg)  # compile outside the timed region
                 ms = timer(lambda: run(cfg))
+            except NotOnCurrentDevice:
+                raise  # no config can run here: the inputs (see ``choose``)
             except Exception:  # a config the compiler rejects (too much shared memory...)
                 ms = float("inf")
             stats.benchmarks_run += 1
