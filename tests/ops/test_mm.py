@@ -208,6 +208,7 @@ if ON_GPU:
         w = torch.randn(4096, 4096, device=DEVICE)
         check(ops.mm(x, w.t()), torch.mm, x, w.t(), k=4096)
 
+    @pytest.mark.big_memory  # 4 GiB of output and as much again for the tuner's scratch output
     def test_mm_gpu_int64_offsets():
         # an output past 2**31 elements needs 64-bit offsets
         x = torch.randn(16384, 32, dtype=torch.bfloat16, device=DEVICE)

@@ -225,7 +225,7 @@ class DescribedLaunch:
                     if t.get_device() != device:
                         raise _Elsewhere
             except _Elsewhere:
-                return _on_tensors_device(self, (), head)
+                return _on_tensors_device(self, (), head, prepared.tail)
             if known:
                 fast = self.fast.get(tuple(key))
                 if fast and _compiling_thread is None and _hooks_unset():

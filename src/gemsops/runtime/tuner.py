@@ -304,19 +304,21 @@ class Tuner:
         _compile_all(self.candidates, run, self.kernels)
         timer = benchmark_cold if self.cold else benchmark
         times = []
+        error = None
         for cfg in self.candidates:
             try:
                 run(cfg)  # compile outside the timed region
                 ms = timer(lambda: run(cfg))
             except NotOnCurrentDevice:
                 raise  # no config can run here: the inputs (see ``choose``)
-            except Exception:  # a config the compiler rejects (too much shared memory...)
-                ms = float("inf")
+            except Exception as err:  # a config the compiler rejects (too much shared memory...)
+                ms, error = float("inf"), err
             stats.benchmarks_run += 1
             times.append(ms)
         best_ms = min(times)
         if best_ms == float("inf"):
-            raise RuntimeError(f"gemsops: no candidate config of {self.name} ran")
+            raise RuntimeError(f"gemsops: no candidate config of {self.name} ran; the last one raised "
+                               f"{type(error).__name__}: {error}") from error
         # The candidates within RETIME_WITHIN of the fastest are timed once more, in reverse
         # order, and their two times averaged: a GPU's clock drifts while it tunes (it
         # heats up, another process starts), and in one pass a config timed in a fast
