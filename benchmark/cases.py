@@ -53,6 +53,9 @@ ROWS_FULL = [(1, 2048), (1, 4096), (1, 8192), (32, 4096), (128, 8192), (2048, 20
 MM_M = [1, 16, 128, 4096]
 MM_WEIGHTS = [(4096, 4096), (4096, 14336), (14336, 4096)]
 MM_SQUARE = (8192, 8192, 8192)
+# nn.Linear of a 1-2B model (Llama-3.2-1B: hidden 2048, intermediate 8192): decode and prefill
+SMALL_MODEL_M = [1, 512]
+SMALL_MODEL_WEIGHTS = [(2048, 2048), (2048, 8192), (8192, 2048)]
 
 
 @dataclass
@@ -317,7 +320,8 @@ def _matmul_cases(quick):
                             gems_aten=("mm",), flaggems=ENABLE, note="MxNxK"))
     linear_dtypes = (BF16,) if quick else (BF16, FP16)
     for dtype in linear_dtypes:
-        for m, k, n in _mm_shapes(quick):
+        small_model = [(m, k, n) for (k, n) in SMALL_MODEL_WEIGHTS for m in SMALL_MODEL_M]
+        for m, k, n in _mm_shapes(quick) + small_model:
             e = _esize(dtype)
 
             def make(device, m=m, k=k, n=n):
@@ -325,10 +329,11 @@ def _matmul_cases(quick):
                         "bias": _randn((n,), dtype, device)}
 
             base = (m * k + k * n + m * n) * e
-            out.append(Case("addmm", _label(m, n, k), dtype, make,
-                            lambda i: F.linear(i["x"], i["w"], i["bias"]),
-                            bytes=base + n * e, flops=2 * m * n * k,
-                            gems_aten=("addmm",), flaggems=ENABLE, note="nn.Linear with bias"))
+            if (m, k, n) not in small_model:  # the small model's layers: without bias only
+                out.append(Case("addmm", _label(m, n, k), dtype, make,
+                                lambda i: F.linear(i["x"], i["w"], i["bias"]),
+                                bytes=base + n * e, flops=2 * m * n * k,
+                                gems_aten=("addmm",), flaggems=ENABLE, note="nn.Linear with bias"))
             out.append(Case("linear", _label(m, n, k), dtype, make, lambda i: F.linear(i["x"], i["w"]),
                             bytes=base, flops=2 * m * n * k, gems_aten=("mm", "linear", "matmul"),
                             flaggems=ENABLE, note="nn.Linear without bias (weight [N, K])"))
