@@ -54,6 +54,10 @@ def test_cat_repeated_layouts_use_new_data():
             if dim == 0:
                 xs = [x[:, :2] for x in xs]
             same(kcat(xs, dim), torch.cat(xs, dim))
+    # five inputs: a second launch with one input (the plan picks it out of the list)
+    for _ in range(3):
+        xs = [randn(3, 2) for _ in range(5)]
+        same(kcat(xs, 1), torch.cat(xs, 1))
     # same shapes and strides, other dtypes: another plan, torch's promotion
     a, b = randn(2, 3), randn(2, 3)
     same(kcat([a, b], 0), torch.cat([a, b], 0))

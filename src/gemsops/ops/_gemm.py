@@ -42,7 +42,7 @@ import triton.language as tl
 
 from ..runtime import VENDOR, Plans, Tuner, Unsupported, bucket, launcher
 from ..runtime import capturing as _capturing  # a module name, so tests can stand in for a capture
-from ._common import INT32_MAX, cdiv, current_device, dot_upcast, sm_count
+from ._common import INT32_MAX, cdiv, current_device, dot_upcast, sm_count, unused_pointer
 
 try:
     from triton.tools.tensor_descriptor import TensorDescriptor
@@ -467,11 +467,11 @@ def _per_call(prepare, grid, ints, described, has_bias, ws, locks, alpha, beta, 
     without SPLIT_K, alpha and beta when both are 1 and so compile away) or that are the
     same at every call (the split-K buffers) are fixed in the prepared tail where the
     argument order allows, and the per-call head is (a, b, c) or (a, b, c, x): each
-    tensor in the head costs its specialization at every launch (under a microsecond of
-    host time each on an H100 machine, and a GEMM is a model's most frequent call).
+    tensor in the head costs its specialization at every launch (see ``unused_pointer``;
+    a GEMM is a model's most frequent call).
     """
     if alpha == 1 and beta == 1:
-        unused = _unused_pointer(device, dtype)
+        unused = unused_pointer(device, dtype)
         fixed = (ws if ws is not None else unused, locks if locks is not None else unused, 1.0, 1.0)
         if has_bias:
             launch = prepare(grid, (*fixed, *ints), *described)
@@ -490,19 +490,6 @@ def _per_call(prepare, grid, ints, described, has_bias, ws, locks, alpha, beta, 
         launch(a, b, c, c if x is None else x, c if ws is None else ws, c if locks is None else locks, alpha, beta)
 
     return run
-
-
-_UNUSED: dict = {}
-
-
-def _unused_pointer(device, dtype) -> torch.Tensor:
-    """A small tensor passed for a pointer argument the kernel does not read (one per device
-    and dtype, so that the kernel specializes as for a real operand of that dtype)."""
-    key = (device, dtype)
-    t = _UNUSED.get(key)
-    if t is None:
-        t = _UNUSED[key] = torch.empty(8, dtype=dtype, device=device)
-    return t
 
 
 def _tma_operand(s_batch, s_row, s_col, batch, rows, cols, b_row, b_col):

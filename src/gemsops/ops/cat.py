@@ -15,7 +15,7 @@ import triton
 import triton.language as tl
 
 from ..runtime import Plans, Unsupported, declare, launcher, on_vendor_device, with_fallback
-from ._common import allocation_stand_in, cdiv, kernel_dtype_ok, next_pow2
+from ._common import allocation_stand_in, cdiv, kernel_dtype_ok, next_pow2, unused_pointer
 from ._indexing import collapse
 
 __all__ = ["cat"]
@@ -159,15 +159,21 @@ def _run(tensors, dim, out=None):
         off += c
     groups = [items[g:g + PER_LAUNCH] for g in range(0, len(items), PER_LAUNCH)]
     launches = [_launch(group, outer, inner, c_total, rows_b, rows_c) for group in groups]
-    for (bound, grid, _, ints), group in zip(launches, groups):
-        padded = [it[1] for it in group] + [group[0][1]] * (PER_LAUNCH - len(group))
-        bound(grid, out, *padded, *ints)
+    for (bound, grid, _, tail), group in zip(launches, groups):
+        bound(grid, out, *[it[1] for it in group], *tail)
     if key is not None:
-        # prepared: the launches' grids and 37 integers each are fixed by the plan
+        # prepared: the launches' grids, unused input slots and 37 integers each are fixed by the plan
         _PLANS.keep(key, (allocation_stand_in(out),
-                          [(bound.prepare(grid, ints), operator.itemgetter(*which))
-                           for bound, grid, which, ints in launches]))
+                          [(bound.prepare(grid, tail), _picker(which)) for bound, grid, which, tail in launches]))
     return out
+
+
+def _picker(which):
+    """``pick(tensors)``: the inputs at positions ``which``, as a tuple."""
+    if len(which) == 1:
+        (i,) = which
+        return lambda tensors: (tensors[i],)
+    return operator.itemgetter(*which)
 
 
 def _row_strides(tensors, dim):
@@ -198,7 +204,9 @@ def _row_strides(tensors, dim):
 
 
 def _launch(group, outer, inner, c_total, rows_b, rows_c):
-    """(bound launch, grid, input positions, integer arguments) copying ``group`` into the output."""
+    """(bound launch, grid, input positions, trailing arguments) copying ``group`` into the
+    output: ``bound(grid, out, *the group's inputs, *trailing)``. The trailing arguments
+    are the unused input slots (a placeholder: the kernel prunes them by N) and the integers."""
     n = len(group)
     cmax = max(it[2] for it in group)
     # a program copies about TILE elements; a few rows of a wide input, or many short rows
@@ -211,7 +219,7 @@ def _launch(group, outer, inner, c_total, rows_b, rows_c):
     q = (starts + [blocks] * PER_LAUNCH)[1:PER_LAUNCH]
     # FLAT: every input's dim and inner dims are one run of memory (item[9] is its stride)
     flat = all(it[9] is not None for it in group)
-    pad = group + [group[0]] * (PER_LAUNCH - n)  # unused slots repeat the first input
+    pad = group + [group[0]] * (PER_LAUNCH - n)  # unused slots take the first input's integers
     grid = (cdiv(outer, block_r) * blocks,)
     # per input: columns, column offset, stride of dim (the run's stride when FLAT), inner
     # stride, row strides of A, B, C
@@ -221,7 +229,9 @@ def _launch(group, outer, inner, c_total, rows_b, rows_c):
     levels = 3 if rows_b > 1 else 2 if rows_c > 1 else 1
     bound = launcher(_cat_kernel).bind(N=n, LEVELS=levels, FLAT=flat, BLOCK_R=block_r, BLOCK_C=block_c,
                                        num_warps=NUM_WARPS)
-    return bound, grid, [p[0] for p in pad], ints
+    first = group[0][1]
+    unused = (unused_pointer(first.device, first.dtype),) * (PER_LAUNCH - n)
+    return bound, grid, [it[0] for it in group], (*unused, *ints)
 
 
 @with_fallback("cat")
