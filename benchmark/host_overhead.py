@@ -99,16 +99,17 @@ def interleaved_us(fn, inp, n: int, reps: int, device: str, contexts: dict) -> t
 
 @contextlib.contextmanager
 def launches_skipped():
-    """gems' kernel launches (each passes ``Bound.__call__`` or ``Prepared.__call__``) do nothing inside this block."""
+    """gems' kernel launches (each passes ``Bound.__call__``, ``Prepared.__call__`` or
+    ``Prepared.planned``) do nothing inside this block."""
     from gemsops.runtime import launch
 
-    saved = launch.Bound.__call__, launch.Prepared.__call__
+    saved = launch.Bound.__call__, launch.Prepared.__call__, launch.Prepared.planned
     launch.Bound.__call__ = lambda bound, grid, *args: None
-    launch.Prepared.__call__ = lambda prepared, *args: None
+    launch.Prepared.__call__ = launch.Prepared.planned = lambda prepared, *args: None
     try:
         yield
     finally:
-        launch.Bound.__call__, launch.Prepared.__call__ = saved
+        launch.Bound.__call__, launch.Prepared.__call__, launch.Prepared.planned = saved
 
 
 def run(quick: bool = False, with_flaggems: bool = True, log=print, device: str = "cuda", calls: int | None = None,

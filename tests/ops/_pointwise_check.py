@@ -35,42 +35,45 @@ class _CountLaunches:
     """Counts the generator's kernel launches (the op log records calls, also those that fall back).
 
     Every launch passes ``Bound.__call__`` or, for a plan's prepared launch, ``Prepared.__call__``
-    (which goes on to ``Bound.__call__`` only the first time, to compile); the count keeps
-    those of the generator's two kernels, each launch once.
+    or ``Prepared.planned`` (which go on to ``Bound.__call__`` only the first time, to
+    compile); the count keeps those of the generator's two kernels, each launch once.
     """
 
     def __init__(self):
         self.count = 0
         self.inside_prepared = 0
-        self.saved = launch.Bound.__call__, launch.Prepared.__call__
+        self.saved = launch.Bound.__call__, launch.Prepared.__call__, launch.Prepared.planned
         self.kernels = (_pointwise._pointwise_flat_kernel, _pointwise._pointwise_strided_kernel)
 
     def _ours(self, bound):
         return any(bound.launcher.kernel is k for k in self.kernels)
 
     def __enter__(self):
-        bound_call, prepared_call = self.saved
+        bound_call, prepared_call, planned_call = self.saved
 
         def counted(bound, grid, *args):
             if not self.inside_prepared and self._ours(bound):
                 self.count += 1
             return bound_call(bound, grid, *args)
 
-        def counted_prepared(prepared, *head):
-            if self._ours(prepared.bound):
-                self.count += 1
-            self.inside_prepared += 1
-            try:
-                return prepared_call(prepared, *head)
-            finally:
-                self.inside_prepared -= 1
+        def counting(call):
+            def counted_prepared(prepared, *head):
+                if not self.inside_prepared and self._ours(prepared.bound):
+                    self.count += 1
+                self.inside_prepared += 1
+                try:
+                    return call(prepared, *head)
+                finally:
+                    self.inside_prepared -= 1
+            return counted_prepared
 
         launch.Bound.__call__ = counted
-        launch.Prepared.__call__ = counted_prepared
+        launch.Prepared.__call__ = counting(prepared_call)
+        launch.Prepared.planned = counting(planned_call)
         return self
 
     def __exit__(self, *exc):
-        launch.Bound.__call__, launch.Prepared.__call__ = self.saved
+        launch.Bound.__call__, launch.Prepared.__call__, launch.Prepared.planned = self.saved
 
 
 def run_gems(include, fn, *args, launches=False, **kwargs):

@@ -46,6 +46,40 @@ def test_repeated_layouts_use_new_data_and_scalars(index):
         check("mul", lambda x, s=scale: torch.mul(x, s), a)
 
 
+@pytest.mark.parametrize("dtypes", [
+    (torch.float16, torch.float32), (torch.int32, torch.float16), (torch.bool, torch.bool),
+    (torch.bfloat16, torch.bfloat16), (torch.int8, torch.uint8),
+])
+def test_repeated_same_shape_calls_promote_as_torch(dtypes):
+    # from the second call of a dtype signature on, one or two contiguous tensors of one
+    # shape take the lean path (Pointwise._lean): result dtype, values and empty or 0-d
+    # tensors as torch, whatever shape came first
+    for shape in [(3, 5), (3, 5), (), (), (1,), (0, 4), (7,)]:
+        a, b = (make(*(shape or (1,)), dtype=d).reshape(shape) for d in dtypes)
+        check("add", torch.add, a, b)
+        check("mul", torch.mul, b, a)
+        check("exp", torch.exp, a.float() if a.dtype == torch.bool else a)
+        check("mul", lambda x: x * 1.5, a)
+        check("mul", lambda x: x * 1.5, a)
+        if torch.promote_types(*dtypes) == dtypes[0] and a.numel():  # in place keeps a's dtype
+            check("add", lambda x, y: x.add_(y), a, b)
+            check("add", lambda x, y: x.add_(y), a, b)
+            check("mul", lambda x: x.mul_(x), a)
+
+
+def test_repeated_in_place_calls_with_overlapping_operands_follow_torch():
+    # the lean in-place path takes an operand that is the output itself, never one that
+    # overlaps it in part: torch raises for that
+    base = make(10)
+    for _ in range(2):
+        check("add", torch.add, make(9), make(9))  # the functional call fills the lean path
+        check("add", lambda x, y: x.add_(y), make(9), make(9))
+        with pytest.raises(RuntimeError, match="single memory location"):
+            run_gems("add", lambda: base[1:].add_(base[:-1]))
+        with pytest.raises(RuntimeError, match="single memory location"):
+            run_gems("add", lambda: base[:-1].add_(base[1:]))
+
+
 def test_result_keeps_input_layout():
     a = make(4, 6).t()
     got, _ = run_gems("mul", torch.mul, a, a)
@@ -150,8 +184,9 @@ def test_launch_paths_and_index_width(monkeypatch):
 
     monkeypatch.setattr(launch.Bound, "__call__", record)
     # a prepared launch that an earlier test compiled would call the kernel without its Bound
-    monkeypatch.setattr(launch.Prepared, "__call__", lambda prepared, *head: prepared.bound(
-        prepared.grid, *head, *prepared.tail))
+    through_bound = lambda prepared, *head: prepared.bound(prepared.grid, *head, *prepared.tail)  # noqa: E731
+    monkeypatch.setattr(launch.Prepared, "__call__", through_bound)
+    monkeypatch.setattr(launch.Prepared, "planned", through_bound)
     gemsops.ops.mul(make(3, 5), make(3, 5))
     gemsops.ops.mul(make(5, 3).t(), make(5, 3).t())
     gemsops.ops.mul(make(3, 5), make(5))

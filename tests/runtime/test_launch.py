@@ -165,6 +165,70 @@ def test_prepared_launch_passes_the_same_arguments_as_the_plain_one(lean_path, m
     assert [c[0] for c in calls] == ["triton", "triton"]
 
 
+def test_a_planned_launch_checks_only_device_and_alignment(lean_path, monkeypatch):
+    # Prepared.planned serves callers whose plan key fixes the head's dtypes (the pointwise
+    # fast path): after the first launch it passes exactly what the full path passes,
+    # follows the current stream, and leaves everything it does not check to the full path
+    from gemsops.runtime import launch
+
+    calls, bound = lean_path
+    x, y = torch.zeros(64), torch.ones(64)
+    full = bound.prepare((4,), (1024, 0.5))
+    full(x)
+    full(x)
+    expected = calls[-1]
+    calls.clear()
+    planned = bound.prepare((4,), (1024, 0.5))
+    planned.planned(x)  # the Bound compiled it already: run, and the direct entry is found
+    assert planned.direct is not None
+    planned.planned(x)
+    planned.planned(y)  # another tensor of the plan's dtype: only its address differs
+    assert [c[0] for c in calls] == ["run", "run", "run"]
+    assert calls[0] == calls[1] == expected
+    assert calls[2][1][9] == y.data_ptr()
+    monkeypatch.setattr(launch, "_current_stream", lambda device: 99)  # a torch.cuda.stream block
+    planned.planned(x)
+    assert calls[-1][1][3] == 99 and calls[-1][1][4:] == expected[1][4:]
+    calls.clear()
+    planned.planned(x[1:])  # not 16-byte aligned: the full path's own specialization
+    planned.planned(x[1:])
+    assert [c[0] for c in calls] == ["triton", "run"]
+    calls.clear()
+    monkeypatch.setattr(launch, "_hooks_unset", lambda: False)  # a profiler's hook: Triton's path
+    planned.planned(x)
+    assert [c[0] for c in calls] == ["triton"]
+    monkeypatch.setattr(launch, "_hooks_unset", lambda: True)
+    # an integer in the head specializes on its value: such a launch never takes the direct path
+    ints = bound.prepare((4,), (0.5,))
+    ints.planned(x, 1024)
+    ints.planned(x, 1024)
+    assert ints.direct is False
+    assert [c[0] for c in calls[-2:]] == ["run", "run"]  # the full path (compiled by the first launches)
+
+
+def test_a_compiled_launcher_that_refuses_the_arguments_sends_launches_to_triton(lean_path):
+    # a Triton whose compiled launcher takes other arguments than the lean path passes
+    # raises TypeError there: that launch and every later one take Triton's own path
+    calls, bound = lean_path
+    x = torch.zeros(64)
+    prepared = bound.prepare((4,), (1024, 0.5))
+    prepared.planned(x)
+    prepared.planned(x)
+    entry = bound.compiled[next(iter(bound.compiled))]
+
+    def refuses(*args):
+        raise TypeError("launch() takes other arguments")
+
+    prepared.direct[1].entry = (refuses, *entry[1:])
+    prepared.direct[1].bound = (None, None)
+    calls.clear()
+    prepared.planned(x)
+    assert [c[0] for c in calls] == ["triton"] and prepared.direct is None
+    assert not bound.launcher.fast
+    prepared(x)
+    assert [c[0] for c in calls] == ["triton", "triton"]
+
+
 def test_a_known_scratch_forwarding_launcher_is_bypassed(lean_path, monkeypatch):
     # Where the compiled kernel's launcher object is of a form known to only forward to its
     # C launch function (Triton 3.6's CudaLauncher), the lean path calls that function
@@ -331,7 +395,7 @@ def test_described_launch_encodes_each_operand_once_per_base(monkeypatch):
             FakePrepared.normal_calls += 1
             key, values = [-1], []
             launch._append_specs(key, values, head)
-            self.compiled[tuple(key)] = (wrapper, middle, ("const",))
+            self.compiled[tuple(key)] = launch._Ready((wrapper, middle, ("const",)), self.dims, self.tail_values)
             wrapper(*self.dims, "stream", *middle, *values, *self.tail_values, "const")
 
     described = launch.DescribedLaunch(FakePrepared(), [((8, 8), (8, 1), (8, 8)), ((8, 8), (8, 1), (8, 8))])

@@ -598,7 +598,7 @@ def reduce(x, dim, keepdim, *, op, out_dtype, acc=None, pre=NONE, post=NONE, cas
                              init=init)
     if sig is not None and launched is not None and g.perm is None:
         bound, grid, ints = launched
-        _CALLS.keep(sig, (out.shape, out.stride(), bound.prepare(grid, ints)))
+        _CALLS.keep(sig, (out.shape, out.stride(), bound.prepare(grid, ints).planned))
     return out
 
 

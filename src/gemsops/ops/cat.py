@@ -164,7 +164,7 @@ def _run(tensors, dim, out=None):
     if key is not None:
         # prepared: the launches' grids, unused input slots and 37 integers each are fixed by the plan
         _PLANS.keep(key, (allocation_stand_in(out),
-                          [(bound.prepare(grid, tail), _picker(which)) for bound, grid, which, tail in launches]))
+                          [(bound.prepare(grid, tail).planned, _picker(which)) for bound, grid, which, tail in launches]))
     return out
 
 

@@ -30,7 +30,7 @@ def embedding(weight, indices, padding_idx=-1, scale_grad_by_freq=False, sparse=
                     out, (0, dim, 1), mode=0, wrap=False)
     if launched is not None and indices.is_contiguous():
         bound, grid, ints = launched  # 16 integers: their specialization is worked out once
-        _LOOKUPS.keep(sig, (out.shape, out.stride(), bound.prepare(grid, ints)))
+        _LOOKUPS.keep(sig, (out.shape, out.stride(), bound.prepare(grid, ints).planned))
     return out
 
 

@@ -123,7 +123,7 @@ def _launch(y, s_out, rstd, x, residual, weight, eps):
         bound = _L_add_rms_kernel.bind(
             HAS_W=w is not None, STORE_RSTD=False, ONE_PASS=p["ONE_PASS"], INT64=False,
             BLOCK_M=p["BLOCK_M"], BLOCK_N=p["BLOCK_N"], num_warps=p["num_warps"])
-        _PLANS.keep(_signature(x, residual, weight), bound.prepare((cdiv(m, p["BLOCK_M"]),), (m, n, sx, sr, sx, sr)))
+        _PLANS.keep(_signature(x, residual, weight), bound.prepare((cdiv(m, p["BLOCK_M"]),), (m, n, sx, sr, sx, sr)).planned)
     # views that could not be addressed as rows were computed in copies: write them back
     if yv.data_ptr() != y.data_ptr() or yv.shape != y.shape:
         y.copy_(yv.view(y.shape))

@@ -42,7 +42,7 @@ def _run(self, dim, index, out=None):
                     out, (n * inner, inner, 1), mode=0, wrap=False)
     if sig is not None and launched is not None and index.dim() == 1 and index.is_contiguous():
         bound, grid, ints = launched  # ~20 integers: their specialization is worked out once
-        _SELECTS.keep(sig, (out.shape, size, bound.prepare(grid, ints)))
+        _SELECTS.keep(sig, (out.shape, size, bound.prepare(grid, ints).planned))
     return out
 
 

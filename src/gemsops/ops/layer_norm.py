@@ -239,7 +239,7 @@ def _forward(input, normalized_shape, weight, bias, eps, stats: bool):
     bound, grid = launch(_FWD.plan(n, m, launch))
     if xv is input and w is weight and b is bias:
         _FORWARDS.keep(sig, (allocation_stand_in(y), None if mean is None else allocation_stand_in(mean),
-                             bound.prepare(grid, ints)))
+                             bound.prepare(grid, ints).planned))
     return y, mean, rstd
 
 

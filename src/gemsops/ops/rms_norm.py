@@ -189,7 +189,7 @@ def rms_forward(input, normalized_shape, weight, eps):
 
     bound, grid = launch(_FWD.plan(n, m, launch))
     if xv is input and w is weight:
-        _FORWARDS.keep(sig, (allocation_stand_in(y), allocation_stand_in(rstd), bound.prepare(grid, ints)))
+        _FORWARDS.keep(sig, (allocation_stand_in(y), allocation_stand_in(rstd), bound.prepare(grid, ints).planned))
     return y, rstd
 
 

@@ -132,7 +132,7 @@ def _forward(x, act, out=None):
     elif xv is x and so == d:
         bound = _L_gated_fwd_kernel.bind(ACT=act, INT64=int64, BLOCK=cfg["BLOCK"], num_warps=cfg["num_warps"])
         _PLANS.keep((x.shape, x.stride(), x.dtype, x.device, act),
-                    (bound.prepare((m, cdiv(d, cfg["BLOCK"])), (m, d, sx, so)), out.shape))
+                    (bound.prepare((m, cdiv(d, cfg["BLOCK"])), (m, d, sx, so)).planned, out.shape))
     return out
 
 

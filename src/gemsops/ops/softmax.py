@@ -337,7 +337,7 @@ def softmax_forward(x: torch.Tensor, dim: int, out_dtype: torch.dtype, log: bool
 
     bound, grid = launch(_plan(_FWD, n, rows, lastdim, launch))
     if sig is not None and xv is x:
-        _FORWARDS.keep(sig, (out.stride(), bound.prepare(grid, ints)))
+        _FORWARDS.keep(sig, (out.stride(), bound.prepare(grid, ints).planned))
     return out
 
 
@@ -384,7 +384,7 @@ def softmax_backward(grad: torch.Tensor, output: torch.Tensor, dim: int, input_d
 
     bound, grid = launch(_plan(_BWD, n, rows, lastdim, launch))
     if gv is grad and yv is output:
-        _BACKWARDS.keep(sig, (dx.stride(), bound.prepare(grid, ints)))
+        _BACKWARDS.keep(sig, (dx.stride(), bound.prepare(grid, ints).planned))
     return dx
 
 

@@ -15,6 +15,7 @@ launch hook) falls back to the normal path, which is always correct.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import inspect
 import re
@@ -147,7 +148,7 @@ class Bound:
 class Prepared:
     """A :class:`Bound` launch whose grid and trailing arguments are fixed; see ``Bound.prepare``."""
 
-    __slots__ = ("bound", "grid", "tail", "tail_values", "tail_key", "dims", "compiled")
+    __slots__ = ("bound", "grid", "tail", "tail_values", "tail_key", "dims", "compiled", "direct")
 
     def __init__(self, bound: Bound, grid, tail):
         self.bound = bound
@@ -160,7 +161,8 @@ class Prepared:
         self.tail_key = tuple(key) if ok else None
         self.tail_values = tuple(values)  # as the compiled kernel takes them (tensors as addresses)
         self.dims = None if callable(grid) else (*grid, 1, 1)[:3]
-        self.compiled: dict = {}  # (device, specs of the head) -> the Bound's compiled entry
+        self.compiled: dict = {}  # (device, specs of the head) -> _Ready
+        self.direct = None  # for ``planned``: (device, _Ready); False: never
 
     def __call__(self, *head):
         bound = self.bound
@@ -177,21 +179,107 @@ class Prepared:
         if not known:
             return bound(self.grid, *head, *self.tail)
         key = tuple(key)
-        entry = self.compiled.get(key)
-        if entry is None or _compiling_thread is not None or not _hooks_unset():
+        ready = self.compiled.get(key)
+        if ready is None or _compiling_thread is not None or not _hooks_unset():
             # the Bound compiles (or finds) the kernel; its key is this key plus the tail's
             result = bound(self.grid, *head, *self.tail)
-            if entry is None:
+            if ready is None:
                 entry = bound.compiled.get(key + self.tail_key)
                 if entry is not None:
-                    self.compiled[key] = entry
+                    self.compiled[key] = _Ready(entry, self.dims, self.tail_values)
             return result
-        run, middle, consts = entry
+        self._run(ready, device, values, head)
+
+    def planned(self, *head):
+        """``self(*head)`` for a caller whose plan fixes what Triton specializes the head on,
+        but for the tensors' addresses: every head argument is, at each call, a tensor of
+        one dtype (the plan's key holds the dtypes), None, or a float.
+
+        Only the tensors' device and 16-byte alignment are checked here; building and
+        hashing the full key costs about 1 us more per launch on an H100 host, a tenth of
+        a tiny native op's whole call. Plans keyed by their inputs' dtypes keep this bound
+        method as their launch (norms, softmax, reductions, embedding, cat).
+        """
+        direct = self.direct
+        if direct and _compiling_thread is None:
+            device = _current_device()
+            if device == direct[0] and _hooks_unset():
+                values: list = []
+                bits = 0
+                for a in head:
+                    if isinstance(a, _Tensor):
+                        if a.get_device() != device:
+                            break
+                        ptr = a.data_ptr()
+                        bits |= ptr
+                        values.append(ptr)
+                    else:
+                        values.append(a)
+                else:
+                    if not bits & 15:
+                        return self._run(direct[1], device, values, head)
+        self(*head)
+        if direct is None and self.compiled:
+            self._find_direct(head)
+
+    def _find_direct(self, head):
+        # only where nothing in the head specializes on a value: aligned tensors, None, floats
+        device = _current_device()
+        for a in head:
+            if isinstance(a, _Tensor):
+                if a.get_device() != device or a.data_ptr() & 15:
+                    return  # perhaps at a later call
+            elif a is not None and type(a) is not float:
+                self.direct = False  # a caller outside the contract: the full path, always
+                return
+        key = [device]
+        if _append_specs(key, [], head, device):
+            ready = self.compiled.get(tuple(key))
+            if ready is not None:
+                self.direct = (device, ready)
+
+    def _run(self, ready, device, values, head):
+        """The compiled kernel's launch on the current stream, with the head's values."""
+        stream = _current_stream(device)
+        at, call = ready.bound
+        if at != stream:
+            call = ready.on(stream)
         try:
-            run(*self.dims, _current_stream(device), *middle, *values, *self.tail_values, *consts)
+            call(*values, *ready.tail)
         except TypeError:
-            lau.fast = False
-            lau.kernel[self.grid](*head, *self.tail, **bound.constexprs)
+            self._launch_normally_from_now_on(head)
+
+    def _launch_normally_from_now_on(self, head):
+        """This Triton's compiled launcher wants other arguments: Triton's own path, always."""
+        self.direct = None
+        bound = self.bound
+        bound.launcher.fast = False
+        bound.launcher.kernel[self.grid](*head, *self.tail, **bound.constexprs)
+
+
+class _Ready:
+    """A compiled kernel's launch for one :class:`Prepared`: ``ready.on(stream)(*head, *ready.tail)``.
+
+    ``on`` binds the C launch function to the grid, the stream, the kernel's handle and
+    metadata (``functools.partial``), so that a launch spreads two sequences into the call
+    instead of five (on H100 hosts, tiny add: from 0.6 us saved to 0.15 us lost per launch
+    in three runs, within their noise). It is bound again when the current stream changes.
+    """
+
+    __slots__ = ("entry", "dims", "tail", "bound")
+
+    def __init__(self, entry, dims, tail_values):
+        run, middle, consts = entry
+        self.entry = entry  # the Bound's (run, middle, consts)
+        self.dims = dims
+        self.tail = (*tail_values, *consts)
+        self.bound = (None, None)  # (stream, bound launch): one tuple, swapped whole across threads
+
+    def on(self, stream):
+        run, middle, _consts = self.entry
+        call = functools.partial(run, *self.dims, stream, *middle)
+        self.bound = (stream, call)
+        return call
 
 
 class DescribedLaunch:
@@ -255,9 +343,10 @@ class DescribedLaunch:
         prepared(*descriptors, *head[k:])
         full_key = [key[0]]
         _append_specs(full_key, [], descriptors)
-        entry = prepared.compiled.get(tuple(full_key) + tuple(key[1:]))
-        if entry is None:  # not compiled through the lean path (a hook was set): next call again
+        ready = prepared.compiled.get(tuple(full_key) + tuple(key[1:]))
+        if ready is None:  # not compiled through the lean path (a hook was set): next call again
             return
+        entry = ready.entry
         parts = getattr(entry[0], "descriptor_parts", None)
         if parts is None or parts[1] != list(range(k)):  # not the known wrapper, or other descriptors
             self.fast[tuple(key)] = False
