@@ -42,7 +42,8 @@ import triton.language as tl
 
 from ..runtime import VENDOR, Plans, Tuner, Unsupported, bucket, launcher
 from ..runtime import capturing as _capturing  # a module name, so tests can stand in for a capture
-from ._common import INT32_MAX, cdiv, current_device, dot_upcast, sm_count, unused_pointer
+from ._common import (INT32_MAX, allocation_stand_in, cdiv, current_device, dot_upcast, planned_output, sm_count,
+                      unused_pointer)
 
 try:
     from triton.tools.tensor_descriptor import TensorDescriptor
@@ -357,8 +358,8 @@ class CallPlans(Plans):
         dev = current_device()
         if a.get_device() != dev or b.get_device() != dev or (x is not None and x.get_device() != dev):
             return None
-        M, N, run, bias_used, alpha, beta = entry
-        c = torch.empty_strided((M, N), (N, 1), dtype=a.dtype, device=a.device)
+        M, N, run, bias_used, alpha, beta, c_like = entry
+        c = planned_output(c_like, (M, N), (N, 1), a.dtype, a)
         run(a, b, c, x if bias_used else None, alpha, beta)
         return c
 
@@ -368,7 +369,7 @@ class CallPlans(Plans):
             return
         sa, sb = a.stride(), b.stride()
         run = gemm_runner(a, (0, sa[0], sa[1]), b, (0, sb[0], sb[1]), c, (0, N, 1), x, sx, 1, M, N, K, alpha, beta)
-        self.keep(key, (M, N, run, x is not None, float(alpha), float(beta)))
+        self.keep(key, (M, N, run, x is not None, float(alpha), float(beta), allocation_stand_in(c)))
 
 
 def _plan_args(sa, sb, sc, sx, x, batch, M, N, K, alpha, beta, dtype, ieee, c):

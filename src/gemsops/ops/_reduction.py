@@ -29,7 +29,8 @@ import triton
 import triton.language as tl
 
 from ..runtime import VENDOR, Plans, Tuner, Unsupported, bucket, launcher, on_device, on_vendor_device
-from ._common import TL_DTYPE, cdiv, kernel_dtype_ok, needs_int64, next_pow2, sm_count
+from ._common import (TL_DTYPE, allocation_stand_in, cdiv, kernel_dtype_ok, needs_int64, next_pow2, planned_output,
+                      sm_count)
 
 # combine ops (constexpr OP)
 SUM, PROD, MAX, MIN = 0, 1, 2, 3
@@ -573,8 +574,8 @@ def reduce(x, dim, keepdim, *, op, out_dtype, acc=None, pre=NONE, post=NONE, cas
                acc, pre, post, cast, p, div, empty_all, init)
         planned = _CALLS.get(sig)
         if planned is not None and on_device(x):
-            shape, strides, prepared = planned
-            out = torch.empty_strided(shape, strides, dtype=out_dtype, device=x.device)
+            out_like, shape, strides, prepared = planned
+            out = planned_output(out_like, shape, strides, out_dtype, x)
             prepared(x, out, out)
             return out
     check_input(x, out)
@@ -598,12 +599,12 @@ def reduce(x, dim, keepdim, *, op, out_dtype, acc=None, pre=NONE, post=NONE, cas
                              init=init)
     if sig is not None and launched is not None and g.perm is None:
         bound, grid, ints = launched
-        _CALLS.keep(sig, (out.shape, out.stride(), bound.prepare(grid, ints).planned))
+        _CALLS.keep(sig, (allocation_stand_in(out), out.shape, out.stride(), bound.prepare(grid, ints).planned))
     return out
 
 
-# reduce() call signature -> (output shape, strides, prepared launch), for reductions of one
-# launch over x as it is (no reordering copy)
+# reduce() call signature -> (output's allocation stand-in, shape, strides, prepared launch),
+# for reductions of one launch over x as it is (no reordering copy)
 _CALLS = Plans()
 
 

@@ -3,7 +3,7 @@ import torch
 import triton.language as tl  # noqa: F401  (the interpreter needs it visible to every jit function)
 
 from ..runtime import Plans, Unsupported, declare, on_device, on_vendor_device, with_fallback
-from ._common import kernel_dtype_ok
+from ._common import allocation_stand_in, kernel_dtype_ok, planned_output
 from ._indexing import check_bounds, flat_index, take
 
 __all__ = ["embedding", "embedding_dense_backward"]
@@ -15,9 +15,9 @@ def embedding(weight, indices, padding_idx=-1, scale_grad_by_freq=False, sparse=
     sig = (weight.shape, weight.stride(), weight.dtype, indices.shape, indices.stride(), indices.dtype)
     planned = _LOOKUPS.get(sig)
     if planned is not None and on_device(weight) and on_device(indices):
-        out_shape, out_strides, prepared = planned
+        out_like, out_shape, out_strides, prepared = planned
         check_bounds(indices, weight.shape[0], allow_negative=False)  # data: checked on every call
-        out = torch.empty_strided(out_shape, out_strides, dtype=weight.dtype, device=weight.device)
+        out = planned_output(out_like, out_shape, out_strides, weight.dtype, weight)
         prepared(weight, out, indices, indices, indices, indices)  # contiguous: its own flat view
         return out
     if not on_vendor_device(weight, indices) or weight.dim() != 2 or not kernel_dtype_ok(weight.dtype):
@@ -30,11 +30,11 @@ def embedding(weight, indices, padding_idx=-1, scale_grad_by_freq=False, sparse=
                     out, (0, dim, 1), mode=0, wrap=False)
     if launched is not None and indices.is_contiguous():
         bound, grid, ints = launched  # 16 integers: their specialization is worked out once
-        _LOOKUPS.keep(sig, (out.shape, out.stride(), bound.prepare(grid, ints).planned))
+        _LOOKUPS.keep(sig, (allocation_stand_in(out), out.shape, out.stride(), bound.prepare(grid, ints).planned))
     return out
 
 
-# embedding call signature -> (output shape, strides, prepared launch)
+# embedding call signature -> (output's allocation stand-in, shape, strides, prepared launch)
 _LOOKUPS = Plans()
 
 

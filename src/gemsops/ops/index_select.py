@@ -3,7 +3,7 @@ import torch
 import triton.language as tl  # noqa: F401  (the interpreter needs it visible to every jit function)
 
 from ..runtime import Plans, Unsupported, declare, on_device, on_vendor_device, with_fallback
-from ._common import kernel_dtype_ok
+from ._common import allocation_stand_in, default_strides, kernel_dtype_ok, planned_output
 from ._indexing import check_bounds, flat_index, split3, take
 
 __all__ = ["index_select"]
@@ -15,9 +15,9 @@ def _run(self, dim, index, out=None):
         sig = (self.shape, self.stride(), self.dtype, dim, index.shape, index.stride(), index.dtype)
         planned = _SELECTS.get(sig)
         if planned is not None and on_device(self) and on_device(index):
-            out_shape, size, prepared = planned
+            out_like, out_shape, size, prepared = planned
             check_bounds(index, size, allow_negative=False)  # data: checked on every call
-            out = torch.empty(out_shape, dtype=self.dtype, device=self.device)
+            out = planned_output(out_like, out_shape, default_strides(out_shape), self.dtype, self)
             prepared(self, out, index, index, index, index)  # contiguous: its own flat view
             return out
     if not on_vendor_device(self, index, out) or self.dim() == 0 or index.dim() > 1:
@@ -42,11 +42,12 @@ def _run(self, dim, index, out=None):
                     out, (n * inner, inner, 1), mode=0, wrap=False)
     if sig is not None and launched is not None and index.dim() == 1 and index.is_contiguous():
         bound, grid, ints = launched  # ~20 integers: their specialization is worked out once
-        _SELECTS.keep(sig, (out.shape, size, bound.prepare(grid, ints).planned))
+        _SELECTS.keep(sig, (allocation_stand_in(out), out.shape, size, bound.prepare(grid, ints).planned))
     return out
 
 
-# index_select call signature (no out=) -> (output shape, indexed dim size, prepared launch)
+# index_select call signature (no out=) -> (output's allocation stand-in, shape, indexed dim
+# size, prepared launch)
 _SELECTS = Plans()
 
 

@@ -13,7 +13,7 @@ import triton.language as tl
 
 from ..runtime import Plans, Tuner, bucket, on_vendor_device
 from ._rows import launcher, rows_2d
-from ._common import cdiv, needs_int64
+from ._common import allocation_stand_in, cdiv, default_strides, needs_int64, planned_output
 
 __all__ = ["silu_and_mul", "gelu_and_mul"]
 
@@ -90,7 +90,7 @@ def _cfg(tuner, d, m, launch):
     return tuner.choose((bucket(d), bucket(min(m, 4096))), launch) or _DEFAULT
 
 
-# (shape, strides, dtype, device, act) -> (prepared launch, output shape):
+# (shape, strides, dtype, device, act) -> (prepared launch, output's allocation stand-in, shape):
 # a repeated call (every layer of every decode step) skips the checks, tuning and views
 _PLANS = Plans()
 
@@ -99,8 +99,8 @@ def _forward(x, act, out=None):
     if out is None:
         plan = _PLANS.get((x.shape, x.stride(), x.dtype, x.device, act))
         if plan is not None:
-            prepared, out_shape = plan
-            out = torch.empty(out_shape, dtype=x.dtype, device=x.device)
+            prepared, out_like, out_shape = plan
+            out = planned_output(out_like, out_shape, default_strides(out_shape), x.dtype, x)
             prepared(out, x)
             return out
     d = x.shape[-1] // 2 if x.dim() else 0
@@ -132,7 +132,8 @@ def _forward(x, act, out=None):
     elif xv is x and so == d:
         bound = _L_gated_fwd_kernel.bind(ACT=act, INT64=int64, BLOCK=cfg["BLOCK"], num_warps=cfg["num_warps"])
         _PLANS.keep((x.shape, x.stride(), x.dtype, x.device, act),
-                    (bound.prepare((m, cdiv(d, cfg["BLOCK"])), (m, d, sx, so)).planned, out.shape))
+                    (bound.prepare((m, cdiv(d, cfg["BLOCK"])), (m, d, sx, so)).planned, allocation_stand_in(out),
+                     out.shape))
     return out
 
 

@@ -20,7 +20,7 @@ import triton.language as tl
 
 from ..runtime import VENDOR, Plans, Unsupported, declare, on_device, on_vendor_device, with_fallback
 from ._rows import ONE_PASS_MAX, RowPlanner, collapsed_stride, launcher, processors
-from ._common import cdiv, needs_int64, next_pow2
+from ._common import allocation_stand_in, cdiv, needs_int64, next_pow2, planned_output
 
 __all__ = ["softmax"]
 
@@ -298,8 +298,8 @@ def softmax_forward(x: torch.Tensor, dim: int, out_dtype: torch.dtype, log: bool
         sig = (x.shape, x.stride(), x.dtype, dim, out_dtype, log)
         planned = _FORWARDS.get(sig)
         if planned is not None and on_device(x):
-            strides, prepared = planned
-            out = torch.empty_strided(x.shape, strides, dtype=out_dtype, device=x.device)
+            out_like, strides, prepared = planned
+            out = planned_output(out_like, x.shape, strides, out_dtype, x)
             prepared(out, x)
             return out
     _check(x)
@@ -322,7 +322,7 @@ def softmax_forward(x: torch.Tensor, dim: int, out_dtype: torch.dtype, log: bool
         if split is not None:
             split(out, xv)
             if sig is not None and xv is x:
-                _FORWARDS.keep(sig, (out.stride(), split))
+                _FORWARDS.keep(sig, (allocation_stand_in(out), out.stride(), split))
             return out
 
     ints = (rows, n, inner, xo, xi, xn, n * inner, 1, inner)
@@ -337,12 +337,12 @@ def softmax_forward(x: torch.Tensor, dim: int, out_dtype: torch.dtype, log: bool
 
     bound, grid = launch(_plan(_FWD, n, rows, lastdim, launch))
     if sig is not None and xv is x:
-        _FORWARDS.keep(sig, (out.stride(), bound.prepare(grid, ints).planned))
+        _FORWARDS.keep(sig, (allocation_stand_in(out), out.stride(), bound.prepare(grid, ints).planned))
     return out
 
 
-# softmax_forward call signature -> (output strides, launch(out, x): a prepared launch
-# or a split-row pair)
+# softmax_forward call signature -> (output's allocation stand-in, strides, launch(out, x):
+# a prepared launch or a split-row pair)
 _FORWARDS = Plans()
 
 
@@ -351,8 +351,8 @@ def softmax_backward(grad: torch.Tensor, output: torch.Tensor, dim: int, input_d
     sig = (grad.shape, grad.stride(), grad.dtype, output.shape, output.stride(), output.dtype, dim, input_dtype, log)
     planned = _BACKWARDS.get(sig)
     if planned is not None and on_device(grad) and on_device(output):
-        strides, prepared = planned
-        dx = torch.empty_strided(grad.shape, strides, dtype=input_dtype, device=grad.device)
+        dx_like, strides, prepared = planned
+        dx = planned_output(dx_like, grad.shape, strides, input_dtype, grad)
         prepared(dx, grad, output)
         return dx
     _check(grad)
@@ -384,11 +384,11 @@ def softmax_backward(grad: torch.Tensor, output: torch.Tensor, dim: int, input_d
 
     bound, grid = launch(_plan(_BWD, n, rows, lastdim, launch))
     if gv is grad and yv is output:
-        _BACKWARDS.keep(sig, (dx.stride(), bound.prepare(grid, ints).planned))
+        _BACKWARDS.keep(sig, (allocation_stand_in(dx), dx.stride(), bound.prepare(grid, ints).planned))
     return dx
 
 
-# softmax_backward call signature -> (gradient strides, prepared launch)
+# softmax_backward call signature -> (gradient's allocation stand-in, strides, prepared launch)
 _BACKWARDS = Plans()
 
 
