@@ -21,7 +21,15 @@ Results agree when every tensor matches native within the per-dtype tolerance of
 tests/util.py, or, failing that, when gems is no further from a float64 reference than
 twice native's own distance or one tolerance (two for bf16 on the interpreter, whose
 fp32 -> bf16 casts truncate), NaNs in the same places: long reductions and chains of
-low-precision roundings where gems and torch round differently.
+low-precision roundings where gems and torch round differently. A sample that gems served
+with two calls or more (a composite: each call rounds its result before the next reads it)
+also agrees when every element is within one tolerance plus twice its rounding spread: how
+far the float64 result moves when the floating inputs move by their own rounding (half an
+ulp of the dtype, random signs, ``SPREAD_DRAWS`` draws). Such chains can be
+ill-conditioned: one OpInfo multi_head_attention_forward float32 sample (on CUDA) moves by
+a median 3.8 tolerance units (up to 15.8 in 300 draws of uniform moves) under that input
+rounding alone, where torch happens to land 0.2 from float64. A single call never gets
+this allowance: its inputs are exact.
 
 Variants: ``op`` (the OpInfo's function), ``inplace`` (its in-place method), ``out``
 (``out=`` tensors allocated like native's result), ``grad`` (forward plus
@@ -98,6 +106,7 @@ UNDEFINED_OUTPUT = {"empty", "empty_like", "new_empty", "new_empty_strided", "em
 FALLBACK_DTYPES = (torch.int64, torch.int32, torch.bool, torch.uint8)
 RNG_OVERLOADS = frozenset({"native_dropout"})  # gems overloads that draw random numbers
 OUTCOMES = ("agreed", "routed", "not_reached", "random", "ref_error", "failed")
+SPREAD_DRAWS = 8  # perturbed float64 runs behind a composite sample's rounding spread
 
 
 def _op_db():
@@ -416,8 +425,12 @@ def _leaves(x):
     return tree_flatten(x)[0]
 
 
-def _compare(actual, expected, ref=None, dtype=None, path="out"):
-    """Raise Mismatch unless ``actual`` matches ``expected`` (see module doc)."""
+def _compare(actual, expected, ref=None, dtype=None, path="out", spread=None):
+    """Raise Mismatch unless ``actual`` matches ``expected`` (see module doc).
+
+    ``spread``: per leaf of ``ref``, the element-wise rounding spread of a composite
+    sample (:func:`_rounding_spread`), or None.
+    """
     a_leaves, a_spec = tree_flatten(actual)
     e_leaves, e_spec = tree_flatten(expected)
     if len(a_leaves) != len(e_leaves):
@@ -425,12 +438,13 @@ def _compare(actual, expected, ref=None, dtype=None, path="out"):
     r_leaves = tree_flatten(ref)[0] if ref is not None else [None] * len(e_leaves)
     if len(r_leaves) != len(e_leaves):
         r_leaves = [None] * len(e_leaves)
-    for i, (a, e, r) in enumerate(zip(a_leaves, e_leaves, r_leaves)):
+    s_leaves = spread if spread is not None and len(spread) == len(e_leaves) else [None] * len(e_leaves)
+    for i, (a, e, r, s) in enumerate(zip(a_leaves, e_leaves, r_leaves, s_leaves)):
         where = f"{path}[{i}]"
         if isinstance(e, torch.Tensor):
             if not isinstance(a, torch.Tensor):
                 raise Mismatch(f"{where}: got {type(a).__name__}, expected a tensor")
-            _compare_tensor(a, e, r if isinstance(r, torch.Tensor) else None, where)
+            _compare_tensor(a, e, r if isinstance(r, torch.Tensor) else None, where, s)
         elif isinstance(e, float) and isinstance(a, (int, float)):
             if not (math.isclose(a, e, rel_tol=1e-5, abs_tol=1e-6) or (math.isnan(a) and math.isnan(e))):
                 raise Mismatch(f"{where}: {a} != {e}")
@@ -438,7 +452,7 @@ def _compare(actual, expected, ref=None, dtype=None, path="out"):
             raise Mismatch(f"{where}: {a!r} != {e!r}")
 
 
-def _compare_tensor(a, e, r, where):
+def _compare_tensor(a, e, r, where, spread=None):
     if a.dtype != e.dtype:
         raise Mismatch(f"{where}: dtype {a.dtype} != {e.dtype}")
     if a.shape != e.shape:
@@ -468,7 +482,26 @@ def _compare_tensor(a, e, r, where):
         if nan_same and err_a <= max(_ref_slack(e.dtype), 2.0 * err_e):
             return
         msg += f" | vs float64 reference: gems {err_a:.3g}, native {err_e:.3g} (tolerance units)"
+        if spread is not None and spread.shape == e.shape:
+            over = _beyond_spread(a, rr, spread, t)
+            if nan_same and over <= 1.0:
+                return
+            msg += f"; {over:.3g}x the allowance of its rounding spread"
     raise Mismatch(f"{where}: {msg}")
+
+
+def _beyond_spread(x, ref, spread, t) -> float:
+    """Largest |x - ref| / (one tolerance + 2 * spread), element-wise; inf when the
+    non-finite values differ. Above 1: outside what input rounding alone explains."""
+    if not math.isfinite(_scaled_error(x, ref, t)):
+        return math.inf
+    x = x.to(ref.dtype)
+    finite = torch.isfinite(ref)
+    if not finite.any():
+        return 0.0
+    r = ref[finite]
+    d = (x[finite] - r).abs() / (t["atol"] + t["rtol"] * r.abs() + 2.0 * spread[finite].to(ref.dtype))
+    return float(d.max())
 
 
 def _ref_slack(dtype) -> float:
@@ -622,12 +655,22 @@ def _run_sample(op, variant, sample, index, dtype, families, probe) -> SampleRes
     # gems' dropout draws its own Philox stream: under a fixed seed (OpInfo's wrapper_set_seed)
     # native repeats itself, yet gems' mask cannot equal torch's
     random_op = random_op or any(o in RNG_OVERLOADS for o in served)
+    detail = ""
     try:
         if random_op:
             _compare_structure(got.outputs, expected.outputs)
         else:
             ref = _reference(op, variant, sample, dtype)
-            _compare(got.outputs, expected.outputs, ref)
+            try:
+                _compare(got.outputs, expected.outputs, ref)
+            except Mismatch:
+                if ref is None or sum(served.values()) < 2:
+                    raise
+                spread = _rounding_spread(op, variant, sample, dtype, ref)
+                if spread is None:
+                    raise
+                _compare(got.outputs, expected.outputs, ref, spread=spread)
+                detail = "agreed within its rounding spread (an ill-conditioned chain of calls)"
         if expected.target is not None:
             _check_target(got, expected)
         _compare(_leaves(watched), _leaves(before), path="input after the call")
@@ -641,7 +684,7 @@ def _run_sample(op, variant, sample, index, dtype, families, probe) -> SampleRes
         outcome = "routed"
     else:
         outcome = "not_reached"
-    return SampleResult(index, outcome, served, routed)
+    return SampleResult(index, outcome, served, routed, detail)
 
 
 def _copy_prep(prep, variant, sample, dtype):
@@ -693,13 +736,16 @@ def _check_target(got, expected):
             raise Mismatch("out= call did not return its out tensors")
 
 
-def _reference(op, variant, sample, dtype):
-    """The variant's outputs computed natively in float64 (None when that is not possible)."""
+def _reference(op, variant, sample, dtype, perturb=None):
+    """The variant's outputs computed natively in float64 (None when that is not possible);
+    ``perturb`` maps each float64 input first."""
     if not (dtype.is_floating_point or dtype.is_complex):
         return None
     try:
         tree = (sample.input, sample.args, sample.kwargs)
         ref_tree = _to_ref(tree)
+        if perturb is not None:
+            ref_tree = tree_map(perturb, ref_tree)
         if variant == "grad":
             for t, r in zip([x for x in _leaves(tree) if isinstance(x, torch.Tensor)],
                             [x for x in _leaves(ref_tree) if isinstance(x, torch.Tensor)]):
@@ -718,6 +764,41 @@ def _reference(op, variant, sample, dtype):
             return _run_variant(op, variant, inp, args, kwargs, out_like).outputs
     except Exception:
         return None
+
+
+def _rounding_spread(op, variant, sample, dtype, ref, draws=SPREAD_DRAWS):
+    """Per leaf of ``ref``, element-wise, the largest move of the float64 result over
+    ``draws`` runs on inputs whose every element is multiplied by 1 + u or 1 - u (random
+    signs; u the dtype's unit roundoff, half an ulp); None where that cannot be computed
+    (complex, or the runs fail). Full-size moves with random signs reach an element's
+    worst case more often than uniform ones would."""
+    if not dtype.is_floating_point:
+        return None
+    unit = torch.finfo(dtype).eps / 2
+    ref_leaves = _leaves(ref)
+    spread = [torch.zeros_like(r) if isinstance(r, torch.Tensor) and r.dtype == torch.float64 else None
+              for r in ref_leaves]
+    for d in range(draws):
+        gen = torch.Generator(device="cpu").manual_seed(d)
+
+        def jitter(x):
+            if isinstance(x, torch.Tensor) and x.dtype == torch.float64:
+                signs = torch.randint(0, 2, x.shape, generator=gen).to(torch.float64) * 2 - 1
+                return x * (1 + unit * signs.to(x.device))
+            return x
+
+        moved = _reference(op, variant, sample, dtype, perturb=jitter)
+        if moved is None:
+            return None
+        moved_leaves = _leaves(moved)
+        if len(moved_leaves) != len(ref_leaves):
+            return None
+        for i, (m, r) in enumerate(zip(moved_leaves, ref_leaves)):
+            if spread[i] is not None and isinstance(m, torch.Tensor) and m.shape == r.shape:
+                # an element that leaves the finite range under input rounding: any value
+                diff = torch.nan_to_num((m.to(r.dtype) - r).abs(), nan=math.inf)
+                spread[i] = torch.maximum(spread[i], diff)
+    return spread
 
 
 @dataclasses.dataclass

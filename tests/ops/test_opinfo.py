@@ -7,6 +7,8 @@ session ends with a table of counts (ops, samples, agreed, routed, failed); set
 ``GEMS_OPINFO_SAMPLE_CAP`` (default in the harness) bounds the samples per test.
 """
 
+import math
+
 import pytest
 import torch
 
@@ -139,6 +141,74 @@ def test_compare_rules():
     h._compare(torch.tensor([1.0005]), torch.tensor([1.0015]), ref)
     with pytest.raises(h.Mismatch, match="reference"):
         h._compare(torch.tensor([1.01]), torch.tensor([1.0015]), ref)
+
+
+def test_compare_within_rounding_spread():
+    """A composite's rounding spread widens the allowance element by element, never more."""
+    ref = torch.tensor([100.0, 1.0], dtype=torch.float64)
+    native = torch.tensor([100.0, 1.0])
+    gems = torch.tensor([100.02, 1.0])  # element 0: 200 tolerance units off (1e-4 each)
+    with pytest.raises(h.Mismatch, match="reference"):
+        h._compare(gems, native, ref)
+    # the float64 result itself moves by 0.01 there under input rounding: 0.02 is within
+    # one tolerance plus twice that
+    h._compare(gems, native, ref, spread=[torch.tensor([0.01, 0.0], dtype=torch.float64)])
+    with pytest.raises(h.Mismatch, match="spread"):  # a spread on another element does not count
+        h._compare(gems, native, ref, spread=[torch.tensor([0.0, 0.01], dtype=torch.float64)])
+    with pytest.raises(h.Mismatch, match="spread"):  # twice the spread, not more
+        h._compare(torch.tensor([100.05, 1.0]), native, ref, spread=[torch.tensor([0.01, 0.0], dtype=torch.float64)])
+    with pytest.raises(h.Mismatch):  # NaN where the reference has a number
+        h._compare(torch.tensor([float("nan"), 1.0]), native, ref, spread=[torch.full((2,), 1e9, dtype=torch.float64)])
+
+
+class _Chain:
+    """A stand-in OpInfo entry: ``x * y - z``, two gems calls when mul and sub are served."""
+
+    op = staticmethod(lambda x, y, z: x * y - z)
+
+
+needs_mul_sub = pytest.mark.skipif(
+    not {"mul.Tensor", "sub.Tensor"} <= set(registry.declarations()), reason="mul/sub not declared")
+
+
+@needs_mul_sub
+def test_rounding_spread_allows_an_ill_conditioned_chain_only():
+    """x, y are integers whose product P is exact in fp32 (ulp 1 between 2^23 and 2^24) and
+    z = P - 3: the result, 3, is all cancellation, and the product's last bit decides it.
+    Rounding the inputs alone moves the float64 result by at least u * P >= 0.6 per element
+    (three inputs, signs never all cancel), so a mul that lands 1 ulp up (result 4) is
+    within the chain's allowance; one 64 ulps up is not, and neither is a single wrong call."""
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randint(3200, 4000, (64,), generator=gen).float().to(DEVICE)
+    y = torch.randint(3200, 4000, (64,), generator=gen).float().to(DEVICE)
+    z = (x.double() * y.double() - 3).float()
+    sample = h._Sample(x, (y, z), {})
+    real = registry.declarations()["mul.Tensor"].impl
+
+    def off_by(ulps):
+        def mul(self, other):
+            out = real(self, other)
+            up = torch.full_like(out, math.inf)
+            for _ in range(ulps):  # no arithmetic here: gems' own mul is this function
+                out = torch.nextafter(out, up)
+            return out
+        return mul
+
+    def run(ulps, fams):
+        restore = _swap_impl("mul.Tensor", off_by(ulps))
+        try:
+            with GemsProbe() as probe:
+                return h._run_sample(_Chain, "op", sample, 0, torch.float32, fams, probe)
+        finally:
+            restore()
+
+    one_ulp = run(1, ["mul", "sub"])
+    assert one_ulp.outcome == "agreed" and "spread" in one_ulp.detail, one_ulp
+    assert one_ulp.served == {"mul.Tensor": 1, "sub.Tensor": 1}
+    far = run(64, ["mul", "sub"])
+    assert far.outcome == "failed" and "spread" in far.detail, far
+    single = run(1, ["mul"])  # sub runs natively: one gems call, exact inputs, no allowance
+    assert single.outcome == "failed" and "spread" not in single.detail, single
 
 
 def test_clone_keeps_strides():
