@@ -46,6 +46,18 @@ def test_repeated_layouts_use_new_data_and_scalars(index):
         check("mul", lambda x, s=scale: torch.mul(x, s), a)
 
 
+def test_repeated_casting_stores_follow_the_output_dtype():
+    # copy_ into outputs of one layout and different dtypes: the plans are keyed by the
+    # source's dtype, so a planned launch must not reuse a kernel built for another out dtype
+    for _ in range(2):
+        for dst_dtype in (torch.float16, torch.float32, torch.int32, torch.bfloat16):
+            src = make(6, 4).t()[:, 1:]  # strided: the layout-plan path, not the flat one
+            dst = torch.zeros(5, 4, dtype=dst_dtype, device=DEVICE).t()
+            got, _ = run_gems("copy_", lambda d, s: d.copy_(s), dst.clone(), src)
+            assert got.dtype == dst_dtype
+            assert torch.equal(got, dst.clone().copy_(src))
+
+
 @pytest.mark.parametrize("dtypes", [
     (torch.float16, torch.float32), (torch.int32, torch.float16), (torch.bool, torch.bool),
     (torch.bfloat16, torch.bfloat16), (torch.int8, torch.uint8),

@@ -394,7 +394,7 @@ class Pointwise:
                         out = torch.empty_like(out_like)
                     else:
                         out = torch.empty_strided(out_shape, out_stride, dtype=result_dtype, device=first.device)
-                    launch(out, *args, *pad)
+                    launch.planned(out, *args)
                     return out
                 call_key = None
         elif out is not None and compute != torch.float64:
@@ -431,7 +431,7 @@ class Pointwise:
                                                           and lo < a.data_ptr() + extent)):
                         break
                 else:
-                    launch(out, *args, *pad)
+                    launch.planned(out, *args)
                     return out
         tensors = [a for a in args if isinstance(a, _Tensor)]
         dev = _DEVICE_TYPE
@@ -513,19 +513,23 @@ def _general(fn, args, casts, out, shape, res):
     """Any layout: the flat kernel if all tensors share the output's dense layout, else strided."""
     # fn, casts (from a Pointwise plan) and res (a TL_DTYPE value) live as long as the process:
     # their ids are keys, and hashing them (Python-level __hash__) would cost more
-    key = (id(fn), id(casts), id(res), out.shape, out.stride(),
+    # (casts identifies the Pointwise plan, so the inputs' dtypes; out's dtype is in the key
+    # for casting stores, whose plans do not fix it: launches are ``planned``)
+    key = (id(fn), id(casts), id(res), out.shape, out.stride(), out.dtype,
            tuple((a.shape, a.stride()) if isinstance(a, _Tensor) else type(a) for a in args))
     launch = _LAYOUT_PLANS.get(key)
     if launch is None:
         launch = _LAYOUT_PLANS.keep(key, _layout_plan(fn, args, casts, out, shape, res))
-    launch(out, *args, *(0,) * (MAX_INPUTS - len(args)))  # unused slots: never read (NIN prunes them)
+    launch.planned(out, *args)
     return launch
 
 
 def _layout_plan(fn, args, casts, out, shape, res):
-    """The launch for these operand layouts, prepared with its grid and trailing integers
-    (n, then for the strided kernel 4 sizes and 25 strides: their specialization is
-    worked out once, not at every call). Called as ``launch(out, *inputs padded to MAX_INPUTS)``."""
+    """The launch for these operand layouts, prepared with its grid and trailing arguments
+    (the unused input slots, n, then for the strided kernel 4 sizes and 25 strides: their
+    specialization is worked out once, not at every call). Called as
+    ``launch.planned(out, *inputs)``: the head holds tensors and numbers only, no padding,
+    so the lean launch of :meth:`Prepared.planned` applies where the numbers are floats."""
     ndim = len(shape)
     kinds, strides = [], []
     zeros = [0] * ndim
@@ -543,6 +547,7 @@ def _layout_plan(fn, args, casts, out, shape, res):
         kinds.append(SCALAR)
         casts.append(None)
         strides.append(zeros)
+    unused = (0,) * (MAX_INPUTS - nin)  # input slots NIN prunes: never read
     n = out.numel()
     int64 = needs_int64(out, args)
     grid = (cdiv(n, BLOCK),)
@@ -551,7 +556,7 @@ def _layout_plan(fn, args, casts, out, shape, res):
                   C0=casts[0], C1=casts[1], C2=casts[2], C3=casts[3], RES=res, INT64=int64, BLOCK=BLOCK)
     if is_dense(out) and all(st == out_strides for k, st in zip(kinds, strides) if k == TENSOR):
         # identical dense layouts (contiguous, or all transposed alike): walk storage linearly
-        return _launch_flat.bind(**common, UNROLL=1).prepare(grid, (n,))
+        return _launch_flat.bind(**common, UNROLL=1).prepare(grid, (*unused, n))
     sizes, all_st = _coalesce(list(shape), [out_strides] + strides)
     rank = len(sizes)
     if rank > MAX_RANK:
@@ -559,7 +564,7 @@ def _layout_plan(fn, args, casts, out, shape, res):
     pad = MAX_RANK - rank
     sizes_p = sizes + [1] * pad
     extra = (*sizes_p[1:], *(x for st in all_st for x in st + [0] * pad))
-    return _launch_strided.bind(RANK=rank, **common).prepare(grid, (n, *extra))
+    return _launch_strided.bind(RANK=rank, **common).prepare(grid, (*unused, n, *extra))
 
 
 def f64_scalar(value: float, device) -> torch.Tensor:
