@@ -20,6 +20,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from . import harness
+
 
 @dataclass
 class LlamaConfig:
@@ -286,6 +288,7 @@ def run(quick: bool = False, cfg: LlamaConfig | None = None, batch: int = 1, pro
         steps: int | None = None, log=print) -> dict:
     """Native eager against ``gemsops.enable()`` on the same model, cache and prompt."""
     import gemsops
+    from gemsops.runtime import registry
 
     cfg = cfg or LlamaConfig()
     prompt = prompt or (512 if quick else 2048)
@@ -310,6 +313,17 @@ def run(quick: bool = False, cfg: LlamaConfig | None = None, batch: int = 1, pro
             log(f"  e2e under gemsops.enable() failed: {gems['error']}")
         finally:
             gemsops.disable()
+        # every overload enable() routes to gems, each behind a Python kernel that only calls
+        # torch's: the cost torch.library's Python dispatch alone puts on this model
+        log("  e2e: torch's kernels behind Python forwarding")
+        try:
+            with harness.python_forwarding(sorted(registry.declarations())):
+                forwarding = measure(model, batch, prompt, steps, reps, graphs=False, profile=False, log=log)
+            for key in ("prefill_logits", "first_decode_logits"):
+                forwarding.pop(key)
+        except Exception as err:  # noqa: BLE001
+            forwarding = {"error": f"{type(err).__name__}: {err}".replace("\n", " ")[:200]}
+            log(f"  e2e with Python forwarding failed: {forwarding['error']}")
     a, b = native.pop("prefill_logits"), gems.pop("prefill_logits", None)
     da, db = native.pop("first_decode_logits"), gems.pop("first_decode_logits", None)
     if b is not None:
@@ -323,7 +337,7 @@ def run(quick: bool = False, cfg: LlamaConfig | None = None, batch: int = 1, pro
             "first decode step logits max abs diff": f"{(da - db).abs().max().item():.3g}",
             "first decode step top-2 margin (native)": f"{(top2[..., 0] - top2[..., 1]).min().item():.3g}",
         }
-    res["native"], res["gems"] = native, gems
+    res["native"], res["gems"], res["forwarding"] = native, gems, forwarding
 
     def ratio(key, inverse=False):
         x, y = native.get(key), gems.get(key)
@@ -333,4 +347,8 @@ def run(quick: bool = False, cfg: LlamaConfig | None = None, batch: int = 1, pro
 
     res["speedup"] = {"prefill": ratio("prefill_ms"), "decode": ratio("decode_ms"),
                       "graph decode": ratio("graph_decode_ms")}
+    fx = {k: forwarding.get(k) for k in ("prefill_ms", "decode_ms")}
+    res["forwarding_speedup"] = {
+        k.removesuffix("_ms"): native[k] / v for k, v in fx.items()
+        if isinstance(v, (int, float)) and v and isinstance(native.get(k), (int, float))}
     return res

@@ -245,6 +245,44 @@ def gems_include(case_names, detected) -> list[str]:
 
 # ---------------------------------------------------------------- peers
 
+@contextlib.contextmanager
+def python_forwarding(overloads):
+    """Within this block each of ``overloads`` (gems-declared aten overloads) dispatches to
+    a Python kernel that only calls torch's own kernel for it.
+
+    What remains is the cost of torch.library's Python dispatch: the dispatcher boxing the
+    arguments into Python objects, the Python call, and the boxed call back into torch. It
+    is the floor under any Python-registered op library's host cost, before that library
+    does anything, so the host-overhead and end-to-end modes report it next to gems.
+    Registered where gems would register each overload (its first dispatch key: the
+    autograd key of autograd-level declarations). Use it with no gems scope open.
+    """
+    import gemsops
+    from gemsops.runtime import registry
+
+    if gemsops.all_registered_ops():
+        raise RuntimeError("python_forwarding: gems kernels are registered; close use_gems/enable first")
+    decls = registry.declarations()
+    libs = []
+    try:
+        for overload in overloads:
+            native = registry.native(overload)  # torch's kernel, captured before the forwarder exists
+
+            def forward(*args, _native=native, **kwargs):
+                return _native(*args, **kwargs)
+
+            lib = torch.library.Library("aten", "IMPL")
+            libs.append(lib)
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message=".*Overriding a previously registered kernel.*")
+                warnings.filterwarnings("ignore", message=".*Warning only once for all operators.*")
+                lib.impl(overload, forward, decls[overload].dispatch_keys()[0])
+        yield
+    finally:
+        for lib in libs:
+            lib._destroy()
+
+
 def load_flaggems():
     """The ``flag_gems`` module, or None when it is not importable."""
     try:

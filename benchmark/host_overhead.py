@@ -114,7 +114,8 @@ def launches_skipped():
 
 def run(quick: bool = False, with_flaggems: bool = True, log=print, device: str = "cuda", calls: int | None = None,
         reps: int = 5, ops=None, skip_launches: bool = False) -> list[dict]:
-    """One row per tiny op: us per call native, through use_gems, through enable(), FlagGems.
+    """One row per tiny op: us per call native, through use_gems, through enable(), FlagGems,
+    and torch's own kernels behind a forwarding Python kernel (``harness.python_forwarding``).
 
     ``skip_launches``: gems' launches are no-ops while gems is timed (outputs are garbage).
     """
@@ -142,12 +143,15 @@ def run(quick: bool = False, with_flaggems: bool = True, log=print, device: str 
                     with gemsops.use_gems(include=include), skipping():
                         yield
 
-                # native and use_gems in turn (their ratio is the number that matters)
+                # native, use_gems and torch's kernels behind Python forwarding in turn (gems /
+                # native is the number that matters; forwarding / native is torch.library's floor)
                 try:
-                    times, ratio = interleaved_us(fn, inp, n, reps, device,
-                                                  {"native_us": contextlib.nullcontext, "gems_us": gems_scope})
+                    times, ratio = interleaved_us(fn, inp, n, reps, device, {
+                        "native_us": contextlib.nullcontext, "gems_us": gems_scope,
+                        "forward_us": lambda: harness.python_forwarding(include)})
                     row.update(times)
                     row["gems_over_native"] = ratio
+                    row["forward_over_native"] = times["forward_us"] / times["native_us"]
                 except Exception as err:  # noqa: BLE001
                     row["native_us"] = per_call_us(fn, inp, n, reps, device)
                     row["gems_us"] = "err"

@@ -260,3 +260,45 @@ def test_a_stalled_run_is_outvoted_by_a_third():
     gems, native = res["impls"]["gems"], res["impls"]["native"]
     assert gems["bench_ms"] == 0.031 and gems["loop_ms"] == 0.028 and len(gems["ms_runs"]) == 3
     assert native["bench_ms"] == pytest.approx(0.0295) and len(native["ms_runs"]) == 2
+
+
+def test_python_forwarding_puts_torch_kernels_behind_a_python_kernel(monkeypatch):
+    from gemsops.runtime import registry
+
+    calls = []
+    native = registry.native("add.Tensor")
+    monkeypatch.setitem(registry._NATIVE, "add.Tensor", lambda *a, **k: calls.append(1) or native(*a, **k))
+    a, b = torch.randn(5, device=DEV), torch.randn(5, device=DEV)
+    expected = a + b
+    with harness.python_forwarding(["add.Tensor"]):
+        got = torch.add(a, b)
+        assert calls == [1] and gemsops.all_registered_ops() == []
+    torch.testing.assert_close(got, expected, rtol=0, atol=0)
+    torch.add(a, b)
+    assert calls == [1]  # unregistered on the way out
+    with gemsops.use_gems(include=["add"]), pytest.raises(RuntimeError, match="gems kernels are registered"):
+        with harness.python_forwarding(["add.Tensor"]):
+            pass
+
+
+def test_python_forwarding_of_every_declared_overload_leaves_a_model_unchanged():
+    # the end-to-end mode forwards every overload enable() would route: a decode step of the
+    # model must give the same logits through the forwarders as natively
+    from benchmark import e2e
+    from gemsops.runtime import registry
+
+    cfg = e2e.LlamaConfig(vocab=50, hidden=32, layers=2, heads=4, kv_heads=2, intermediate=64)
+    torch.manual_seed(0)
+    model = e2e.Llama(cfg, max_len=16).init_random().eval()
+    tokens = torch.randint(0, cfg.vocab, (1, 6))
+
+    def run():
+        with torch.inference_mode():
+            caches = model.new_cache(1)
+            model(tokens[:, :5], torch.arange(5), caches, decode=False)
+            return model(tokens[:, 5:6], torch.tensor([5]), caches, decode=True)
+
+    expected = run()
+    with harness.python_forwarding(sorted(registry.declarations())):
+        got = run()
+    torch.testing.assert_close(got, expected, rtol=0, atol=0)

@@ -15,6 +15,7 @@ def test_rows_for_a_gems_op_and_for_any_other():
         inp = make()
         if harness.gems_include(names, harness.detect_overloads(fn, inp)):
             assert row["gems_us"] > 0 and row["gems_enable_us"] > 0
+            assert row["forward_us"] > 0 and row["forward_over_native"] > 0
         else:
             assert row["gems_us"] == "n/a"
     assert rows[0]["gems_us"] > 0  # add exists in every checkout

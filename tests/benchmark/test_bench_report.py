@@ -91,17 +91,23 @@ def test_summary_host_and_e2e_markdown():
     md = report.summary_md(report.summarize(RESULTS), CEIL, {"gpu": "H100", "torch": "2.11"})
     assert "copy 2000 GB/s" in md and "gpu H100" in md
     assert len({line.count("|") for line in _rows(md)}) == 1
-    host = report.host_table([{"op": "add 16", "native_us": 4.0, "gems_us": 6.0, "gems_enable_us": 5.0},
+    host = report.host_table([{"op": "add 16", "native_us": 4.0, "gems_us": 6.0, "gems_enable_us": 5.0,
+                               "forward_us": 5.5, "forward_over_native": 1.375},
                               {"op": "mul 16", "native_us": 4.0, "gems_us": "n/a"}])
-    assert "| add 16 | 4.0 | 6.0 | 1.50 |" in host and "n/a" in host
+    assert "| add 16 | 4.0 | 6.0 | 1.50 | 5.5 | 1.38 | 5.0 |" in host and "n/a" in host
+    assert len({line.count("|") for line in host.splitlines()}) == 1
     e2e = {"model": "tiny", "native": {"prefill_tok_s": 1000.0, "prefill_ms": 1.0, "decode_ms": 2.0,
                                        "graph_decode_ms": 1.0,
                                        "profile_top": [{"name": "aten::mm", "calls": 3, "device_ms": 1.0,
                                                         "cpu_ms": 0.5}]},
            "gems": {"prefill_tok_s": 2000.0, "prefill_ms": 0.5, "decode_ms": 1.0, "graph_decode_ms": "failed: x"},
-           "speedup": {"prefill": 2.0, "decode": 2.0, "graph decode": None}, "agreement": {"argmax equal": True}}
+           "forwarding": {"prefill_tok_s": 800.0, "prefill_ms": 1.25, "decode_ms": 4.0},
+           "speedup": {"prefill": 2.0, "decode": 2.0, "graph decode": None}, "agreement": {"argmax equal": True},
+           "forwarding_speedup": {"prefill": 0.8, "decode": 0.5}}
     text = report.e2e_md(e2e)
     assert "| gems | 2000 | 0.50 | 1.00 | failed: x |" in text and "aten::mm" in text and "prefill 2.00x" in text
+    assert "| torch's kernels via Python forwarding | 800 | 1.25 | 4.00 | - |" in text
+    assert "Python kernel that only calls it) / native: prefill 0.80x, decode 0.50x" in text
 
 
 def test_json_roundtrip(tmp_path):
