@@ -579,3 +579,23 @@ if ON_GPU:
         # against torch's own fused kernel (itself bf16): a bf16-ulp-level difference
         torch.testing.assert_close(got, want, atol=2e-2, rtol=2e-2)
         assert math.isfinite(got.float().abs().max().item())
+
+
+def test_outputs_are_fresh_tensors_in_torchs_layout():
+    # the output follows query's dimension order ([B,S,H,D] storage stays so), also when
+    # query is a strided view (a slice of a packed QKV projection), and the RNG placeholders
+    # are new 0-d tensors at each call, never shared between results
+    dev = gemsops.VENDOR.device_type
+    packed = torch.randn(2, 7, 3 * 4 * 8, device=dev)
+    for q in (packed[..., :32].view(2, 7, 4, 8).transpose(1, 2),  # strided: not dense
+              torch.randn(2, 7, 4, 8, device=dev).transpose(1, 2),  # dense, [B,S,H,D] storage
+              torch.randn(2, 4, 7, 8, device=dev)):
+        for _ in range(2):  # the second call takes the remembered layout
+            out = sdpa_ops._like_query(q)
+            assert out.shape == q.shape and out.dtype == q.dtype
+            heads_inner = q.stride(1) < q.stride(2)  # [B,S,H,D] storage
+            assert out.stride() == ((7 * 4 * 8, 8, 4 * 8, 1) if heads_inner else (4 * 7 * 8, 7 * 8, 8, 1))
+            assert out.untyped_storage().data_ptr() != q.untyped_storage().data_ptr()
+    a, b = sdpa_ops._placeholder(torch.int64, packed), sdpa_ops._placeholder(torch.int64, packed)
+    assert a.shape == () and a.dtype == torch.int64 and a.device == packed.device
+    assert a.data_ptr() != b.data_ptr()
