@@ -171,15 +171,35 @@ def _served():
     return set(families().get("sdpa", []))
 
 
+# the composite op, served whole where no gradient is recorded (sdpa.scaled_dot_product_attention)
+WHOLE = "scaled_dot_product_attention"
+FUSED = (SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.CUDNN_ATTENTION)
+
+
 def _sdpa_through_gems(q, k, v, **kwargs):
-    """F.scaled_dot_product_attention under ``use_gems(include=["sdpa"])``, checking that gems
-    served the entry point of the backend torch picks (when gems has that entry point)."""
+    """F.scaled_dot_product_attention under ``use_gems(include=["sdpa"])``, checking that gems'
+    kernel ran exactly where torch's backend choice is a fused one that gems serves: in one
+    call of the composite where no gradient is recorded, else through that backend's entry
+    point inside torch's composite (which records the backward)."""
     chosen = SDPBackend(torch._fused_sdp_choice(q, k, v, **kwargs))
     overload = BACKEND_OVERLOAD.get(chosen)
+    mask = kwargs.get("attn_mask")
+    records_grad = torch.is_grad_enabled() and any(
+        t is not None and t.requires_grad for t in (q, k, v, mask))
     log = Path(tempfile.mkdtemp()) / "log.txt"
-    with gemsops.use_gems(include=["sdpa"], record=True, path=log):
-        out = F.scaled_dot_product_attention(q, k, v, **kwargs)
-    assert set(_logged(log)) == ({overload} if overload in _served() else set()), (chosen, _logged(log))
+    runs = []
+    forward = sdpa_ops._forward
+    sdpa_ops._forward = lambda *a, **kw: runs.append(1) or forward(*a, **kw)
+    try:
+        with gemsops.use_gems(include=["sdpa"], record=True, path=log):
+            out = F.scaled_dot_product_attention(q, k, v, **kwargs)
+    finally:
+        sdpa_ops._forward = forward
+    served = chosen in FUSED and overload in _served()
+    through_entry = records_grad or chosen not in FUSED
+    want_logged = {WHOLE} | ({overload} if through_entry and overload in _served() else set())
+    assert set(_logged(log)) == want_logged, (chosen, _logged(log))
+    assert runs == ([1] if served else []), (chosen, records_grad)
     return out
 
 
@@ -243,7 +263,8 @@ def test_dispatch_forward_and_native_backward(backend, dtype, gqa, causal):
     log = Path(tempfile.mkdtemp()) / "log.txt"
     with gemsops.use_gems(include=["sdpa"], record=True, path=log), sdpa_kernel(backend):
         out = F.scaled_dot_product_attention(q, k, v, is_causal=causal, enable_gqa=gqa)
-    assert set(_logged(log)) == {overload}, _logged(log)
+    # the whole-call kernel sees the call first and leaves it to torch's composite (a gradient)
+    assert set(_logged(log)) == {WHOLE, overload}, _logged(log)
     _check_grads(q, k, v, out, causal, gqa, dtype)
 
 
@@ -419,12 +440,13 @@ def _mask_dispatch_dtypes():
 @pytest.mark.parametrize("dtype", _mask_dispatch_dtypes())
 @pytest.mark.parametrize("mask_kind", ["bool", "padding", "float 2-D", "float per head"])
 def test_dispatch_mask(mask_kind, dtype, requires_grad):
-    # F.scaled_dot_product_attention with an attn_mask reaches gems' forward through the
-    # backend torch picks; torch's backward for that backend then runs on gems' output and
-    # log-sum-exp, also over rows the mask leaves without keys (never NaN). What such a row
-    # gives is the backend's: torch hands cuDNN a boolean mask as a finite fill (the row then
-    # averages V), the others -inf (zeros); gems reads the bias it is given, so both agree
-    # with torch's own kernel there and with the float64 reference on every other row.
+    # F.scaled_dot_product_attention with an attn_mask reaches gems' forward: in one call
+    # without a gradient, else through the backend torch picks, whose backward then runs on
+    # gems' output and log-sum-exp, also over rows the mask leaves without keys (never NaN).
+    # Through a backend, what such a row gives is the backend's: torch hands cuDNN a boolean
+    # mask as a finite fill (the row then averages V), the others -inf (zeros), and gems
+    # reads the bias it is given. Served whole, the boolean mask itself is read: zeros, as
+    # SDPA documents for fully masked rows.
     b, hq, hkv, sq, sk, d = 2, 4, 4, 6, 11, 16
     torch.manual_seed(0)
     q, k, v = (randn(b, h, s, d, dtype=dtype).requires_grad_(requires_grad)
@@ -437,7 +459,11 @@ def test_dispatch_mask(mask_kind, dtype, requires_grad):
     assert_close(out.detach()[seen], want[seen].to(dtype), dtype=dtype, scale=8.0)
     leaves = tuple(t.detach().clone().requires_grad_(requires_grad) for t in (q, k, v))
     native_out = F.scaled_dot_product_attention(*leaves, attn_mask=mask)
-    assert_close(out.detach(), native_out.detach(), dtype=dtype, scale=8.0)
+    if requires_grad:
+        assert_close(out.detach(), native_out.detach(), dtype=dtype, scale=8.0)
+    else:
+        assert_close(out[seen], native_out[seen], dtype=dtype, scale=8.0)
+        assert bool((out[~seen] == 0).all())
     if requires_grad:
         grad = randn(*out.shape, dtype=dtype)
         out.backward(grad)
@@ -471,6 +497,31 @@ def test_dispatch_learned_bias_grad(dtype):
     assert_close(out.detach(), ref.detach().to(dtype), dtype=dtype, scale=8.0)
     for got, want in ((q.grad, q64.grad), (k.grad, k64.grad), (v.grad, v64.grad), (bias.grad, bias64.grad)):
         assert_close(got, want.to(dtype), dtype=dtype, scale=16.0)
+
+
+@pytest.mark.parametrize("backend", [SDPBackend.MATH, None])
+def test_whole_call_follows_torchs_backend_choice(backend):
+    # sdpa_kernel() and the backend switches still decide where no gradient is recorded: with
+    # the math backend chosen, torch's composite runs (and gems' attention kernel does not)
+    dtype = torch.bfloat16 if ON_GPU else torch.float32
+    q, k, v = _qkv(dtype, True, False)
+    keep = torch.rand(1, 1, 6, 6, device=q.device) > 0.2
+    with sdpa_kernel(backend) if backend is not None else torch.no_grad():
+        out = _sdpa_through_gems(q, k, v, attn_mask=keep, enable_gqa=True)
+    bias = torch.zeros((), dtype=torch.float64, device=q.device).masked_fill(~keep, float("-inf"))
+    want, lse = _ref64(q, k, v, False, bias=bias)
+    seen = torch.isfinite(lse)
+    assert_close(out[seen], want[seen].to(dtype), dtype=dtype, scale=4.0)
+
+
+def test_whole_call_under_inference_mode():
+    # inference tensors reach the backend key (the autograd key is skipped): served there too
+    dtype = torch.bfloat16 if ON_GPU else torch.float32
+    with torch.inference_mode():
+        q, k, v = _qkv(dtype, True, False, s=9)
+        out = _sdpa_through_gems(q, k, v, is_causal=True, enable_gqa=True)
+        assert out.is_inference()
+    assert_close(out, _ref64(q, k, v, True)[0].to(dtype), dtype=dtype, scale=4.0)
 
 
 BIAS_ENTRY_POINTS = [entry for entry in ENTRY_POINTS if entry[0] != "flash"]  # flash's schema has no mask

@@ -10,8 +10,9 @@ A second kernel reads through tensor descriptors (TMA) where the layout allows: 
 [B, H, S, D] (SDPA) and packed varlen [total, H, D] without paging; configs choose it (DESC).
 
 An additive bias (SDPA's ``attn_mask`` as torch hands it to its fused kernels: a float
-tensor broadcast to [B, H, Sq, Sk], -inf where a boolean mask was False) is read by the
-pointer kernel with any strides (0 for broadcast dims); the descriptor kernel takes none.
+tensor broadcast to [B, H, Sq, Sk], -inf where a boolean mask was False), or the boolean
+mask itself (read as 0 / -inf, for SDPA served whole), is read by the pointer kernel with
+any strides (0 for broadcast dims); the descriptor kernel takes none.
 
 Causal masking is aligned bottom-right (FlashAttention-2): query ``i`` of a sequence with
 ``q_len`` queries and ``k_len`` keys sees keys ``j <= i + k_len - q_len``. Rows that see no
@@ -97,9 +98,11 @@ def _attn_tile(acc, m_i, l_i, q, K, V, BT, bt_row, k_base, v_base, k_start, star
                sk_n, sk_d, sk_page, sv_n, sv_d, sv_page, bias_rows, m_mask, sbias_n,
                MASKED: tl.constexpr, CAUSAL: tl.constexpr, PAGED: tl.constexpr, PAGE: tl.constexpr,
                EVEN_D: tl.constexpr, INT64: tl.constexpr, UPCAST: tl.constexpr, PREC: tl.constexpr,
-               BLOCK_N: tl.constexpr, POS_SCALE: tl.constexpr, HAS_BIAS: tl.constexpr):
+               BLOCK_N: tl.constexpr, POS_SCALE: tl.constexpr, HAS_BIAS: tl.constexpr,
+               BOOL_BIAS: tl.constexpr):
     """One K/V tile of the online softmax; MASKED tiles apply the length and causal masks.
-    ``bias_rows`` (HAS_BIAS): pointers to the bias of this tile's query rows at key 0."""
+    ``bias_rows`` (HAS_BIAS): pointers to the bias of this tile's query rows at key 0;
+    BOOL_BIAS: a boolean mask there (True: the key takes part), read as a 0 / -inf bias."""
     offs_n = start_n + tl.arange(0, BLOCK_N)
     if MASKED:
         n_mask = offs_n < k_len
@@ -122,8 +125,13 @@ def _attn_tile(acc, m_i, l_i, q, K, V, BT, bt_row, k_base, v_base, k_start, star
     bias = 0.0
     if HAS_BIAS:
         cols = offs_n.to(tl.int64) if INT64 else offs_n
-        bias = tl.load(bias_rows[:, None] + (cols * sbias_n)[None, :], mask=m_mask[:, None] & n_mask[None, :],
-                       other=0.0).to(tl.float32) * 1.4426950408889634  # to base 2, as the scores
+        bias_ptrs = bias_rows[:, None] + (cols * sbias_n)[None, :]
+        if BOOL_BIAS:
+            keep = tl.load(bias_ptrs, mask=m_mask[:, None] & n_mask[None, :], other=0)
+            bias = tl.where(keep != 0, 0.0, float("-inf"))
+        else:
+            bias = tl.load(bias_ptrs, mask=m_mask[:, None] & n_mask[None, :],
+                           other=0.0).to(tl.float32) * 1.4426950408889634  # to base 2, as the scores
     return _softmax_step(acc, m_i, l_i, qk, qk_scale, v, offs_m_seq, offs_n, k_len, causal_off, bias, MASKED,
                          CAUSAL, PREC, POS_SCALE, HAS_BIAS)
 
@@ -164,7 +172,7 @@ def _attn_fwd_kernel(
     CAUSAL: tl.constexpr, VARLEN_Q: tl.constexpr, VARLEN_K: tl.constexpr, SEQUSED: tl.constexpr,
     PAGED: tl.constexpr, PAGE: tl.constexpr, STORE_LSE: tl.constexpr,
     INT64: tl.constexpr, UPCAST: tl.constexpr, PREC: tl.constexpr, NUM_STAGES: tl.constexpr,
-    POS_SCALE: tl.constexpr, HEAD_CHUNK: tl.constexpr, HAS_BIAS: tl.constexpr,
+    POS_SCALE: tl.constexpr, HEAD_CHUNK: tl.constexpr, HAS_BIAS: tl.constexpr, BOOL_BIAS: tl.constexpr,
 ):
     pid_m, h = _tile_coords(HEAD_CHUNK)
     b = tl.program_id(2)
@@ -229,13 +237,15 @@ def _attn_fwd_kernel(
             acc, m_i, l_i, q, K, V, BT, bt_row, k_base, v_base, k_start, start_n,
             offs_m, offs_d, d_mask, k_len, causal_off, qk_scale,
             sk_n, sk_d, sk_b, sv_n, sv_d, sv_b, bias_rows, m_mask, sbias_n,
-            False, CAUSAL, PAGED, PAGE, HEAD_DIM == BLOCK_D, INT64, UPCAST, PREC, BLOCK_N, POS_SCALE, HAS_BIAS)
+            False, CAUSAL, PAGED, PAGE, HEAD_DIM == BLOCK_D, INT64, UPCAST, PREC, BLOCK_N, POS_SCALE, HAS_BIAS,
+            BOOL_BIAS)
     for start_n in tl.range(full, hi, BLOCK_N):
         acc, m_i, l_i = _attn_tile(
             acc, m_i, l_i, q, K, V, BT, bt_row, k_base, v_base, k_start, start_n,
             offs_m, offs_d, d_mask, k_len, causal_off, qk_scale,
             sk_n, sk_d, sk_b, sv_n, sv_d, sv_b, bias_rows, m_mask, sbias_n,
-            True, CAUSAL, PAGED, PAGE, HEAD_DIM == BLOCK_D, INT64, UPCAST, PREC, BLOCK_N, POS_SCALE, HAS_BIAS)
+            True, CAUSAL, PAGED, PAGE, HEAD_DIM == BLOCK_D, INT64, UPCAST, PREC, BLOCK_N, POS_SCALE, HAS_BIAS,
+            BOOL_BIAS)
 
     empty = l_i == 0.0
     out = acc / tl.where(empty, 1.0, l_i)[:, None]
@@ -390,7 +400,8 @@ def attention_plan(q, k, v, out, *, q_strides, k_strides, v_strides, o_strides,
     ``dense``: the (q, k, v, out) ``[B, H, S, D]`` tensors of an SDPA call; configs with
     ``DESC: true`` then read them through tensor descriptors when their layout allows.
     ``bias``: an additive bias indexed (batch, head, query row, key) with ``bias_strides``
-    (0 where it broadcasts); such calls take the pointer kernel and tune apart.
+    (0 where it broadcasts), or a boolean mask indexed so (False: -inf); such calls take
+    the pointer kernel and tune apart.
     """
     if batch == 0 or max_q == 0 or num_heads == 0:
         return _no_launch
@@ -423,7 +434,8 @@ def attention_plan(q, k, v, out, *, q_strides, k_strides, v_strides, o_strides,
         store_lse=lse is not None, varlen_q=cu_q is not None, varlen_k=cu_k is not None,
         sequsedk=seqused_k is not None, varlen_desc=desc_inputs is not None and dense is None,
         int64=needs_int64(q, out, bias) or (not paged and needs_int64(k, v)),
-        has_bias=bias is not None, bias_strides=tuple(bias_strides),
+        has_bias=bias is not None, bool_bias=bias is not None and bias.dtype == torch.bool,
+        bias_strides=tuple(bias_strides),
         described=None if desc_inputs is None else [
             (list(t.shape), list(t.stride())) for t in desc_inputs],
     )
@@ -450,7 +462,7 @@ def attention_plan(q, k, v, out, *, q_strides, k_strides, v_strides, o_strides,
 def _launch_plan(cfg, *, q_strides, k_strides, v_strides, o_strides, lse_strides, batch, num_heads, group,
                  head_dim, block_d, max_q, causal, qk_scale, seqlen_q, seqlen_k, paged, page_size, bt_stride,
                  dtype, out_dtype, store_lse, varlen_q, varlen_k, sequsedk, varlen_desc, int64, described, has_bias,
-                 bias_strides):
+                 bool_bias, bias_strides):
     """``cfg``'s launch for one call signature (see :func:`attention_plan`)."""
     block_m = cfg.get("BLOCK_M", 64)
     block_n = cfg.get("BLOCK_N", 64)
@@ -467,7 +479,7 @@ def _launch_plan(cfg, *, q_strides, k_strides, v_strides, o_strides, lse_strides
                   num_warps=cfg.get("num_warps", 4), num_stages=cfg.get("num_stages", 2))
     by_pointer = launcher(_attn_fwd_kernel).bind(
         BLOCK_D=block_d, VARLEN_Q=varlen_q, VARLEN_K=varlen_k, SEQUSED=sequsedk, PAGED=paged, PAGE=page_size,
-        INT64=int64, HAS_BIAS=has_bias, **common,
+        INT64=int64, HAS_BIAS=has_bias, BOOL_BIAS=bool_bias, **common,
     ).prepare(grid, (qk_scale, seqlen_q, seqlen_k, *q_strides, *k_strides, *v_strides, *o_strides, *lse_strides,
                      bt_stride, *bias_strides))
 
