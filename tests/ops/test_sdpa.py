@@ -524,6 +524,33 @@ def test_whole_call_under_inference_mode():
     assert_close(out, _ref64(q, k, v, True)[0].to(dtype), dtype=dtype, scale=4.0)
 
 
+def test_tracing_modes_see_torchs_decomposition():
+    # fake tensors (torch.compile's tracing) and dispatch modes reach the whole-call kernel
+    # first; they must get torch's composite, whose ops they can see
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Seen(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.ops = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.ops.append(str(func))
+            return func(*args, **(kwargs or {}))
+
+    q, k, v = _qkv(torch.float32, False, False)
+    keep = torch.rand(1, 1, 6, 6, device=q.device) > 0.2
+    with torch.no_grad(), gemsops.use_gems(include=["sdpa"]):
+        with Seen() as seen:
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=keep)
+        with FakeTensorMode() as mode:
+            fake = F.scaled_dot_product_attention(*(mode.from_tensor(t) for t in (q, k, v, keep)))
+    assert any("_scaled_dot_product_" in op for op in seen.ops), seen.ops  # the composite's entry point
+    torch.testing.assert_close(out, F.scaled_dot_product_attention(q, k, v, attn_mask=keep))
+    assert fake.shape == q.shape and fake.dtype == q.dtype
+
+
 BIAS_ENTRY_POINTS = [entry for entry in ENTRY_POINTS if entry[0] != "flash"]  # flash's schema has no mask
 
 
