@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 import gemsops
 
@@ -57,3 +58,15 @@ def assert_close(actual, expected, dtype=None, scale: float = 1.0, **kw):
     opts = tol(dtype, scale) if dtype in TOL else {}
     opts.update(kw)
     torch.testing.assert_close(actual, expected, **opts)
+
+
+class SeenOps(TorchDispatchMode):
+    """A dispatch mode that records the name of every aten op it sees (``.ops``)."""
+
+    def __init__(self):
+        super().__init__()
+        self.ops = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.ops.append(str(func))
+        return func(*args, **(kwargs or {}))

@@ -3,11 +3,10 @@ torch in float64, the options models use, and every input that must take torch's
 import pytest
 import torch
 import torch.nn.functional as F
-from torch.utils._python_dispatch import TorchDispatchMode
 
 import gemsops
 from tests.gems_probe import GemsProbe
-from tests.util import DEVICE, FLOAT_DTYPES, ON_GPU, assert_close
+from tests.util import DEVICE, FLOAT_DTYPES, ON_GPU, SeenOps, assert_close
 
 OVERLOAD = "cross_entropy_loss"
 
@@ -211,17 +210,8 @@ def test_tracing_modes_see_torchs_decomposition():
 
     x, t = _logits(4, 8, torch.float32), _targets(4, 8)
 
-    class Seen(TorchDispatchMode):
-        def __init__(self):
-            super().__init__()
-            self.ops = []
-
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            self.ops.append(str(func))
-            return func(*args, **(kwargs or {}))
-
     with gemsops.use_gems(include=["cross_entropy"]):
-        with Seen() as seen:
+        with SeenOps() as seen:
             loss = F.cross_entropy(x, t)
         with FakeTensorMode() as mode:
             fake = F.cross_entropy(mode.from_tensor(x), mode.from_tensor(t))

@@ -15,7 +15,7 @@ from gemsops.ops import sdpa_flash_forward
 from gemsops.runtime.oplog import read_log
 from gemsops.runtime.registry import families
 from tests.ops.attention_ref import ref_attention, ref_lse
-from tests.util import ON_GPU, assert_close, randn
+from tests.util import ON_GPU, SeenOps, assert_close, randn
 
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
 
@@ -524,25 +524,24 @@ def test_whole_call_under_inference_mode():
     assert_close(out, _ref64(q, k, v, True)[0].to(dtype), dtype=dtype, scale=4.0)
 
 
+def test_fewer_kv_heads_without_enable_gqa_is_torchs_error():
+    q, k, v = _qkv(torch.float32, True, False)  # 4 query heads, 2 K/V heads
+    with pytest.raises(RuntimeError) as native_error:
+        F.scaled_dot_product_attention(q, k, v)
+    with torch.no_grad(), gemsops.use_gems(include=["sdpa"]), pytest.raises(RuntimeError) as gems_error:
+        F.scaled_dot_product_attention(q, k, v)
+    assert str(gems_error.value) == str(native_error.value)
+
+
 def test_tracing_modes_see_torchs_decomposition():
     # fake tensors (torch.compile's tracing) and dispatch modes reach the whole-call kernel
     # first; they must get torch's composite, whose ops they can see
     from torch._subclasses.fake_tensor import FakeTensorMode
-    from torch.utils._python_dispatch import TorchDispatchMode
-
-    class Seen(TorchDispatchMode):
-        def __init__(self):
-            super().__init__()
-            self.ops = []
-
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            self.ops.append(str(func))
-            return func(*args, **(kwargs or {}))
 
     q, k, v = _qkv(torch.float32, False, False)
     keep = torch.rand(1, 1, 6, 6, device=q.device) > 0.2
     with torch.no_grad(), gemsops.use_gems(include=["sdpa"]):
-        with Seen() as seen:
+        with SeenOps() as seen:
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=keep)
         with FakeTensorMode() as mode:
             fake = F.scaled_dot_product_attention(*(mode.from_tensor(t) for t in (q, k, v, keep)))

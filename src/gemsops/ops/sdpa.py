@@ -300,6 +300,8 @@ def _whole_call(query, key, value, attn_mask, dropout_p, is_causal, scale, enabl
     if not plain_tensors(query, key, value, attn_mask):
         raise Unsupported
     _check(query, key, value, dropout_p, (torch.float32, *_HALF))
+    if key.shape[1] != query.shape[1] and not enable_gqa:
+        raise Unsupported  # torch's error
     try:
         choice = torch._fused_sdp_choice(query, key, value, attn_mask, dropout_p, is_causal, scale=scale,
                                          enable_gqa=enable_gqa)
