@@ -291,7 +291,20 @@ def scaled_dot_product_flash_attention_for_cpu(query, key, value, dropout_p=0.0,
 _FLASH, _EFFICIENT, _CUDNN = 1, 2, 3
 
 
-def _whole_call(query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa):
+@with_fallback("scaled_dot_product_attention")
+def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None,
+                                 *, enable_gqa=False):
+    """``F.scaled_dot_product_attention`` in one host call where no gradient is recorded.
+
+    Torch's composite turns a boolean mask into a float one (three more ops, each a gems
+    call when enabled) and then calls the fused entry point its backend choice names;
+    on an H100 host one masked decode-step SDPA cost 80 us native and 237 us through gems
+    that way. Here the choice is asked the same way (``torch._fused_sdp_choice``, so
+    ``sdpa_kernel()`` and the backend switches still decide), the boolean mask goes to the
+    kernel as it is, and the output has that entry point's layout. Calls that record a
+    gradient, take dropout or pick the math backend go through the composite (whose
+    fused forwards gems still serves).
+    """
     if attn_mask is not None and is_causal:
         raise Unsupported  # torch's error
     if torch.is_grad_enabled() and (query.requires_grad or key.requires_grad or value.requires_grad
@@ -305,8 +318,10 @@ def _whole_call(query, key, value, attn_mask, dropout_p, is_causal, scale, enabl
     try:
         choice = torch._fused_sdp_choice(query, key, value, attn_mask, dropout_p, is_causal, scale=scale,
                                          enable_gqa=enable_gqa)
-    except RuntimeError:
-        raise Unsupported from None  # the composite raises its own error
+    except (RuntimeError, TypeError, ValueError):
+        # torch's own error for bad inputs comes from the composite; a torch whose choice
+        # function takes other arguments gets the composite too, never a failed call
+        raise Unsupported from None
     if choice == _EFFICIENT:
         if key.shape[1] != query.shape[1]:
             raise Unsupported
@@ -331,23 +346,6 @@ def _whole_call(query, key, value, attn_mask, dropout_p, is_causal, scale, enabl
         out = _like_query(query)
     _forward(query, key, value, is_causal, scale, out, None, bias)
     return out
-
-
-@with_fallback("scaled_dot_product_attention")
-def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None,
-                                 *, enable_gqa=False):
-    """``F.scaled_dot_product_attention`` in one host call where no gradient is recorded.
-
-    Torch's composite turns a boolean mask into a float one (three more ops, each a gems
-    call when enabled) and then calls the fused entry point its backend choice names;
-    on an H100 host one masked decode-step SDPA cost 80 us native and 237 us through gems
-    that way. Here the choice is asked the same way (``torch._fused_sdp_choice``, so
-    ``sdpa_kernel()`` and the backend switches still decide), the boolean mask goes to the
-    kernel as it is, and the output has that entry point's layout. Calls that record a
-    gradient, take dropout or pick the math backend go through the composite (whose
-    fused forwards gems still serves).
-    """
-    return _whole_call(query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa)
 
 
 def _declarable(impls):
