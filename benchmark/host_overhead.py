@@ -40,7 +40,7 @@ def tiny_ops(device="cuda"):
         ("layer_norm 4x16", ("layer_norm", "native_layer_norm"),
          lambda i: F.layer_norm(i[0], (16,), i[1], i[2], 1e-5), lambda: (t(4, 16), t(16), t(16))),
         ("mm 16x16", ("mm",), lambda i: torch.mm(i[0], i[1]), lambda: (t(16, 16), t(16, 16))),
-        ("linear 16x16", ("mm", "addmm"), lambda i: F.linear(i[0], i[1], i[2]), lambda: (t(16, 16), t(16, 16), t(16))),
+        ("linear 16x16", ("mm", "addmm", "linear"), lambda i: F.linear(i[0], i[1], i[2]), lambda: (t(16, 16), t(16, 16), t(16))),
         ("embedding 4 of 64x16", ("embedding",), lambda i: F.embedding(i[0], i[1]),
          lambda: (torch.randint(0, 64, (4,), device=device), t(64, 16))),
         ("cat 2x16", ("cat",), lambda i: torch.cat([i[0], i[1]]), lambda: (t(16), t(16))),

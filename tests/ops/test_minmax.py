@@ -95,6 +95,25 @@ def test_split_paths_keep_first_index_and_nan():
         _same(i, ri)
 
 
+@pytest.mark.parametrize("shape,dim", [((1, 3000), -1), ((700, 8), 0), ((6, 45), 1), ((3000,), None)])
+def test_repeated_signatures_read_their_own_inputs(shape, dim):
+    # from the second call of a signature on, an arg-reduction runs its kept plan (a decode
+    # step's argmax over the logits): new data, new winners, one or two launches
+    import importlib
+
+    reduction = importlib.import_module("gemsops.ops._reduction")
+    for step in range(4):
+        x = torch.randn(shape, device=DEVICE).to(torch.bfloat16)
+        if step == 3:
+            x.view(-1)[len(x.view(-1)) // 3] = float("nan")
+        _same(M.argmax.__wrapped__(x, dim), torch.argmax(x, dim))
+        _same(M.argmin.__wrapped__(x, dim, True), torch.argmin(x, dim, True))
+        if dim is not None:
+            for got, want in zip(M.max_dim.__wrapped__(x, dim), torch.max(x, dim)):
+                _same(got, want)
+    assert (x.shape, x.stride(), x.dtype, dim, False, True, False) in reduction._ARG_CALLS
+
+
 @pytest.mark.parametrize("make", [
     lambda: torch.randn(20, 7, device=DEVICE).t(),
     lambda: torch.randn(4, 5, 6, device=DEVICE).permute(2, 0, 1),

@@ -46,6 +46,30 @@ def test_repeated_layouts_use_new_data_and_scalars(index):
         check("mul", lambda x, s=scale: torch.mul(x, s), a)
 
 
+def test_repeated_strided_layouts_take_their_plan_first_and_read_new_operands():
+    # from the third call of a broadcast or sliced signature on (dtypes, shapes, strides),
+    # mul goes straight to its layout plan (Pointwise._strided): each call must read its own
+    # operands, and the same shapes with other strides or dtypes must not take that plan
+    import importlib
+
+    mul_op = importlib.import_module("gemsops.ops.mul")._mul_op
+    q = lambda: make(2, 4, 1, 8)  # noqa: E731  (rotary's q * cos)
+    cos = lambda dtype=torch.float32: make(1, 1, 1, 8, dtype=dtype)  # noqa: E731
+    half = lambda: make(2, 4, 1, 16)[..., 8:]  # noqa: E731  (a rotate_half slice)
+    for _ in range(4):
+        for fn, args in ((torch.mul, (q(), cos())), (torch.mul, (half(), cos())), (torch.mul, (half(), 2.5)),
+                         (torch.mul, (q(), cos(torch.bfloat16))), (torch.neg, (half(),)),
+                         (torch.mul, (make(2, 4, 1, 16)[..., ::2], cos()))):
+            with gemsops.use_gems(include=["mul", "neg"]):
+                got = fn(*args)
+            want = fn(*(a.double() if isinstance(a, torch.Tensor) else a for a in args))
+            assert got.dtype == fn(*args).dtype and got.shape == want.shape
+            assert_close(got, want.to(got.dtype))
+    keys = set(mul_op._strided)
+    assert (torch.float32, torch.float32, (2, 4, 1, 8), (32, 8, 8, 1), (1, 1, 1, 8), (8, 8, 8, 1)) in keys
+    assert (torch.float32, float, (2, 4, 1, 8), (64, 16, 16, 1)) in keys
+
+
 def test_repeated_casting_stores_follow_the_output_dtype():
     # copy_ into outputs of one layout and different dtypes: the plans are keyed by the
     # source's dtype, so a planned launch must not reuse a kernel built for another out dtype

@@ -1,4 +1,6 @@
 """rms_norm: aten _fused_rms_norm / _fused_rms_norm_backward and gemsops.ops.rms_norm."""
+import warnings
+
 import pytest
 import torch
 from torch._decomp.decompositions import _fused_rms_norm_backward as decomposed_backward
@@ -160,3 +162,73 @@ def test_public_rms_norm_inference_path():
         y = gemsops.ops.rms_norm(x, (40,), w, 1e-6)
     assert y.grad_fn is None
     assert_close(y, _ref_forward(x, [40], w, 1e-6)[0].bfloat16())
+
+
+@pytest.mark.parametrize("mode", ["no_grad", "inference_mode", "no_grad_needed"])
+def test_rms_norm_without_autograd_is_one_gems_call(mode):
+    # F.rms_norm where nothing records a gradient: gems takes aten::rms_norm itself (no
+    # _fused_rms_norm dispatch, no rstd); each call reads its own arguments
+    from tests.gems_probe import GemsProbe
+
+    ctx = {"no_grad": torch.no_grad, "inference_mode": torch.inference_mode,
+           "no_grad_needed": torch.enable_grad}[mode]
+    cases = [(randn(3, 5, 40), randn(40), 1e-5),
+             (randn(6, 40)[::2], None, None),  # strided rows, fp32 machine epsilon
+             (randn(2, 40, dtype=torch.bfloat16), randn(40, dtype=torch.bfloat16), 1e-6),
+             (randn(4, 2, 20, dtype=torch.float16), randn(2, 20, dtype=torch.float16), 0.25)]
+    wants = [_ref_forward(x, list(w.shape) if w is not None else [40], w, eps)[0] for x, w, eps in cases]
+    with GemsProbe() as probe, gemsops.use_gems(include=["rms_norm"]), ctx():
+        for _ in range(2):  # the second call takes the planned launch
+            for (x, w, eps), want in zip(cases, wants):
+                ns = list(w.shape) if w is not None else [40]
+                got = torch.nn.functional.rms_norm(x, ns, w, eps)
+                assert got.dtype == x.dtype and got.shape == x.shape
+                assert_close(got, want.to(got.dtype), got.dtype, scale=2)
+    assert probe.served["rms_norm"] == 8 and probe.routed["rms_norm"] == 0, probe.served
+    assert probe.served["_fused_rms_norm"] == 0
+
+
+def test_rms_norm_whole_call_leaves_torchs_cases_to_the_composite():
+    # a gradient to record, a weight of another dtype, a shape error: torch's composite
+    # decides (its _fused_rms_norm is gems' kernel where it runs one)
+    from tests.gems_probe import GemsProbe
+
+    x, w = randn(3, 40), randn(40)
+    with GemsProbe() as probe, gemsops.use_gems(include=["rms_norm"]):
+        wg = w.clone().requires_grad_()
+        y = torch.nn.functional.rms_norm(x, [40], wg, 1e-6)
+        assert y.grad_fn is not None
+        (gw,) = torch.autograd.grad(y, wg, torch.ones_like(y))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch's "cannot dispatch to fused implementation", as natively
+            mixed = torch.nn.functional.rms_norm(x, [40], w.double(), 1e-6)
+        with pytest.raises(RuntimeError):
+            torch.nn.functional.rms_norm(x, [41], w, 1e-6)
+    assert probe.routed["rms_norm"] == 2 and probe.errors["rms_norm"] == 1, (probe.routed, probe.errors)
+    assert probe.served["rms_norm"] == 0
+    assert probe.served["_fused_rms_norm"] >= 1 and probe.served["_fused_rms_norm_backward"] == 1
+    xd, wd = x.double(), w.double().requires_grad_()
+    (gw_ref,) = torch.autograd.grad(torch.nn.functional.rms_norm(xd, [40], wd, 1e-6), wd, torch.ones_like(xd))
+    assert_close(gw, gw_ref.float(), scale=4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert mixed.dtype == torch.nn.functional.rms_norm(x, [40], w.double(), 1e-6).dtype
+    assert_close(mixed, torch.nn.functional.rms_norm(xd, [40], w.double(), 1e-6).to(mixed.dtype))
+
+
+def test_rms_norm_under_tracing_and_forward_ad_takes_torchs_composite():
+    import torch.autograd.forward_ad as fwAD
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    x, w, t = randn(4, 24), randn(24), randn(4, 24)
+    with fwAD.dual_level():
+        want = fwAD.unpack_dual(torch.nn.functional.rms_norm(fwAD.make_dual(x, t), [24], w)).tangent
+    with gemsops.use_gems(include=["rms_norm"]):
+        with fwAD.dual_level():
+            out = torch.nn.functional.rms_norm(fwAD.make_dual(x, t), [24], w)
+            got = fwAD.unpack_dual(out).tangent
+        with FakeTensorMode() as mode:
+            fake = torch.nn.functional.rms_norm(mode.from_tensor(x), [24], mode.from_tensor(w))
+    assert got is not None  # the kernel would drop the tangent
+    assert_close(got, want, scale=4)
+    assert fake.shape == x.shape

@@ -42,8 +42,8 @@ import triton.language as tl
 
 from ..runtime import VENDOR, Plans, Tuner, Unsupported, bucket, launcher
 from ..runtime import capturing as _capturing  # a module name, so tests can stand in for a capture
-from ._common import (INT32_MAX, allocation_stand_in, cdiv, current_device, dot_upcast, planned_output, sm_count,
-                      unused_pointer)
+from ._common import (INT32_MAX, allocation_stand_in, cdiv, current_device, default_strides, dot_upcast,
+                      planned_output, sm_count, unused_pointer)
 
 try:
     from triton.tools.tensor_descriptor import TensorDescriptor
@@ -339,37 +339,41 @@ def gemm_runner(a, sa, b, sb, c, sc, x, sx, batch, M, N, K, alpha=1.0, beta=1.0)
 
 
 class CallPlans(Plans):
-    """The planned GEMM of 2-D host functions (mm, addmm) by their call signature: shapes,
-    strides, dtypes and scalars.
+    """The planned GEMM of host functions over one matrix product (mm, addmm, linear) by
+    their call signature: shapes, strides, dtypes and scalars.
 
     A model calls them with a few signatures over and over; a signature seen before skips
     the argument checks, stride bookkeeping and the plan lookup (Python path on the CPU
     stand-in, launches skipped, bf16: mm 5.8 -> 4.5 us, addmm 7.4 -> 5.0). Only 16-bit
     dtypes are kept: fp32's plan also depends on the TF32 switch, which may change
-    between calls.
+    between calls. A plan runs only on the device it was made on: its split-K workspace
+    and compiled launches live there.
     """
 
     def launch(self, key, a, b, x):
         """Run the kept plan for ``key`` on these operands and return the output, or None
-        (no plan, or operands not all on the current device)."""
+        (no plan, or operands not all on the plan's device, the current one)."""
         entry = self.get(key)
         if entry is None:
             return None
         dev = current_device()
-        if a.get_device() != dev or b.get_device() != dev or (x is not None and x.get_device() != dev):
+        run, bias_used, alpha, beta, c_like, c_shape, c_strides, plan_dev = entry
+        if plan_dev != dev or a.get_device() != dev or b.get_device() != dev or (
+                x is not None and x.get_device() != dev):
             return None
-        M, N, run, bias_used, alpha, beta, c_like = entry
-        c = planned_output(c_like, (M, N), (N, 1), a.dtype, a)
+        c = planned_output(c_like, c_shape, c_strides, a.dtype, a)
         run(a, b, c, x if bias_used else None, alpha, beta)
         return c
 
-    def remember(self, key, a, b, c, x, sx, M, N, K, alpha=1, beta=1):
-        """Keep the plan of a call that just ran through :func:`gemm` (2-D, 16-bit, M, N > 0)."""
-        if a.dtype == torch.float32 or M == 0 or N == 0 or c.stride() != (N, 1):
+    def remember(self, key, a, sa, b, sb, c, x, sx, M, N, K, alpha=1, beta=1):
+        """Keep the plan of a call that just ran through :func:`gemm` (one matrix, 16-bit,
+        M, N > 0) with operand strides ``sa``/``sb``/``sx`` (batch, row, column) and ``c``
+        a new tensor of default strides holding the M x N result."""
+        if a.dtype == torch.float32 or M == 0 or N == 0 or c.stride() != default_strides(c.shape):
             return
-        sa, sb = a.stride(), b.stride()
-        run = gemm_runner(a, (0, sa[0], sa[1]), b, (0, sb[0], sb[1]), c, (0, N, 1), x, sx, 1, M, N, K, alpha, beta)
-        self.keep(key, (M, N, run, x is not None, float(alpha), float(beta), allocation_stand_in(c)))
+        run = gemm_runner(a, sa, b, sb, c, (0, N, 1), x, sx, 1, M, N, K, alpha, beta)
+        self.keep(key, (run, x is not None, float(alpha), float(beta), allocation_stand_in(c), c.shape, c.stride(),
+                        a.get_device()))
 
 
 def _plan_args(sa, sb, sc, sx, x, batch, M, N, K, alpha, beta, dtype, ieee, c):

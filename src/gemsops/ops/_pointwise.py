@@ -267,6 +267,11 @@ class Pointwise:
         # size, flat Bounds, padding); filled by the first such call without ``out``, then
         # read first at every call (``__call__``)
         self._lean: dict = {}
+        # one tensor, two tensors, or a tensor and a float, in a layout the lean path does not
+        # take (broadcasts, slices) and seen before without ``out``: (dtypes, shapes and
+        # strides) -> (stand-in of the contiguous output, launch plan), read right after
+        # ``_lean`` (``__call__``); filled from ``_CALL_PLANS``, whose checks it skips
+        self._strided = Plans(256)
 
     def _plan(self, key, args):
         promoted = args if self.promote is None else [args[i] for i in self.promote]
@@ -302,6 +307,22 @@ class Pointwise:
         plan = self._plans[key] = (compute, result, casts, ok, fn, flat, (0,) * pad, prepared, planned)
         return plan
 
+    def _keep_strided(self, args, out_like, launch) -> None:
+        """Let ``__call__`` find this call's layout plan first from now on (see ``_strided``)."""
+        a = args[0]
+        if len(args) == 1:
+            key = (a.dtype, a.shape, a.stride())
+        elif len(args) != 2 or type(a) is not _Tensor:
+            return
+        elif type(args[1]) is _Tensor:
+            b = args[1]
+            key = (a.dtype, b.dtype, a.shape, a.stride(), b.shape, b.stride())
+        elif type(args[1]) is float:
+            key = (a.dtype, float, a.shape, a.stride())
+        else:
+            return
+        self._strided.keep(key, (out_like, launch))
+
     def dtypes(self, args) -> tuple[torch.dtype, torch.dtype]:
         """(compute dtype, result dtype) for these inputs, as PyTorch would choose."""
         key = tuple([(a.dtype, a.dim() == 0) if isinstance(a, _Tensor) else type(a) for a in args])  # a list: faster
@@ -315,18 +336,33 @@ class Pointwise:
         # ``silu(x)``, ``x + 1.0``), and the in-place form of two tensors (``x.add_(y)``)
         nargs = len(args)
         a = args[0] if nargs else None
-        if type(a) is _Tensor and a.is_contiguous() and _on_device(a):
-            lean = None
+        if type(a) is _Tensor and _on_device(a):
+            lean = strided = None
             if nargs == 2:
                 b = args[1]
                 if type(b) is _Tensor:
-                    if b.is_contiguous() and _on_device(b) and a.shape == b.shape:
-                        lean = self._lean.get((a.dtype, b.dtype))
+                    if _on_device(b):
+                        if a.shape == b.shape and a.is_contiguous() and b.is_contiguous():
+                            lean = self._lean.get((a.dtype, b.dtype))
+                        elif out is None:
+                            strided = self._strided.get((a.dtype, b.dtype, a.shape, a.stride(), b.shape, b.stride()))
                 elif type(b) is float:
-                    lean = self._lean.get((a.dtype, float))
+                    if a.is_contiguous():
+                        lean = self._lean.get((a.dtype, float))
+                    elif out is None:
+                        strided = self._strided.get((a.dtype, float, a.shape, a.stride()))
             elif nargs == 1:
-                lean = self._lean.get(a.dtype)
-            if lean is not None:
+                if a.is_contiguous():
+                    lean = self._lean.get(a.dtype)
+                elif out is None:
+                    strided = self._strided.get((a.dtype, a.shape, a.stride()))
+            if strided is not None:
+                out_like, launch = strided
+                if out_like.get_device() == a.get_device():
+                    out = _empty_like(out_like)
+                    launch.planned(out, *args)
+                    return out
+            elif lean is not None:
                 result_dtype, prepared, flat, pad = lean
                 n = a.numel()
                 if out is None:
@@ -392,6 +428,7 @@ class Pointwise:
                     out_like, out_shape, out_stride, launch = call
                     if out_like is not None and out_like.get_device() == first.get_device():
                         out = torch.empty_like(out_like)
+                        self._keep_strided(args, out_like, launch)
                     else:
                         out = torch.empty_strided(out_shape, out_stride, dtype=result_dtype, device=first.device)
                     launch.planned(out, *args)

@@ -610,6 +610,12 @@ _CALLS = Plans()
 
 def arg_reduce(x, dim, keepdim, is_max: bool, values: bool):
     """(values or None, int64 indices) of the max/min over one dim, or over all dims (dim None)."""
+    sig = (x.shape, x.stride(), x.dtype, tuple(dim) if type(dim) is list else dim, keepdim, is_max, values)
+    planned = _ARG_CALLS.get(sig)
+    if planned is not None and on_device(x):
+        result = planned(x)
+        if result is not None:
+            return result
     check_input(x)
     if dim is None:
         g = plan(x, tuple(range(x.dim())), False, ordered=True)
@@ -631,35 +637,78 @@ def arg_reduce(x, dim, keepdim, is_max: bool, values: bool):
     init = init_value(MAX if is_max else MIN, acc)
     int64 = g.int64
     vdst = vout if values else torch.empty(out_shape, dtype=acc, device=dev)
+    steps = []  # the launches of the last run: (bound, grid, integers, partials shape or None)
 
     def run(cfg):
+        steps.clear()
         common = dict(IS_MAX=is_max, ACC=acc_tl, INIT=init, FLOAT=acc.is_floating_point, INT64=int64,
                       num_warps=cfg["num_warps"])
         if g.rows:
             bm, bn, programs, S, chunk, bm2, bn2, programs2 = _layout(cfg, g)
-            if S == 1:
-                launcher(_arg_rows)[(programs, 1)](src, src, vdst, iout, g.M, g.R, g.I, g.so, g.sr, g.si, g.R, 1,
-                                         IDX_IN=False, BLOCK_M=bm, BLOCK_N=bn, **common)
-                return
-            pv = torch.empty((g.M, S), dtype=acc, device=dev)
-            pi = torch.empty((g.M, S), dtype=torch.int64, device=dev)
-            launcher(_arg_rows)[(programs, S)](src, src, pv, pi, g.M, g.R, g.I, g.so, g.sr, g.si, chunk, S,
-                                     IDX_IN=False, BLOCK_M=bm, BLOCK_N=bn, **common)
-            launcher(_arg_rows)[(programs2, 1)](pv, pi, vdst, iout, g.M, S, 1, S, 1, 0, S, 1,
-                                      IDX_IN=True, BLOCK_M=bm2, BLOCK_N=bn2, **common)
+            kernel, blocks, blocks2 = _arg_rows, dict(BLOCK_M=bm, BLOCK_N=bn), dict(BLOCK_M=bm2, BLOCK_N=bn2)
+            one = (g.M, g.R, g.I, g.so, g.sr, g.si, g.R, 1)
+            first = (g.M, g.R, g.I, g.so, g.sr, g.si, chunk, S)
+            second = (g.M, S, 1, S, 1, 0, S, 1)
+            partials = (g.M, S)
         else:
             br, bi, programs, S, chunk, br2, bi2, programs2 = _layout(cfg, g)
-            if S == 1:
-                launcher(_arg_cols)[(programs, 1)](src, src, vdst, iout, g.O, g.R, g.I, g.so, g.sr, g.si, g.R, 1,
-                                         IDX_IN=False, BLOCK_R=br, BLOCK_I=bi, **common)
-                return
-            pv = torch.empty((S, g.M), dtype=acc, device=dev)
-            pi = torch.empty((S, g.M), dtype=torch.int64, device=dev)
-            launcher(_arg_cols)[(programs, S)](src, src, pv, pi, g.O, g.R, g.I, g.so, g.sr, g.si, chunk, S,
-                                     IDX_IN=False, BLOCK_R=br, BLOCK_I=bi, **common)
-            launcher(_arg_cols)[(programs2, 1)](pv, pi, vdst, iout, 1, S, g.M, 0, g.M, 1, S, 1,
-                                      IDX_IN=True, BLOCK_R=br2, BLOCK_I=bi2, **common)
+            kernel, blocks, blocks2 = _arg_cols, dict(BLOCK_R=br, BLOCK_I=bi), dict(BLOCK_R=br2, BLOCK_I=bi2)
+            one = (g.O, g.R, g.I, g.so, g.sr, g.si, g.R, 1)
+            first = (g.O, g.R, g.I, g.so, g.sr, g.si, chunk, S)
+            second = (1, S, g.M, 0, g.M, 1, S, 1)
+            partials = (S, g.M)
+        if S == 1:
+            bound = launcher(kernel).bind(IDX_IN=False, **blocks, **common)
+            bound((programs, 1), src, src, vdst, iout, *one)
+            steps.append((bound, (programs, 1), one, None))
+            return
+        pv = torch.empty(partials, dtype=acc, device=dev)
+        pi = torch.empty(partials, dtype=torch.int64, device=dev)
+        bound = launcher(kernel).bind(IDX_IN=False, **blocks, **common)
+        bound((programs, S), src, src, pv, pi, *first)
+        bound2 = launcher(kernel).bind(IDX_IN=True, **blocks2, **common)
+        bound2((programs2, 1), pv, pi, vdst, iout, *second)
+        steps.extend([(bound, (programs, S), first, (pv, pi)), (bound2, (programs2, 1), second, None)])
 
     tuner = _row_tuner if g.rows else _col_tuner
     run(tuned(tuner, ("arg", x.element_size()) + g.key, run, (x.dtype, is_max, values)))
+    if g.perm is None and steps:
+        _ARG_CALLS.keep(sig, _ArgPlan(steps, vdst, iout, values))
     return vout, iout
+
+
+class _ArgPlan:
+    """A kept arg-reduction of one call signature over x as it is: its outputs' and partial
+    results' allocation stand-ins and its one or two prepared launches (the argmax of a
+    decode step's logits: four allocations and two launches a call)."""
+
+    __slots__ = ("launches", "vdst_like", "iout_like", "partials_like", "values")
+
+    def __init__(self, steps, vdst, iout, values):
+        self.launches = [bound.prepare(grid, ints).planned for bound, grid, ints, _ in steps]
+        self.vdst_like, self.iout_like = allocation_stand_in(vdst), allocation_stand_in(iout)
+        partials = steps[0][3]
+        self.partials_like = None if partials is None else tuple(allocation_stand_in(t) for t in partials)
+        self.values = values
+
+    def __call__(self, x):
+        """(values or None, indices), or None where a stand-in is missing or on another device."""
+        dev = x.get_device()
+        iout_like, vdst_like = self.iout_like, self.vdst_like
+        if iout_like is None or vdst_like is None or iout_like.get_device() != dev:
+            return None
+        iout, vdst = torch.empty_like(iout_like), torch.empty_like(vdst_like)
+        if self.partials_like is None:
+            self.launches[0](x, x, vdst, iout)
+        else:
+            pv_like, pi_like = self.partials_like
+            if pv_like is None or pi_like is None:
+                return None
+            pv, pi = torch.empty_like(pv_like), torch.empty_like(pi_like)
+            self.launches[0](x, x, pv, pi)
+            self.launches[1](pv, pi, vdst, iout)
+        return (vdst if self.values else None), iout
+
+
+# arg_reduce() call signature -> _ArgPlan, for arg-reductions over x as it is (no reordering copy)
+_ARG_CALLS = Plans()

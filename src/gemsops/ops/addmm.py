@@ -64,11 +64,10 @@ def addmm(self, mat1, mat2, *, beta=1, alpha=1):
     if out is None:
         out = _addmm(self, mat1, mat2, beta, alpha, None)
         if key not in _CALLS:
-            M, K = mat1.shape
-            N = out.shape[1]
-            st = bias_strides(self, (M, N))
-            _CALLS.remember(key, mat1, mat2, out, self if beta != 0 else None, (0, st[0], st[1]), M, N, K,
-                            alpha, beta)
+            (M, K), N = mat1.shape, out.shape[1]
+            st, sa, sb = bias_strides(self, (M, N)), mat1.stride(), mat2.stride()
+            _CALLS.remember(key, mat1, (0, sa[0], sa[1]), mat2, (0, sb[0], sb[1]), out,
+                            self if beta != 0 else None, (0, st[0], st[1]), M, N, K, alpha, beta)
     return out
 
 

@@ -40,8 +40,9 @@ def mm(self, mat2):
     if out is None:
         out = _mm(self, mat2, None)
         if key not in _CALLS:
-            M, K = self.shape
-            _CALLS.remember(key, self, mat2, out, None, (0, 0, 0), M, out.shape[1], K)
+            (M, K), sa, sb = self.shape, self.stride(), mat2.stride()
+            _CALLS.remember(key, self, (0, sa[0], sa[1]), mat2, (0, sb[0], sb[1]), out, None, (0, 0, 0),
+                            M, out.shape[1], K)
     return out
 
 

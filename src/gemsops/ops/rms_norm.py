@@ -15,7 +15,8 @@ import torch
 import triton
 import triton.language as tl
 
-from ..runtime import VENDOR, Plans, Unsupported, declare, on_device, on_vendor_device, with_fallback
+from ..runtime import (VENDOR, Plans, Unsupported, declare, fallback, on_device, on_vendor_device, plain_tensors,
+                       with_fallback)
 from ..runtime import registry
 from ._rows import RowPlanner, column_sum, launcher, partial_programs, rows_2d
 from ._common import allocation_stand_in, cdiv, needs_int64
@@ -29,7 +30,7 @@ _FP32_EPS = torch.finfo(torch.float32).eps
 @triton.jit
 def _rms_fwd_kernel(
     y, rstd, x, w, eps, M, N, sx, sy,
-    HAS_W: tl.constexpr, ONE_PASS: tl.constexpr, INT64: tl.constexpr,
+    HAS_W: tl.constexpr, STATS: tl.constexpr, ONE_PASS: tl.constexpr, INT64: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
     pid = tl.program_id(0)
@@ -62,7 +63,8 @@ def _rms_fwd_kernel(
             if HAS_W:
                 out = out * tl.load(w + c, mask=c < N, other=0.0).to(tl.float32)
             tl.store(yr + c, out.to(y.dtype.element_ty), mask=mask)
-    tl.store(rstd + rows, r, mask=rmask)
+    if STATS:
+        tl.store(rstd + rows, r, mask=rmask)
 
 
 @triton.jit
@@ -155,22 +157,31 @@ def _shape_check(input, normalized_shape, weight):
     return n, input.dim() - k
 
 
-def rms_forward(input, normalized_shape, weight, eps):
-    """(y, rstd) of ``_fused_rms_norm``; raises Unsupported for inputs the kernel skips."""
+def rms_forward(input, normalized_shape, weight, eps, stats: bool = True):
+    """(y, rstd) of ``_fused_rms_norm``; raises Unsupported for inputs the kernel skips.
+
+    With ``stats`` False rstd is neither allocated nor stored, and None is returned for it.
+    """
     eps = _FP32_EPS if eps is None else float(eps)
     sig = (input.shape, input.stride(), input.dtype, tuple(normalized_shape),
-           None if weight is None else (weight.dtype, weight.stride()))
+           None if weight is None else (weight.dtype, weight.stride()), stats)
     planned = _FORWARDS.get(sig)
     if planned is not None and on_device(input) and (weight is None or on_device(weight)):
         y_like, rstd_like, prepared = planned
         if y_like.get_device() == input.get_device():
             y = torch.empty_like(y_like)
+            if not stats:
+                prepared(y, y, input, weight, eps)
+                return y, None
             rstd = torch.empty_like(rstd_like)
             prepared(y, rstd, input, weight, eps)
             return y, rstd
     n, axis = _shape_check(input, normalized_shape, weight)
     y = torch.empty(input.shape, dtype=input.dtype, device=input.device)
-    rstd = torch.empty(input.shape[:axis] + (1,) * (input.dim() - axis), dtype=torch.float32, device=input.device)
+    rstd = None
+    if stats:
+        rstd = torch.empty(input.shape[:axis] + (1,) * (input.dim() - axis), dtype=torch.float32,
+                           device=input.device)
     m = input.numel() // n
     if m == 0:
         return y, rstd
@@ -181,15 +192,16 @@ def rms_forward(input, normalized_shape, weight, eps):
 
     def launch(p):
         bound = _L_rms_fwd_kernel.bind(
-            HAS_W=w is not None, ONE_PASS=p["ONE_PASS"], INT64=int64,
+            HAS_W=w is not None, STATS=stats, ONE_PASS=p["ONE_PASS"], INT64=int64,
             BLOCK_M=p["BLOCK_M"], BLOCK_N=p["BLOCK_N"], num_warps=p["num_warps"])
         grid = (cdiv(m, p["BLOCK_M"]),)
-        bound(grid, y, rstd, xv, w, eps, *ints)
+        bound(grid, y, y if rstd is None else rstd, xv, w, eps, *ints)
         return bound, grid
 
     bound, grid = launch(_FWD.plan(n, m, launch))
     if xv is input and w is weight:
-        _FORWARDS.keep(sig, (allocation_stand_in(y), allocation_stand_in(rstd), bound.prepare(grid, ints).planned))
+        _FORWARDS.keep(sig, (allocation_stand_in(y), None if rstd is None else allocation_stand_in(rstd),
+                             bound.prepare(grid, ints).planned))
     return y, rstd
 
 
@@ -253,6 +265,25 @@ def _fused_rms_norm_backward(grad_out, input, normalized_shape, rstd, weight, ou
     return rms_backward(grad_out, input, normalized_shape, rstd, weight, output_mask)
 
 
+def rms_norm_output(input, normalized_shape, weight=None, eps=None):
+    """aten::rms_norm where no gradient is recorded: y alone, in one dispatch.
+
+    Torch's composite dispatches ``_fused_rms_norm`` and drops its rstd; taking ``rms_norm``
+    itself (declared at the autograd level) saves that dispatch, a two-output return and
+    the rstd allocation and store. Calls that record a gradient or forward-mode AD, tensors
+    under tracing or dispatch modes, and a weight of another dtype (torch's composite then
+    computes unfused, in its own rounding) take the composite, whose ``_fused_rms_norm`` is
+    gems' kernel again.
+    """
+    if (_records_grad(input, weight) or not plain_tensors(input, weight)
+            or (weight is not None and weight.dtype != input.dtype)):
+        return fallback("rms_norm", input, normalized_shape, weight, eps)
+    try:
+        return rms_forward(input, normalized_shape, weight, eps, stats=False)[0]
+    except Unsupported:
+        return fallback("rms_norm", input, normalized_shape, weight, eps)
+
+
 def _native_backward_or_decomposition():
     """Torch's CPU build has no ``_fused_rms_norm_backward`` kernel, yet autograd calls it
     once gems serves ``_fused_rms_norm`` there; torch's own decomposition stands in as the
@@ -274,8 +305,8 @@ def rms_norm(input, normalized_shape, weight=None, eps=None):
     """``torch.nn.functional.rms_norm`` through the gems kernels (differentiable)."""
     if isinstance(normalized_shape, int):
         normalized_shape = (normalized_shape,)
-    if not _records_grad(input, weight):  # inference: no autograd node to build
-        return _fused_rms_norm(input, list(normalized_shape), weight, eps)[0]
+    if not _records_grad(input, weight):  # inference: no autograd node to build, no rstd
+        return rms_norm_output(input, list(normalized_shape), weight, eps)
     return _RMSNormFn.apply(input, tuple(normalized_shape), weight, eps)
 
 
@@ -305,3 +336,4 @@ declare("rms_norm", {
     "_fused_rms_norm": _fused_rms_norm,
     "_fused_rms_norm_backward": _fused_rms_norm_backward,
 })
+declare("rms_norm", {"rms_norm": rms_norm_output}, autograd=True)

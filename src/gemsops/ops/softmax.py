@@ -245,12 +245,17 @@ def _split_launch(out, rows: int, n: int, xs_outer: int, log: bool):
     warps = int(_SPLIT.get("num_warps", 8))
     rs = rows * splits
     grid = (rs,)
-    stats = _L_split_stats.bind(BLOCK_N=block_n, num_warps=warps).prepare(grid, (n, xs_outer, chunk, splits, rs))
+    # the head of each launch is tensors of the plan's dtypes only: ``planned`` launches
+    stats = _L_split_stats.bind(BLOCK_N=block_n, num_warps=warps).prepare(
+        grid, (n, xs_outer, chunk, splits, rs)).planned
     write = _L_split_write.bind(LOG=log, BLOCK_S=next_pow2(splits), BLOCK_N=block_n, num_warps=warps).prepare(
-        grid, (n, xs_outer, n, chunk, splits, rs))
+        grid, (n, xs_outer, n, chunk, splits, rs)).planned
+    partials_like = allocation_stand_in(torch.empty(2 * rs, dtype=torch.float32, device=out.device))
 
     def launch(out, x):
-        partials = torch.empty(2 * rs, dtype=torch.float32, device=x.device)
+        # (plans are kept per signature, not per device: a call on another GPU allocates plainly)
+        partials = torch.empty_like(partials_like) if partials_like.get_device() == x.get_device() else \
+            torch.empty(2 * rs, dtype=torch.float32, device=x.device)
         stats(partials, x)
         write(out, x, partials)
 
