@@ -70,3 +70,23 @@ class SeenOps(TorchDispatchMode):
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         self.ops.append(str(func))
         return func(*args, **(kwargs or {}))
+
+
+def check_composite_under_forward_ad_and_fake(include, fn, x, *others):
+    """``fn(x, *others)`` under ``use_gems(include)`` still carries a forward-mode tangent
+    of ``x`` (the autograd-level host function left it to torch's composite, a kernel would
+    drop it) and runs on fake tensors (tracing sees torch's decomposition)."""
+    import torch.autograd.forward_ad as fwAD
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    tangent = torch.randn_like(x)
+    with fwAD.dual_level():
+        want = fwAD.unpack_dual(fn(fwAD.make_dual(x, tangent), *others)).tangent
+    with gemsops.use_gems(include=include):
+        with fwAD.dual_level():
+            got = fwAD.unpack_dual(fn(fwAD.make_dual(x, tangent), *others)).tangent
+        with FakeTensorMode() as mode:
+            fake = fn(mode.from_tensor(x), *(mode.from_tensor(o) for o in others))
+    assert got is not None
+    assert_close(got, want, scale=4)
+    assert fake.shape == fn(x, *others).shape

@@ -7,7 +7,7 @@ import torch
 import gemsops
 from gemsops.ops.layer_norm import native_layer_norm, native_layer_norm_backward
 from gemsops.runtime.oplog import read_log
-from tests.util import FLOAT_DTYPES, ON_GPU, assert_close, randn, reference
+from tests.util import FLOAT_DTYPES, ON_GPU, assert_close, check_composite_under_forward_ad_and_fake, randn, reference
 
 CASES = [((5, 7), [7]), ((3, 300), [300]), ((2, 3, 33), [33]), ((4, 6, 5), [6, 5])]
 if ON_GPU:
@@ -142,18 +142,6 @@ def test_layer_norm_without_autograd_is_one_gems_call(mode):
 
 
 def test_layer_norm_under_tracing_and_forward_ad_takes_torchs_composite():
-    import torch.autograd.forward_ad as fwAD
-    from torch._subclasses.fake_tensor import FakeTensorMode
-
-    x, w, b, t = randn(4, 24), randn(24), randn(24), randn(4, 24)
-    with fwAD.dual_level():
-        want = fwAD.unpack_dual(torch.nn.functional.layer_norm(fwAD.make_dual(x, t), [24], w, b)).tangent
-    with gemsops.use_gems(include=["layer_norm"]):
-        with fwAD.dual_level():
-            out = torch.nn.functional.layer_norm(fwAD.make_dual(x, t), [24], w, b)
-            got = fwAD.unpack_dual(out).tangent
-        with FakeTensorMode() as mode:
-            fake = torch.nn.functional.layer_norm(mode.from_tensor(x), [24], mode.from_tensor(w))
-    assert got is not None  # the kernel would drop the tangent
-    assert_close(got, want, scale=4)
-    assert fake.shape == x.shape
+    check_composite_under_forward_ad_and_fake(
+        ["layer_norm"], lambda x, w, b: torch.nn.functional.layer_norm(x, [24], w, b), randn(4, 24), randn(24),
+        randn(24))

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 import gemsops
 from tests.gems_probe import GemsProbe
 from tests.ops._matmul_util import check
-from tests.util import DEVICE, FLOAT_DTYPES, assert_close, randn
+from tests.util import DEVICE, FLOAT_DTYPES, assert_close, check_composite_under_forward_ad_and_fake, randn
 
 
 def _cases(dtype):
@@ -68,20 +68,8 @@ def test_linear_leaves_torchs_cases_to_the_composite():
 
 
 def test_linear_under_tracing_and_forward_ad_takes_torchs_composite():
-    import torch.autograd.forward_ad as fwAD
-    from torch._subclasses.fake_tensor import FakeTensorMode
+    check_composite_under_forward_ad_and_fake(["linear"], F.linear, randn(4, 24), randn(20, 24))
 
-    x, w, t = randn(4, 24), randn(20, 24), randn(4, 24)
-    with fwAD.dual_level():
-        want = fwAD.unpack_dual(F.linear(fwAD.make_dual(x, t), w)).tangent
-    with gemsops.use_gems(include=["linear"]):
-        with fwAD.dual_level():
-            got = fwAD.unpack_dual(F.linear(fwAD.make_dual(x, t), w)).tangent
-        with FakeTensorMode() as mode:
-            fake = F.linear(mode.from_tensor(x), mode.from_tensor(w))
-    assert got is not None  # the kernel would drop the tangent
-    assert_close(got, want, scale=4)
-    assert fake.shape == (4, 20)
 
 
 def test_a_kept_plan_runs_only_on_its_device(monkeypatch):

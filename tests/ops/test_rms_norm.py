@@ -8,7 +8,8 @@ from torch._decomp.decompositions import _fused_rms_norm_backward as decomposed_
 import gemsops
 from gemsops.ops.rms_norm import _fused_rms_norm, _fused_rms_norm_backward
 from gemsops.runtime.oplog import read_log
-from tests.util import DEVICE, FLOAT_DTYPES, ON_GPU, assert_close, randn, reference
+from tests.util import (DEVICE, FLOAT_DTYPES, ON_GPU, assert_close, check_composite_under_forward_ad_and_fake, randn,
+                        reference)
 
 # (shape, normalized_shape): odd widths, a row wider than the interpreter's one-pass limit
 # (looped kernel), two normalized dims, broadcast leading dims
@@ -217,18 +218,5 @@ def test_rms_norm_whole_call_leaves_torchs_cases_to_the_composite():
 
 
 def test_rms_norm_under_tracing_and_forward_ad_takes_torchs_composite():
-    import torch.autograd.forward_ad as fwAD
-    from torch._subclasses.fake_tensor import FakeTensorMode
-
-    x, w, t = randn(4, 24), randn(24), randn(4, 24)
-    with fwAD.dual_level():
-        want = fwAD.unpack_dual(torch.nn.functional.rms_norm(fwAD.make_dual(x, t), [24], w)).tangent
-    with gemsops.use_gems(include=["rms_norm"]):
-        with fwAD.dual_level():
-            out = torch.nn.functional.rms_norm(fwAD.make_dual(x, t), [24], w)
-            got = fwAD.unpack_dual(out).tangent
-        with FakeTensorMode() as mode:
-            fake = torch.nn.functional.rms_norm(mode.from_tensor(x), [24], mode.from_tensor(w))
-    assert got is not None  # the kernel would drop the tangent
-    assert_close(got, want, scale=4)
-    assert fake.shape == x.shape
+    check_composite_under_forward_ad_and_fake(["rms_norm"], lambda x, w: torch.nn.functional.rms_norm(x, [24], w),
+                                              randn(4, 24), randn(24))
