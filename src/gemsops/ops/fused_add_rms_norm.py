@@ -13,7 +13,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ..runtime import Plans, on_vendor_device
+from ..runtime import Plans, on_vendor_device, records_grad
 from ._rows import RowPlanner, launcher, rows_2d
 from .rms_norm import KERNEL_DTYPES, _fused_rms_norm_backward
 from ._common import cdiv, needs_int64
@@ -137,7 +137,7 @@ def fused_add_rms_norm(x, residual, weight, eps=1e-6):
     When autograd records (some input requires grad), new tensors are returned instead and
     the inputs are left untouched.
     """
-    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, residual, weight)):
+    if records_grad(x, residual, weight):
         return _FusedAddRMSNormFn.apply(x, residual, weight, eps)
     prepared = _PLANS.get(_signature(x, residual, weight))
     if prepared is not None:

@@ -14,7 +14,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ..runtime import Unsupported, declare, on_vendor_device, with_fallback
+from ..runtime import Unsupported, declare, on_vendor_device, records_grad, with_fallback
 from ._rows import RowPlanner, launcher
 from ._common import cdiv, needs_int64
 
@@ -212,7 +212,7 @@ def native_group_norm_backward(grad_out, input, mean, rstd, weight, N, C, HxW, g
 
 def group_norm(input, num_groups, weight=None, bias=None, eps=1e-5):
     """``torch.nn.functional.group_norm`` through the gems kernels (differentiable)."""
-    if not (torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (input, weight, bias))):
+    if not records_grad(input, weight, bias):
         return _GroupNormFn.forward(None, input, num_groups, weight, bias, eps)
     return _GroupNormFn.apply(input, num_groups, weight, bias, eps)
 

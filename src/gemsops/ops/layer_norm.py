@@ -15,7 +15,7 @@ import triton
 import triton.language as tl
 
 from ..runtime import (Plans, Unsupported, declare, fallback, on_device, on_vendor_device, plain_tensors,
-                       with_fallback)
+                       records_grad, with_fallback)
 from ._rows import RowPlanner, column_sum, launcher, partial_programs, rows_2d
 from ._common import allocation_stand_in, cdiv, needs_int64
 
@@ -256,9 +256,7 @@ def layer_norm_output(input, normalized_shape, weight=None, bias=None, eps=1e-5,
     forward-mode AD, and tensors under tracing or dispatch modes, take the composite, whose
     native_layer_norm is gems' kernel again.
     """
-    if (torch.is_grad_enabled() and (input.requires_grad or (weight is not None and weight.requires_grad)
-                                     or (bias is not None and bias.requires_grad))) \
-            or not plain_tensors(input, weight, bias):
+    if records_grad(input, weight, bias) or not plain_tensors(input, weight, bias):
         return fallback("layer_norm", input, normalized_shape, weight, bias, eps, cudnn_enable)
     try:
         return _forward(input, normalized_shape, weight, bias, eps, False)[0]
@@ -325,7 +323,7 @@ def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):
     """``torch.nn.functional.layer_norm`` through the gems kernels (differentiable)."""
     if isinstance(normalized_shape, int):
         normalized_shape = (normalized_shape,)
-    if not (torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (input, weight, bias))):
+    if not records_grad(input, weight, bias):
         return native_layer_norm(input, list(normalized_shape), weight, bias, eps)[0]
     return _LayerNormFn.apply(input, tuple(normalized_shape), weight, bias, eps)
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import torch
 
-from ..runtime import Unsupported, declare, fallback, on_vendor_device, plain_tensors
+from ..runtime import Unsupported, declare, fallback, on_vendor_device, plain_tensors, records_grad
 from ._gemm import GEMM_DTYPES, CallPlans, gemm
 from ._rows import collapsed_stride
 
@@ -27,8 +27,7 @@ _CALLS = CallPlans()
 
 def linear(input, weight, bias=None):
     """aten::linear: ``input @ weight.T + bias`` over the input's last dim."""
-    if torch.is_grad_enabled() and (input.requires_grad or weight.requires_grad
-                                    or (bias is not None and bias.requires_grad)):
+    if records_grad(input, weight, bias):
         return fallback("linear", input, weight, bias)  # the composite records mm/addmm's backward
     if not plain_tensors(input, weight, bias):
         return fallback("linear", input, weight, bias)  # fake sizes would not make a plan key

@@ -16,7 +16,7 @@ import triton
 import triton.language as tl
 
 from ..runtime import (VENDOR, Plans, Unsupported, declare, fallback, on_device, on_vendor_device, plain_tensors,
-                       with_fallback)
+                       records_grad, with_fallback)
 from ..runtime import registry
 from ._rows import RowPlanner, column_sum, launcher, partial_programs, rows_2d
 from ._common import allocation_stand_in, cdiv, needs_int64
@@ -275,7 +275,7 @@ def rms_norm_output(input, normalized_shape, weight=None, eps=None):
     computes unfused, in its own rounding) take the composite, whose ``_fused_rms_norm`` is
     gems' kernel again.
     """
-    if (_records_grad(input, weight) or not plain_tensors(input, weight)
+    if (records_grad(input, weight) or not plain_tensors(input, weight)
             or (weight is not None and weight.dtype != input.dtype)):
         return fallback("rms_norm", input, normalized_shape, weight, eps)
     try:
@@ -305,13 +305,9 @@ def rms_norm(input, normalized_shape, weight=None, eps=None):
     """``torch.nn.functional.rms_norm`` through the gems kernels (differentiable)."""
     if isinstance(normalized_shape, int):
         normalized_shape = (normalized_shape,)
-    if not _records_grad(input, weight):  # inference: no autograd node to build, no rstd
+    if not records_grad(input, weight):  # inference: no autograd node to build, no rstd
         return rms_norm_output(input, list(normalized_shape), weight, eps)
     return _RMSNormFn.apply(input, tuple(normalized_shape), weight, eps)
-
-
-def _records_grad(*tensors) -> bool:
-    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
 
 
 class _RMSNormFn(torch.autograd.Function):

@@ -51,7 +51,7 @@ from __future__ import annotations
 
 import torch
 
-from ..runtime import VENDOR, Plans, Unsupported, declare, on_vendor_device, plain_tensors, with_fallback
+from ..runtime import VENDOR, Plans, Unsupported, declare, on_vendor_device, plain_tensors, records_grad, with_fallback
 from ._attention import attention_plan, default_scale
 from ._common import kernel_dtype_ok, on_current_device
 
@@ -307,8 +307,7 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
     """
     if attn_mask is not None and is_causal:
         raise Unsupported  # torch's error
-    if torch.is_grad_enabled() and (query.requires_grad or key.requires_grad or value.requires_grad
-                                    or (attn_mask is not None and attn_mask.requires_grad)):
+    if records_grad(query, key, value, attn_mask):
         raise Unsupported  # the composite records the backward of the entry point it calls
     if not plain_tensors(query, key, value, attn_mask):
         raise Unsupported

@@ -196,6 +196,13 @@ _is_functorch_wrapped = getattr(getattr(torch._C, "_functorch", None), "is_funct
 _PLAIN_TYPES = (torch.Tensor, torch.nn.Parameter)
 
 
+def records_grad(*tensors) -> bool:
+    """True when autograd would record this call: grad mode on and a tensor given (None is
+    skipped) requires a gradient. Host functions that build no backward send such calls to
+    torch (or to their own autograd.Function)."""
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+
+
 def plain_tensors(*tensors) -> bool:
     """True when every tensor given (None is skipped) is an ordinary tensor that no Python
     dispatch mode and no functorch transform is watching.
