@@ -1,6 +1,6 @@
 """``python -m benchmark``: gemsops against PyTorch native, FlagGems and Liger-Kernel.
 
-    PYTHONPATH=src python -m benchmark --ops all --quick          # op suite (7 min on a fresh H100 with peers)
+    PYTHONPATH=src python -m benchmark --ops all --quick          # op suite (5-6 min on a fresh H100 with peers)
     PYTHONPATH=src python -m benchmark --ops norm,mm --enable     # global gemsops.enable()
     PYTHONPATH=src python -m benchmark --host-overhead            # per-call cost on tiny tensors
     PYTHONPATH=src python -m benchmark --e2e --quick              # Llama-style model, prefill/decode
@@ -32,6 +32,9 @@ def parse_args(argv=None):
     p.add_argument("--out", default="bench_out", help="output folder (default bench_out/)")
     p.add_argument("--no-peers", action="store_true", help="skip FlagGems and Liger-Kernel even if importable")
     p.add_argument("--no-check", action="store_true", help="skip the output check against native")
+    p.add_argument("--serial-peer-compile", action="store_true",
+                   help="let FlagGems' autotuner compile its candidates one by one, as it ships (slower first "
+                        "calls; by default the harness compiles them in parallel first)")
     p.add_argument("--list", action="store_true", help="list the cases and exit (no GPU needed)")
     p.add_argument("--warmup", type=float, default=None, help="do_bench warmup in ms")
     p.add_argument("--rep", type=float, default=None, help="do_bench repetition time in ms")
@@ -102,8 +105,11 @@ def main(argv=None) -> int:
     if args.ops:
         selected = case_mod.select(case_mod.all_cases(args.quick), args.ops)
         peers = () if args.no_peers else harness.PEERS
-        runner = harness.Runner(timing, enable=args.enable, peers=peers, check=not args.no_check)
+        runner = harness.Runner(timing, enable=args.enable, peers=peers, check=not args.no_check,
+                                parallel_peer_compile=not args.serial_peer_compile)
         payload["meta"] = _meta(args, runner)
+        if runner.fg is not None:
+            payload["meta"]["flaggems autotuner compile"] = runner.peer_compile
         print("measuring ceilings ...", flush=True)
         ceilings = harness.measure_ceilings(timing)
         payload["ceilings"] = ceilings

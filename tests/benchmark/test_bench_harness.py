@@ -115,6 +115,8 @@ def test_run_case_through_use_gems_on_the_interpreter():
         e = res["impls"][impl]
         assert e["ms"] > 0 and e["ms"] >= min(e["bench_ms"], e["loop_ms"])
     assert res["aten"] == ["add.Tensor"] and res["sets"] >= 1
+    assert res["wall_s"] >= 0  # the case's whole time, for the suite's time budget
+    assert runner.peer_compile == "serial"  # no FlagGems loaded: Triton's autotuner untouched
     assert gemsops.all_registered_ops() == []  # the scope closed
 
 

@@ -7,6 +7,7 @@ from benchmark import __main__ as cli
 def test_defaults():
     args = cli.parse_args([])
     assert args.ops == "all" and not args.quick and not args.enable and args.out == "bench_out"
+    assert not args.serial_peer_compile and cli.parse_args(["--serial-peer-compile"]).serial_peer_compile
     only_host = cli.parse_args(["--host-overhead"])
     assert only_host.ops is None and only_host.host_overhead
     both = cli.parse_args(["--e2e", "--ops", "norm"])
