@@ -16,6 +16,16 @@ def test_embedding_forward(dtype, idx_dtype):
     torch.testing.assert_close(kemb(w, idx), torch.nn.functional.embedding(idx, w), rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("dim", [1024, 2048, 3000, 4096, 8192 + 4096])
+def test_embedding_wide_rows(dim):
+    # widths that split evenly into blocks of up to 4096 elements (1024, 2048, 4096, 12288)
+    # are copied in blocks that wide, the others (3000) in 1024-wide ones
+    w = randn(40, dim, dtype=torch.bfloat16)
+    idx = torch.randint(0, 40, (7,), device=DEVICE)
+    torch.testing.assert_close(kemb(w, idx), torch.nn.functional.embedding(idx, w), rtol=0, atol=0)
+    torch.testing.assert_close(kemb(w, idx[:3]), w[idx[:3]], rtol=0, atol=0)  # fewer rows than a tile
+
+
 def test_embedding_noncontiguous_0d_empty():
     w = randn(6, 10).t()  # (10, 6), strides (1, 10)
     idx = torch.tensor([[1, 9], [0, 0]], device=DEVICE).t()

@@ -225,3 +225,25 @@ def test_sum_large(shape, dim, dtype):
     ref = reference(torch.sum, x, [dim], out_dtype=dtype)
     scale = (shape[dim] ** 0.5) / 4
     assert_close(got, ref, dtype, scale=max(scale, 1))
+
+
+def test_every_row_config_reduces_alike(monkeypatch):
+    # whichever reduce_rows config a GPU's tuner picks (evict_first loads, several rows per
+    # program, masked row tails) gives the same sums, means and maxima; on CPU the
+    # interpreter runs small stand-ins of those shapes of config
+    configs = list(R._row_tuner.candidates) if ON_GPU else [
+        {"BLOCK_N": 64, "TILE": 64, "num_warps": 4},
+        {"BLOCK_N": 64, "TILE": 64, "num_warps": 4, "EVICT": 1},
+        {"BLOCK_N": 128, "TILE": 256, "num_warps": 4, "EVICT": 1},
+    ]
+    torch.manual_seed(3)
+    x = _x((37, 300), torch.bfloat16)
+    x[5, 7] = float("nan")
+    for cfg in configs:
+        monkeypatch.setattr(R._row_tuner, "choose", lambda key, run, cfg=cfg: cfg)
+        monkeypatch.setattr(R, "_CALLS", type(R._CALLS)())  # no plan made under another config
+        with gemsops.use_gems(include=["sum", "mean", "amax"]):
+            got = (torch.sum(x, 1), torch.mean(x, 1), torch.amax(x, 1))
+        for g, fn in zip(got, (torch.sum, torch.mean, torch.amax)):
+            assert_close(g, reference(fn, x, 1, out_dtype=x.dtype), torch.bfloat16, scale=4, equal_nan=True,
+                         msg=lambda m, cfg=cfg: f"{cfg}: {m}")

