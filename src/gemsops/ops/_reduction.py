@@ -560,7 +560,8 @@ def launch_reduce(x, g: Geometry, out, *, op, acc, pre=NONE, post=NONE, cast=Non
         # the second stage reduces each output's S partial results (rows of dst, or its columns)
         geometry = (g.M, S, 1, S, 1, 0) if rows else (1, S, g.M, 0, g.M, 1)
         launcher(kernel)[(programs2, 1)](dst, out, out, *geometry, S, 1, p, inv_p, div, OP=op, PRE=NONE, POST=post,
-                                         CAST=None, **{blocks[0]: a2, blocks[1]: b2}, **{k: 0 for k in evict}, **common)
+                                         CAST=None, **{blocks[0]: a2, blocks[1]: b2},
+                                         **({"EVICT": 0} if rows else {}), **common)
         return None
 
     tuner = _row_tuner if g.rows else _col_tuner
