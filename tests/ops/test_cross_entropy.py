@@ -230,6 +230,28 @@ def test_weight_requiring_grad_keeps_torchs_behaviour():
             F.cross_entropy(x, t, weight=w)
 
 
+def test_repeated_call_signature_is_checked_and_computed_afresh():
+    # the second call of a signature reuses the first one's launch plan: new data, another
+    # cotangent layout, and what a plan cannot know (a dispatch mode now watching, a
+    # weight that now needs a gradient) must still be honoured
+    n, c = 6, 40
+    w = torch.rand(c, device=DEVICE)
+    for _ in range(3):
+        x, t, g = _logits(n, c, torch.float32), _targets(n, c), torch.randn(n, device=DEVICE)
+        for kw, cotangent in [(dict(weight=w), torch.tensor(0.7, device=DEVICE)), (dict(reduction="none"), g),
+                              (dict(reduction="none"), g[:1].expand(n))]:
+            loss, grad = _gems(x, t, cotangent, **kw)
+            ref_loss, ref_grad = _ref(x, t, cotangent, **kw)
+            assert_close(loss, ref_loss.float())
+            assert_close(grad, ref_grad.float())
+    with gemsops.use_gems(include=["cross_entropy"]):
+        with SeenOps() as seen:
+            loss = F.cross_entropy(x, t, weight=w)
+        assert any("log_softmax" in op for op in seen.ops)
+        with pytest.raises(RuntimeError, match="not differentiable"):
+            F.cross_entropy(x.requires_grad_(), t, weight=w.clone().requires_grad_())
+
+
 @pytest.mark.skipif(not ON_GPU, reason="large shapes on the GPU only")
 @pytest.mark.big_memory
 def test_more_than_2_31_elements():

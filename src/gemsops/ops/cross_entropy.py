@@ -26,8 +26,8 @@ import torch
 import triton
 import triton.language as tl
 
-from ..runtime import VENDOR, Tuner, declare, fallback, launcher, on_vendor_device, plain_tensors
-from ._common import cdiv, current_device, next_pow2
+from ..runtime import VENDOR, Plans, Tuner, declare, fallback, launcher, on_vendor_device, plain_tensors
+from ._common import allocation_stand_in, cdiv, current_device, next_pow2, planned_output
 
 __all__ = ["cross_entropy"]
 
@@ -173,50 +173,97 @@ def _kernel_ok(x, target, weight, reduction, label_smoothing) -> bool:
     return True
 
 
-def _forward(x, target, weight, reduction, ignore_index, smoothing):
-    """(loss, workspace): the loss as torch returns it, and the fp32 workspace the backward reads."""
-    N, C = x.shape
-    dev = x.device
-    cfg = _tuner.default
-    # one allocation for every fp32 side result (see _ce_fwd_kernel): a tiny loss is host-bound
-    ws = torch.empty(3 * N + 2, dtype=torch.float32, device=dev)
-    # per-row losses go straight into the result for reduction none
-    out = torch.empty((N,) if reduction == NONE else (), dtype=x.dtype, device=dev)
-    launcher(_ce_fwd_kernel)[(N,)](
-        x, target, x if weight is None else weight, out if reduction == NONE else ws, ws, N, C, x.stride(0),
-        target.stride(0), ignore_index, smoothing, HAS_W=weight is not None, SMOOTH=smoothing > 0,
-        BLOCK=min(cfg["BLOCK"], next_pow2(C)), num_warps=cfg["num_warps"])
-    if reduction != NONE:
-        launcher(_ce_reduce_kernel)[(1,)](ws, out, N, MEAN=reduction == MEAN, BLOCK=min(1024, next_pow2(N)),
-                                          num_warps=4)
-    return out, ws
+class _Plan:
+    """One call signature's launches: allocations from stand-ins, kernels with fixed
+    integers (``Bound.prepare``), so a repeated call skips the checks and Triton's
+    argument handling. A training step at 1024 x 32000 is host-bound (the kernels take
+    78 us of an H100's time, the step's Python several times that)."""
+
+    __slots__ = ("fwd", "reduce", "out_like", "out_shape", "ws_like", "ws_len", "none", "weighted",
+                 "bwd", "bwd_args", "dx_like", "shape", "dtype")
+
+    def __init__(self, x, target, weight, reduction, ignore_index, smoothing, out, ws):
+        N, C = x.shape
+        cfg = _tuner.default
+        self.none, self.weighted = reduction == NONE, weight is not None
+        self.shape, self.dtype = (N, C), x.dtype
+        tail = (N, C, x.stride(0), target.stride(0), ignore_index, smoothing)
+        self.fwd = launcher(_ce_fwd_kernel).bind(
+            HAS_W=self.weighted, SMOOTH=smoothing > 0, BLOCK=min(cfg["BLOCK"], next_pow2(C)),
+            num_warps=cfg["num_warps"]).prepare((N,), tail).planned
+        self.reduce = None if self.none else launcher(_ce_reduce_kernel).bind(
+            MEAN=reduction == MEAN, BLOCK=min(1024, next_pow2(N)), num_warps=4).prepare((1,), (N,)).planned
+        self.out_like, self.out_shape = allocation_stand_in(out), out.shape
+        self.ws_like, self.ws_len = allocation_stand_in(ws), ws.shape[0]
+        block = min(cfg["BLOCK_BWD"], next_pow2(C))
+        # the cotangent's row stride (0 for a reduced loss or an expanded one) joins at backward
+        self.bwd_args = ((N, cdiv(C, block)), (N, C, x.stride(0), target.stride(0)), (ignore_index, smoothing),
+                         dict(HAS_W=self.weighted, SMOOTH=smoothing > 0, MEAN=reduction == MEAN, BLOCK=block,
+                              num_warps=cfg["num_warps_bwd"]))
+        self.bwd: dict = {}  # (cotangent's stride, dtype) -> planned launch
+        self.dx_like = None
+
+    def forward(self, x, target, weight):
+        """(loss, workspace): the loss as torch returns it, and the fp32 workspace the backward reads."""
+        ws = planned_output(self.ws_like, (self.ws_len,), (1,), torch.float32, x)
+        out = planned_output(self.out_like, self.out_shape, (1,) if self.none else (), self.dtype, x)
+        self.fwd(x, target, weight if self.weighted else x, out if self.none else ws, ws)
+        if not self.none:
+            self.reduce(ws, out)
+        return out, ws
+
+    def backward(self, grad, x, target, weight, ws):
+        sg = grad.stride(0) if self.none else 0
+        launch = self.bwd.get((sg, grad.dtype))
+        if launch is None:
+            grid, head_ints, tail, constexprs = self.bwd_args
+            launch = self.bwd[(sg, grad.dtype)] = launcher(_ce_bwd_kernel).bind(**constexprs).prepare(
+                grid, (*head_ints, sg, *tail)).planned
+        dx = planned_output(self.dx_like, self.shape, (self.shape[1], 1), self.dtype, x)
+        if self.dx_like is None:
+            self.dx_like = allocation_stand_in(dx)
+        launch(x, target, weight if self.weighted else x, ws, grad, dx)
+        return dx
 
 
-def _backward(grad, x, target, weight, ws, reduction, ignore_index, smoothing):
-    N, C = x.shape
-    dx = torch.empty((N, C), dtype=x.dtype, device=x.device)
-    cfg = _tuner.default
-    block = min(cfg["BLOCK_BWD"], next_pow2(C))
-    launcher(_ce_bwd_kernel)[(N, cdiv(C, block))](
-        x, target, x if weight is None else weight, ws, grad, dx, N, C, x.stride(0), target.stride(0),
-        grad.stride(0) if reduction == NONE else 0, ignore_index, smoothing,
-        HAS_W=weight is not None, SMOOTH=smoothing > 0, MEAN=reduction == MEAN, BLOCK=block,
-        num_warps=cfg["num_warps_bwd"])
-    return dx
+# (x, target, weight signatures, reduction, ignore_index, smoothing) -> _Plan
+_PLANS = Plans()
+
+
+def _plan(x, target, weight, reduction, ignore_index, smoothing):
+    """The call's plan, or None where torch's composite must run."""
+    key = (x.shape, x.stride(), x.dtype, x.device, target.shape, target.stride(), target.dtype, target.device,
+           None if weight is None else (weight.shape, weight.stride(), weight.dtype, weight.device),
+           reduction, ignore_index, smoothing)
+    plan = _PLANS.get(key)
+    if plan is not None:
+        # what the key cannot hold: tracing or dispatch modes, the current device, a weight's gradient
+        if (not plain_tensors(x, target, weight) or x.get_device() != current_device()
+                or (weight is not None and weight.requires_grad and torch.is_grad_enabled())):
+            return None
+        return plan
+    if not _kernel_ok(x, target, weight, reduction, smoothing):
+        return None
+    N = x.shape[0]
+    # one allocation for every fp32 side result (see _ce_fwd_kernel); per-row losses go
+    # straight into the result for reduction none
+    ws = torch.empty(3 * N + 2, dtype=torch.float32, device=x.device)
+    out = torch.empty((N,) if reduction == NONE else (), dtype=x.dtype, device=x.device)
+    return _PLANS.keep(key, _Plan(x, target, weight, reduction, ignore_index, smoothing, out, ws))
 
 
 class _CrossEntropyFn(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, target, weight, reduction, ignore_index, smoothing):
-        loss, ws = _forward(x, target, weight, reduction, ignore_index, smoothing)
+    def forward(ctx, x, target, weight, plan, reduction, ignore_index, smoothing):
+        loss, ws = plan.forward(x, target, weight)
         ctx.save_for_backward(x, target, weight, ws)
-        ctx.args = (reduction, ignore_index, smoothing)
+        ctx.args = (plan, reduction, ignore_index, smoothing)
         return loss
 
     @staticmethod
     def backward(ctx, grad):
         x, target, weight, ws = ctx.saved_tensors
-        reduction, ignore_index, smoothing = ctx.args
+        plan, reduction, ignore_index, smoothing = ctx.args
         if torch.is_grad_enabled():
             # create_graph=True (double backward): differentiate torch's composite instead, whose
             # gradient is itself differentiable (a reentrant grad from the saved input, which is
@@ -224,19 +271,20 @@ class _CrossEntropyFn(torch.autograd.Function):
             with torch.enable_grad():
                 loss = fallback("cross_entropy_loss", x, target, weight, reduction, ignore_index, smoothing)
                 (dx,) = torch.autograd.grad(loss, x, grad, create_graph=True)
-            return dx, None, None, None, None, None
+            return dx, None, None, None, None, None, None
         # (an expanded cotangent of loss.sum().backward() has stride 0: every row reads its one value)
-        return _backward(grad, x, target, weight, ws, reduction, ignore_index, smoothing), \
-            None, None, None, None, None
+        return plan.backward(grad, x, target, weight, ws), None, None, None, None, None, None
 
 
 def cross_entropy_loss(self, target, weight=None, reduction=MEAN, ignore_index=-100, label_smoothing=0.0):
     """aten::cross_entropy_loss (``F.cross_entropy``), differentiable in ``self``."""
-    if not _kernel_ok(self, target, weight, reduction, label_smoothing):
+    smoothing = float(label_smoothing) if isinstance(label_smoothing, (int, float)) else label_smoothing
+    plan = _plan(self, target, weight, reduction, ignore_index, smoothing)
+    if plan is None:
         return fallback("cross_entropy_loss", self, target, weight, reduction, ignore_index, label_smoothing)
-    if torch.is_grad_enabled() and self.requires_grad:
-        return _CrossEntropyFn.apply(self, target, weight, reduction, ignore_index, float(label_smoothing))
-    return _forward(self, target, weight, reduction, ignore_index, float(label_smoothing))[0]
+    if self.requires_grad and torch.is_grad_enabled():
+        return _CrossEntropyFn.apply(self, target, weight, plan, reduction, ignore_index, smoothing)
+    return plan.forward(self, target, weight)[0]
 
 
 _REDUCTIONS = {"none": NONE, "mean": MEAN, "sum": SUM}
