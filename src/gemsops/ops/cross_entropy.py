@@ -180,7 +180,7 @@ class _Plan:
     78 us of an H100's time, the step's Python several times that)."""
 
     __slots__ = ("fwd", "reduce", "out_like", "out_shape", "ws_like", "ws_len", "none", "weighted",
-                 "bwd", "bwd_args", "dx_like", "shape", "dtype")
+                 "bwd", "bwd_kernel", "bwd_grid", "bwd_ints", "dx_like", "shape", "dtype")
 
     def __init__(self, x, target, weight, reduction, ignore_index, smoothing, out, ws):
         N, C = x.shape
@@ -196,10 +196,13 @@ class _Plan:
         self.out_like, self.out_shape = allocation_stand_in(out), out.shape
         self.ws_like, self.ws_len = allocation_stand_in(ws), ws.shape[0]
         block = min(cfg["BLOCK_BWD"], next_pow2(C))
-        # the cotangent's row stride (0 for a reduced loss or an expanded one) joins at backward
-        self.bwd_args = ((N, cdiv(C, block)), (N, C, x.stride(0), target.stride(0)), (ignore_index, smoothing),
-                         dict(HAS_W=self.weighted, SMOOTH=smoothing > 0, MEAN=reduction == MEAN, BLOCK=block,
-                              num_warps=cfg["num_warps_bwd"]))
+        self.bwd_kernel = launcher(_ce_bwd_kernel).bind(
+            HAS_W=self.weighted, SMOOTH=smoothing > 0, MEAN=reduction == MEAN, BLOCK=block,
+            num_warps=cfg["num_warps_bwd"])
+        self.bwd_grid = (N, cdiv(C, block))
+        # the integer arguments; the cotangent's row stride (0 for a reduced loss or an
+        # expanded one) goes between the first four and the last two at backward
+        self.bwd_ints = (N, C, x.stride(0), target.stride(0), ignore_index, smoothing)
         self.bwd: dict = {}  # (cotangent's stride, dtype) -> planned launch
         self.dx_like = None
 
@@ -216,9 +219,9 @@ class _Plan:
         sg = grad.stride(0) if self.none else 0
         launch = self.bwd.get((sg, grad.dtype))
         if launch is None:
-            grid, head_ints, tail, constexprs = self.bwd_args
-            launch = self.bwd[(sg, grad.dtype)] = launcher(_ce_bwd_kernel).bind(**constexprs).prepare(
-                grid, (*head_ints, sg, *tail)).planned
+            ints = self.bwd_ints
+            launch = self.bwd[(sg, grad.dtype)] = self.bwd_kernel.prepare(
+                self.bwd_grid, (*ints[:4], sg, *ints[4:])).planned
         dx = planned_output(self.dx_like, self.shape, (self.shape[1], 1), self.dtype, x)
         if self.dx_like is None:
             self.dx_like = allocation_stand_in(dx)
