@@ -604,6 +604,7 @@ def test_a_model_on_the_second_gpu_runs_there_with_the_first_current(tmp_path, m
     w, b = torch.randn(4096, device=on1, dtype=bf), torch.randn(4096, device=on1, dtype=bf)
     table, idx = torch.randn(1000, 256, device=on1, dtype=bf), torch.randint(0, 1000, (64,), device=on1)
     gate_up = torch.randn(64, 2 * 4096, device=on1, dtype=bf)
+    proj = torch.randn(512, 4096, device=on1, dtype=bf) / 64
     cases = {
         "add": lambda: x + y,
         "mul scalar": lambda: x * 3,
@@ -617,7 +618,7 @@ def test_a_model_on_the_second_gpu_runs_there_with_the_first_current(tmp_path, m
         "layer_norm": lambda: F.layer_norm(x, (4096,), w, b, 1e-5),
         "embedding": lambda: F.embedding(idx, table),
         "cat": lambda: torch.cat([x, y], -1),
-        "linear": lambda: F.linear(x, y[:512], b[:512]),
+        "linear": lambda: F.linear(x, proj, b[:512]),
     }
     expected = {name: fn() for name, fn in cases.items()}
     launched_before = _launches_on(launch, 1)
@@ -648,3 +649,137 @@ def _launches_on(launch, device: int) -> int:
     """Compiled-kernel entries the lean launcher keeps for ``device``."""
     return sum(1 for _, lau in launch._LAUNCHERS.values() for bound in lau.bound.values()
                for key in bound.compiled if key[0] == device)
+
+
+def _same_inputs_on(device) -> dict:
+    """One set of inputs, bit-identical on every device (drawn on the CPU, then copied)."""
+    g = torch.Generator().manual_seed(0)
+    bf = torch.bfloat16
+
+    def r(*shape, dtype=bf):
+        return torch.randn(*shape, generator=g).to(dtype).to(device)
+
+    vocab, hidden = 1000, 256
+    return {
+        "x": r(64, 1024), "y": r(64, 1024), "w": r(1024), "b": r(1024), "wt": r(512, 1024),
+        "a3": r(4, 64, 128), "b3": r(4, 128, 96), "x32": r(64, 1024, dtype=torch.float32),
+        "table": r(vocab, hidden), "idx": torch.randint(0, vocab, (64,), generator=g).to(device),
+        "cols": torch.randint(0, 1024, (64, 16), generator=g).to(device),
+        "logits": r(64, 512), "target": torch.randint(0, 512, (64,), generator=g).to(device),
+        "q": r(1, 4, 128, 64), "k": r(1, 4, 128, 64), "v": r(1, 4, 128, 64), "gate_up": r(64, 2048),
+    }
+
+
+# Forward calls through `use_gems`, each compared with torch's kernel on the same device.
+_FORWARD_CASES = {
+    "add": lambda i: i["x"] + i["y"],
+    "mul scalar": lambda i: i["x"] * 3,
+    "silu": lambda i: torch.nn.functional.silu(i["x"]),
+    "gelu": lambda i: torch.nn.functional.gelu(i["x"]),
+    "exp": lambda i: torch.exp(i["x"]),
+    "where": lambda i: torch.where(i["x"] > 0, i["x"], i["y"]),
+    "to fp32": lambda i: i["x"].float(),
+    "strided add": lambda i: i["x"].t() + i["y"].t(),
+    "sum": lambda i: i["x"].sum(-1),
+    "mean": lambda i: i["x"].mean(-1),
+    "amax": lambda i: i["x"].amax(-1),
+    "argmax": lambda i: i["x32"].argmax(-1),
+    "var": lambda i: i["x32"].var(-1),
+    "cumsum": lambda i: i["x32"].cumsum(-1),
+    "softmax": lambda i: torch.softmax(i["x"], -1),
+    "log_softmax": lambda i: torch.log_softmax(i["x"], -1),
+    "topk": lambda i: torch.topk(i["x32"], 8, -1),
+    "sort": lambda i: torch.sort(i["x32"], -1),
+    "rms_norm": lambda i: torch.nn.functional.rms_norm(i["x"], (1024,), i["w"], 1e-6),
+    "layer_norm": lambda i: torch.nn.functional.layer_norm(i["x"], (1024,), i["w"], i["b"], 1e-5),
+    "mm": lambda i: i["x"] @ i["wt"].t(),
+    "addmm": lambda i: torch.addmm(i["b"][:512], i["x"], i["wt"].t()),
+    "linear": lambda i: torch.nn.functional.linear(i["x"], i["wt"], i["b"][:512]),
+    "bmm": lambda i: torch.bmm(i["a3"], i["b3"]),
+    "embedding": lambda i: torch.nn.functional.embedding(i["idx"], i["table"]),
+    "index_select": lambda i: i["table"].index_select(0, i["idx"]),
+    "gather": lambda i: torch.gather(i["x"], 1, i["cols"]),
+    "index_put": lambda i: i["table"].index_put((i["idx"],), i["table"][:64] * 2, accumulate=True),
+    "cat": lambda i: torch.cat([i["x"], i["y"]], -1),
+    "cross_entropy": lambda i: torch.nn.functional.cross_entropy(i["logits"], i["target"]),
+    "sdpa causal": lambda i: torch.nn.functional.scaled_dot_product_attention(i["q"], i["k"], i["v"], is_causal=True),
+}
+
+
+def _training_step(i):
+    """A small block's loss and gradients: norm, projections, activation, softmax, loss."""
+    F = torch.nn.functional
+    with torch.enable_grad():
+        x, w, wt = (i[n].detach().requires_grad_() for n in ("x", "w", "wt"))
+        h = F.silu(F.linear(F.rms_norm(x, (1024,), w, 1e-6), wt))  # [64, 512]
+        logits = torch.log_softmax(h.float(), -1) + F.layer_norm(h, (512,)).float()
+        loss = F.cross_entropy(logits, i["target"])
+        loss.backward()
+    return loss.detach(), x.grad, w.grad, wt.grad
+
+
+# gemsops.ops calls (no enabling needed), each compared with the same call on GPU 0 while
+# GPU 0 is current: the kernels' own correctness is tested in tests/ops. Not bit for bit:
+# varlen attention on a GPU other than the current one runs torch's attention.
+_DIRECT_CASES = {
+    "silu_and_mul": lambda i: gemsops_ops().silu_and_mul(i["gate_up"]),
+    "fused_add_rms_norm": lambda i: gemsops_ops().fused_add_rms_norm(i["x"].clone(), i["y"].clone(), i["w"], 1e-6),
+    "rotary_embedding": lambda i: gemsops_ops().rotary_embedding(
+        i["idx"], i["x"].clone(), i["y"].clone(), 64, i["table"][:, :64].contiguous(), True),
+    "flash_attn_varlen": lambda i: gemsops_ops().flash_attn_varlen_func(
+        i["q"][0].transpose(0, 1).contiguous(), i["k"][0].transpose(0, 1).contiguous(),
+        i["v"][0].transpose(0, 1).contiguous(), _cu_seqlens(i), 78, _cu_seqlens(i), 78, causal=True),
+}
+
+
+def _cu_seqlens(i):
+    return torch.tensor([0, 50, 128], dtype=torch.int32, device=i["x"].device)
+
+
+def gemsops_ops():
+    import gemsops
+
+    return gemsops.ops
+
+
+@two_gpus
+def test_plans_made_for_one_gpu_never_serve_the_other_gpus_tensors(tmp_path, monkeypatch):
+    # Pipeline-parallel models put identical layers on both GPUs, so each op sees the same
+    # shapes and dtypes on GPU 0 and GPU 1, with either GPU current. Host functions keep
+    # plans per call signature (outputs' allocation stand-ins, split-K workspaces, compiled
+    # launches); one made on GPU 0 and replayed for GPU 1's tensors would read or write the
+    # wrong memory. Every op must give torch's result in every order of devices.
+    import gemsops
+    from gemsops.runtime import launch
+    from tests.util import assert_close
+
+    monkeypatch.setenv("GEMS_CACHE_DIR", str(tmp_path))
+    inputs = {d: _same_inputs_on(torch.device(f"cuda:{d}")) for d in (0, 1)}
+    expected = {d: {name: fn(inputs[d]) for name, fn in _FORWARD_CASES.items()} for d in (0, 1)}
+    for d in (0, 1):
+        expected[d]["training step"] = _training_step(inputs[d])
+    direct_on_0 = None
+    # each op first on GPU 0 (plans made there), then GPU 1 with GPU 0 current, then both
+    # with GPU 1 current
+    for data_gpu, current_gpu in [(0, 0), (1, 0), (1, 1), (0, 1), (1, 0)]:
+        torch.cuda.set_device(current_gpu)
+        i = inputs[data_gpu]
+        with gemsops.use_gems():
+            got = {name: fn(i) for name, fn in _FORWARD_CASES.items()}
+            got["training step"] = _training_step(i)
+        direct = {name: fn(i) for name, fn in _DIRECT_CASES.items()}
+        torch.cuda.synchronize(data_gpu)
+        where = f"tensors on cuda:{data_gpu}, cuda:{current_gpu} current"
+        assert torch.cuda.current_device() == current_gpu, where
+        for name, value in got.items():
+            want = expected[data_gpu][name]
+            for v, w in zip(*(t if isinstance(t, tuple) else (t,) for t in (value, want))):
+                assert v.device == w.device, f"{name}, {where}"
+                torch.testing.assert_close(v.float(), w.float(), atol=5e-2, rtol=5e-2, msg=f"{name}, {where}")
+        direct = {name: tuple(t.cpu() for t in (v if isinstance(v, tuple) else (v,))) for name, v in direct.items()}
+        if direct_on_0 is None:
+            direct_on_0 = direct
+        for name, value in direct.items():
+            assert_close(value, direct_on_0[name], dtype=torch.bfloat16, scale=2, msg=f"{name}, {where}")
+    torch.cuda.set_device(0)
+    assert _launches_on(launch, 0) > 0 and _launches_on(launch, 1) > 0
