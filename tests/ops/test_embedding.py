@@ -67,6 +67,21 @@ def test_embedding_dense_backward(dtype, padding_idx):
         assert (got[2] == 0).all()
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_embedding_dense_backward_many_repeats_and_expanded_gradients(dtype):
+    # 300 tokens over 7 rows of a 50-row table: each row sums about 40 gradient rows in
+    # fp32 and is rounded once; untouched rows stay exactly zero. The gradient of
+    # ``out.sum()`` arrives expanded (stride 0), and indices may be int32.
+    idx = torch.randint(0, 7, (3, 100), device=DEVICE, dtype=torch.int32) * 7
+    for g in (randn(3, 100, 33, dtype=dtype), randn(1, 1, 33, dtype=dtype).expand(3, 100, 33)):
+        got = kbwd(g, idx, 50, 14, False)
+        ref = reference(torch.ops.aten.embedding_dense_backward, g, idx.long(), 50, 14, False, out_dtype=dtype)
+        assert_close(got, ref, scale=2)
+        untouched = torch.ones(50, dtype=torch.bool, device=DEVICE)
+        untouched[idx.long().flatten()] = False
+        assert (got[untouched] == 0).all() and (got[14] == 0).all()
+
+
 def test_embedding_backward_scale_grad_by_freq_native():
     idx = torch.tensor([1, 1, 3], device=DEVICE)
     g = randn(3, 4)

@@ -112,7 +112,7 @@ def partial_programs(row_blocks: int, device: torch.device) -> int:
 
 
 @triton.jit
-def _column_sum_kernel(out, part, G, N, BLOCK_G: tl.constexpr, BLOCK_N: tl.constexpr):
+def _column_sum_kernel(out, part, G, N, row_stride, BLOCK_G: tl.constexpr, BLOCK_N: tl.constexpr):
     pid = tl.program_id(0)
     cols = pid * BLOCK_N + tl.arange(0, BLOCK_N)
     cmask = cols < N
@@ -120,15 +120,19 @@ def _column_sum_kernel(out, part, G, N, BLOCK_G: tl.constexpr, BLOCK_N: tl.const
     for start in range(0, G, BLOCK_G):
         g = start + tl.arange(0, BLOCK_G)
         mask = (g < G)[:, None] & cmask[None, :]
-        acc += tl.load(part + g[:, None].to(tl.int64) * N + cols[None, :], mask=mask, other=0.0)
+        acc += tl.load(part + g[:, None].to(tl.int64) * row_stride + cols[None, :], mask=mask, other=0.0)
     tl.store(out + cols, tl.sum(acc, 0).to(out.dtype.element_ty), mask=cmask)
 
 
 def column_sum(part: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-    """out[c] = sum over g of part[g, c] (part fp32 [G, N] contiguous, out contiguous)."""
+    """out[c] = sum over g of part[g, c], rounded once to out's dtype (part fp32 [G, N]
+    with unit column stride, e.g. a column slice of a wider buffer; out contiguous)."""
     G, N = part.shape
     BLOCK_N = 128 if N >= 128 else next_pow2(N)
     BLOCK_G = min(32, next_pow2(G))
-    launcher(_column_sum_kernel)[(cdiv(N, BLOCK_N),)](out, part, G, N, BLOCK_G=BLOCK_G, BLOCK_N=BLOCK_N,
-                                                   num_warps=4)
+    _L_column_sum[(cdiv(N, BLOCK_N),)](out, part, G, N, part.stride(0), BLOCK_G=BLOCK_G, BLOCK_N=BLOCK_N,
+                                       num_warps=4)
     return out
+
+
+_L_column_sum = launcher(_column_sum_kernel)

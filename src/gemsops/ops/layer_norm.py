@@ -310,12 +310,12 @@ def native_layer_norm_backward(grad_out, input, normalized_shape, mean, rstd, we
         parts["p"] = part
 
     launch(_BWD.plan(n, m, launch, key=(need_dx, need_p)))
-    if need_p:
-        sums = column_sum(parts["p"], torch.empty(2 * n, dtype=torch.float32, device=dev))
-        if need_dw:
-            dw.copy_(sums[:n].view(weight.shape))
-        if need_db:
-            db.copy_(sums[n:].view(bias.shape))
+    # the partial rows hold [weight sums | bias sums]; each half is summed straight into
+    # its gradient (dw and db are fresh contiguous tensors), rounded once
+    if need_dw:
+        column_sum(parts["p"][:, :n], dw)
+    if need_db:
+        column_sum(parts["p"][:, n:], db)
     return dx, dw, db
 
 
