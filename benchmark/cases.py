@@ -35,10 +35,10 @@ CATEGORIES = {
     "pointwise": ["add", "mul", "silu", "gelu", "exp"],
     "reduction": ["sum", "mean", "amax"],
     "softmax": ["softmax", "log_softmax"],
-    "norm": ["rms_norm", "layer_norm"],
+    "norm": ["rms_norm", "layer_norm", "rms_norm_train", "layer_norm_train"],
     "fused": ["fused_add_rms_norm", "silu_and_mul", "rotary_embedding"],
     "matmul": ["mm", "addmm", "linear", "bmm"],
-    "indexing": ["embedding", "index_select", "cat"],
+    "indexing": ["embedding", "embedding_train", "index_select", "cat"],
     "loss": ["cross_entropy", "cross_entropy_train"],
     "attention": ["sdpa", "paged_attention", "flash_attn_varlen"],
 }
@@ -185,7 +185,38 @@ def _norm_cases(rows, dtype):
             lambda i: F.layer_norm(i["x"], (i["x"].shape[-1],), i["w"], i["b"], eps),
             bytes=(2 * t * h + 2 * h) * e, gems_aten=("layer_norm", "native_layer_norm"), flaggems=ENABLE,
             liger=lambda L, i: L.LigerLayerNormFunction.apply(i["x"], i["w"], i["b"], eps)))
+    for t, h in [(t, h) for t, h in rows if t >= 2048]:  # training batches, not decode
+        e = _esize(dtype)
+
+        def make(device, t=t, h=h):
+            return {"x": _randn((t, h), dtype, device), "w": _randn((h,), dtype, device),
+                    "b": _randn((h,), dtype, device), "g": _randn((t, h), dtype, device)}
+
+        # bytes: forward reads x and writes y, backward reads g and x and writes dx
+        out.append(Case(
+            "rms_norm_train", _label(t, h), dtype, make,
+            lambda i: _train_step(lambda x, w: F.rms_norm(x, (x.shape[-1],), w, eps), i, "x", "w"),
+            bytes=5 * t * h * e, gems_aten=("rms_norm", "_fused_rms_norm", "_fused_rms_norm_backward"),
+            flaggems=ENABLE,
+            liger=lambda L, i: _train_step(lambda x, w: L.LigerRMSNormFunction.apply(x, w, eps), i, "x", "w"),
+            note="forward and backward, gradients of x and weight as outputs"))
+        out.append(Case(
+            "layer_norm_train", _label(t, h), dtype, make,
+            lambda i: _train_step(lambda x, w, b: F.layer_norm(x, (x.shape[-1],), w, b, eps), i, "x", "w", "b"),
+            bytes=5 * t * h * e, gems_aten=("layer_norm", "native_layer_norm", "native_layer_norm_backward"),
+            flaggems=ENABLE,
+            liger=lambda L, i: _train_step(lambda x, w, b: L.LigerLayerNormFunction.apply(x, w, b, eps),
+                                           i, "x", "w", "b"),
+            note="forward and backward, gradients of x, weight and bias as outputs"))
     return out
+
+
+def _train_step(fn, i, *names):
+    """Gradients of ``fn(*inputs)`` against the cotangent ``i["g"]``, in ``names`` order."""
+    with torch.enable_grad():  # the harness times under no_grad
+        leaves = [i[n].detach().requires_grad_() for n in names]
+        fn(*leaves).backward(i["g"])
+    return tuple(t.grad for t in leaves)
 
 
 # ---------------------------------------------------------------- fused LLM ops
@@ -366,6 +397,18 @@ def _indexing_cases(quick, dtype):
 
         out.append(Case("embedding", f"{t}x{vocab}x{hidden}", dtype, make, lambda i: F.embedding(i["idx"], i["w"]),
                         bytes=2 * t * hidden * e + 8 * t, gems_aten=("embedding",), flaggems=ENABLE))
+    for t in ([4096, 16384] if quick else [512, 4096, 16384]):
+        e = _esize(dtype)
+
+        def make(device, t=t):
+            return {"w": _randn((vocab, hidden), dtype, device), "idx": torch.randint(0, vocab, (t,), device=device),
+                    "g": _randn((t, hidden), dtype, device)}
+
+        out.append(Case("embedding_train", f"{t}x{vocab}x{hidden}", dtype, make,
+                        lambda i: _train_step(lambda w: F.embedding(i["idx"], w), i, "w"),
+                        bytes=(vocab + 2 * t) * hidden * e + 8 * t,
+                        gems_aten=("embedding", "embedding_dense_backward"), flaggems=ENABLE,
+                        note="lookup and the table's gradient (mostly zeros, written whole, as torch does)"))
     for rows, t, h in [(16384, 4096, 4096), (65536, 32, 8192)] + ([] if quick else [(32768, 16384, 2048)]):
         e = _esize(dtype)
 
