@@ -68,16 +68,17 @@ def test_embedding_dense_backward(dtype, padding_idx):
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-def test_embedding_dense_backward_many_repeats_and_expanded_gradients(dtype):
-    # 300 tokens over 7 rows of a 50-row table: each row sums about 40 gradient rows in
-    # fp32 and is rounded once; untouched rows stay exactly zero. The gradient of
-    # ``out.sum()`` arrives expanded (stride 0), and indices may be int32.
+@pytest.mark.parametrize("rows", [50, 500])  # more tokens than table rows, and fewer
+def test_embedding_dense_backward_many_repeats_and_expanded_gradients(dtype, rows):
+    # 300 tokens over 7 table rows: each row sums about 40 gradient rows in fp32 and is
+    # rounded once; untouched rows stay exactly zero. The gradient of ``out.sum()``
+    # arrives expanded (stride 0), and indices may be int32.
     idx = torch.randint(0, 7, (3, 100), device=DEVICE, dtype=torch.int32) * 7
     for g in (randn(3, 100, 33, dtype=dtype), randn(1, 1, 33, dtype=dtype).expand(3, 100, 33)):
-        got = kbwd(g, idx, 50, 14, False)
-        ref = reference(torch.ops.aten.embedding_dense_backward, g, idx.long(), 50, 14, False, out_dtype=dtype)
+        got = kbwd(g, idx, rows, 14, False)
+        ref = reference(torch.ops.aten.embedding_dense_backward, g, idx.long(), rows, 14, False, out_dtype=dtype)
         assert_close(got, ref, scale=2)
-        untouched = torch.ones(50, dtype=torch.bool, device=DEVICE)
+        untouched = torch.ones(rows, dtype=torch.bool, device=DEVICE)
         untouched[idx.long().flatten()] = False
         assert (got[untouched] == 0).all() and (got[14] == 0).all()
 

@@ -85,9 +85,10 @@ def embedding_dense_backward(grad_output, indices, num_weights, padding_idx, sca
 
     Rows are added with fp32 atomics, so the summation order (and the last bits of fp32
     results) vary between runs; torch's CUDA kernel sorts instead and is deterministic.
-    16-bit gradients accumulate in one fp32 row per token, not per table row: the table's
-    gradient is mostly zeros, and an fp32 copy of all of it plus its cast back cost five
-    times torch's time (H100, 32 tokens of a 128256x4096 bf16 table: 1.77 ms against 0.35).
+    16-bit gradients of fewer tokens than table rows accumulate in one fp32 row per token,
+    not per table row: the table's gradient is then mostly zeros, and an fp32 copy of all of
+    it plus its cast back cost five times torch's time (H100, 32 tokens of a 128256x4096
+    bf16 table: 1.77 ms against 0.35).
     """
     if scale_grad_by_freq or not on_vendor_device(grad_output, indices):
         raise Unsupported
@@ -102,13 +103,15 @@ def embedding_dense_backward(grad_output, indices, num_weights, padding_idx, sca
     tokens = idx.numel()
     grad = grad_output.reshape(tokens, dim)
     dev = grad_output.device
-    if dtype == torch.float32:
-        out = torch.zeros((num_weights, dim), dtype=dtype, device=dev)
-        take(out, 1, 0, dim, 1, [(idx, dim, num_weights)],
+    if dtype == torch.float32 or tokens >= num_weights:
+        # one fp32 row per table row: the gradient itself for fp32, and for 16-bit no more
+        # memory than one row per token would take
+        acc = torch.zeros((num_weights, dim), dtype=torch.float32, device=dev)
+        take(acc, 1, 0, dim, 1, [(idx, dim, num_weights)],
              grad, (0, grad.stride(0), grad.stride(1)), mode=2, wrap=False)
         if 0 <= padding_idx < num_weights:
-            out[padding_idx] = 0  # every contribution to it came from padding positions
-        return out
+            acc[padding_idx] = 0  # every contribution to it came from padding positions
+        return acc if dtype == torch.float32 else acc.to(dtype)
     if tokens >= 2**31:
         raise Unsupported  # token numbers are kept in int32
     out = torch.zeros((num_weights, dim), dtype=dtype, device=dev)
