@@ -2,6 +2,7 @@
 import pytest
 import torch
 
+from gemsops import ops as gems_ops
 from gemsops.runtime import Plans, tuner
 
 
@@ -722,11 +723,11 @@ def _training_step(i):
 # GPU 0 is current: the kernels' own correctness is tested in tests/ops. Not bit for bit:
 # varlen attention on a GPU other than the current one runs torch's attention.
 _DIRECT_CASES = {
-    "silu_and_mul": lambda i: gemsops_ops().silu_and_mul(i["gate_up"]),
-    "fused_add_rms_norm": lambda i: gemsops_ops().fused_add_rms_norm(i["x"].clone(), i["y"].clone(), i["w"], 1e-6),
-    "rotary_embedding": lambda i: gemsops_ops().rotary_embedding(
+    "silu_and_mul": lambda i: gems_ops.silu_and_mul(i["gate_up"]),
+    "fused_add_rms_norm": lambda i: gems_ops.fused_add_rms_norm(i["x"].clone(), i["y"].clone(), i["w"], 1e-6),
+    "rotary_embedding": lambda i: gems_ops.rotary_embedding(
         i["idx"], i["x"].clone(), i["y"].clone(), 64, i["table"][:, :64].contiguous(), True),
-    "flash_attn_varlen": lambda i: gemsops_ops().flash_attn_varlen_func(
+    "flash_attn_varlen": lambda i: gems_ops.flash_attn_varlen_func(
         i["q"][0].transpose(0, 1).contiguous(), i["k"][0].transpose(0, 1).contiguous(),
         i["v"][0].transpose(0, 1).contiguous(), _cu_seqlens(i), 78, _cu_seqlens(i), 78, causal=True),
 }
@@ -734,12 +735,6 @@ _DIRECT_CASES = {
 
 def _cu_seqlens(i):
     return torch.tensor([0, 50, 128], dtype=torch.int32, device=i["x"].device)
-
-
-def gemsops_ops():
-    import gemsops
-
-    return gemsops.ops
 
 
 @two_gpus
