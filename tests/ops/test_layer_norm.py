@@ -1,4 +1,5 @@
 """layer_norm: aten native_layer_norm / native_layer_norm_backward against torch in float64."""
+import importlib
 import re
 
 import pytest
@@ -87,6 +88,34 @@ def test_repeated_signatures_read_their_own_inputs():
                 for g, e in zip(got, want):
                     assert g.shape == e.shape
                     assert_close(g, e.to(g.dtype), scale=2)
+
+
+def test_repeated_backward_signatures_read_their_own_inputs():
+    # from its second call on, a backward signature takes a planned launch: each call must
+    # read its own gradient, input, statistics and weight; every mask (the weight and bias
+    # sums share one column-sum launch), layout and width (300 loops) gets its own plan
+    module = importlib.import_module("gemsops.ops.layer_norm")
+
+    module._BACKWARDS.clear()
+    masks = [[True, True, True], [True, False, False], [False, True, False], [False, False, True],
+             [True, False, True], [False, True, True]]
+    for _ in range(3):
+        for x in (randn(8, 50)[:, 5:45], randn(6, 40), randn(4, 2, 40).transpose(0, 1), randn(5, 300)):
+            n = x.shape[-1]
+            for w, b in ((randn(n), randn(n)), (None, None), (randn(n), None), (None, randn(n))):
+                for mask in masks:
+                    if (mask[1] and w is None) or (mask[2] and b is None):
+                        continue  # autograd never asks for those (torch's CPU kernel then fails)
+                    g = randn(*x.shape)
+                    _, mean, rstd = native_layer_norm(x, [n], w, b, 1e-5)
+                    got = native_layer_norm_backward(g, x, [n], mean, rstd, w, b, mask)
+                    want = reference(torch.ops.aten.native_layer_norm_backward, g, x, [n], mean, rstd, w, b, mask)
+                    for a, e, t in zip(got, want, (x, w, b)):
+                        assert (a is None) == (e is None)
+                        if a is not None:
+                            assert a.dtype == t.dtype and a.shape == t.shape
+                            assert_close(a, e.to(a.dtype), scale=4)
+    assert len(module._BACKWARDS) >= 30
 
 
 @pytest.mark.parametrize("dtype", FLOAT_DTYPES)

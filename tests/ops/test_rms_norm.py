@@ -1,4 +1,5 @@
 """rms_norm: aten _fused_rms_norm / _fused_rms_norm_backward and gemsops.ops.rms_norm."""
+import importlib
 import warnings
 
 import pytest
@@ -86,6 +87,35 @@ def test_repeated_signatures_read_their_own_inputs():
                 assert_close(_fused_rms_norm(x, [40], w, eps)[0], _ref_forward(x, [40], w, eps)[0].float())
         x = randn(5, 8)
         assert_close(_fused_rms_norm(x, [5, 8], None, 1e-6)[0], _ref_forward(x, [5, 8], None, 1e-6)[0].float())
+
+
+def test_repeated_backward_signatures_read_their_own_inputs():
+    # from its second call on, a backward signature takes a planned launch (outputs and the
+    # partial rows allocated from stand-ins): each call must read its own gradient, input,
+    # rstd and weight, and masks, layouts and widths (300 takes the looped kernel, whose
+    # partial rows start zeroed) must not share a plan
+    module = importlib.import_module("gemsops.ops.rms_norm")
+
+    module._BACKWARDS.clear()
+    for _ in range(3):
+        for x in (randn(8, 50)[:, 5:45], randn(6, 40), randn(4, 2, 40).transpose(0, 1), randn(5, 300)):
+            n = x.shape[-1]
+            for w in (randn(n), None, randn(n, dtype=torch.bfloat16)):
+                for mask in ([True, True], [True, False], [False, True]):
+                    g = randn(*x.shape)
+                    _, rstd = _fused_rms_norm(x, [n], w, 1e-6)
+                    dx, dw = _fused_rms_norm_backward(g, x, [n], rstd, w, mask)
+                    with torch.no_grad():
+                        want = decomposed_backward(g.double(), x.double(), [n], rstd.double(),
+                                                   None if w is None else w.double(), mask)
+                    assert (dx is None) != mask[0]
+                    assert (dw is None) != (mask[1] and w is not None)
+                    if dx is not None:
+                        assert_close(dx, want[0].float(), scale=4)
+                    if dw is not None:
+                        assert dw.dtype == x.dtype and dw.shape == w.shape
+                        assert_close(dw, want[1].float(), scale=4)
+    assert len(module._BACKWARDS) >= 20  # the contiguous and view-free layouts were planned
 
 
 def test_empty_and_routed_to_native():

@@ -43,11 +43,14 @@ def test_scatter_add(dtype):
     src = randn(7, 6).to(dtype) if dtype.is_floating_point else torch.randint(-9, 9, (7, 6), dtype=dtype, device=DEVICE)
     idx = torch.randint(0, 5, (7, 4), device=DEVICE)  # duplicates: accumulated
     ref = reference(torch.scatter_add, x, 0, idx, src, out_dtype=dtype)
-    assert_close(kadd(x, 0, idx, src), ref)
+    # each duplicate's add rounds to a 16-bit dtype (as in torch's own kernels), up to 8
+    # adds per element, where the float64 reference rounds once
+    scale = 8 if dtype in (torch.float16, torch.bfloat16) else 1
+    assert_close(kadd(x, 0, idx, src), ref, scale=scale)
     y = x.clone()
     r = kadd_(y, 0, idx, src)
     assert r is y
-    assert_close(y, ref)
+    assert_close(y, ref, scale=scale)
 
 
 def test_scatter_noncontiguous_and_empty():

@@ -9,7 +9,7 @@
   leading dims collapse to one stride.
 - ``launcher``: the runtime's lean launch path (re-exported for the row-kernel files).
 - ``column_sum``: sums per-program partial rows (weight/bias gradients) in a second kernel,
-  deterministic and free of atomics.
+  deterministic and free of atomics; ``column_sum_launch`` is its prepared form for plans.
 """
 from __future__ import annotations
 
@@ -40,10 +40,15 @@ def width_class(n: int) -> str:
 
 
 class RowPlanner:
-    """Chooses BLOCK_M / BLOCK_N / ONE_PASS / num_warps for a row kernel."""
+    """Chooses BLOCK_M / BLOCK_N / ONE_PASS / num_warps for a row kernel.
 
-    def __init__(self, name: str, kernels):
-        self.tuners = {cls: Tuner(f"{name}_{cls}", kernels=kernels) for cls, _ in CLASSES}
+    ``cold``: time the candidates with the L2 cache cleared (``Tuner(cold=True)``), for
+    kernels whose inputs a model does not leave in L2 (a backward reads activations the
+    forward saved long before).
+    """
+
+    def __init__(self, name: str, kernels, cold: bool = False):
+        self.tuners = {cls: Tuner(f"{name}_{cls}", kernels=kernels, cold=cold) for cls, _ in CLASSES}
         self.cache: dict = {}
 
     def plan(self, n: int, rows: int, launch, key=()) -> dict:
@@ -112,27 +117,48 @@ def partial_programs(row_blocks: int, device: torch.device) -> int:
 
 
 @triton.jit
-def _column_sum_kernel(out, part, G, N, row_stride, BLOCK_G: tl.constexpr, BLOCK_N: tl.constexpr):
+def _column_sum_kernel(out, out2, part, G, N, row_stride, first,
+                       BLOCK_G: tl.constexpr, BLOCK_N: tl.constexpr):
+    # program (i, j) sums columns [i*BLOCK_N, (i+1)*BLOCK_N) of the j-th N-wide slice of
+    # part's rows, starting at column ``first``, into out (j = 0) or out2 (j = 1)
     pid = tl.program_id(0)
+    half = tl.program_id(1)
     cols = pid * BLOCK_N + tl.arange(0, BLOCK_N)
     cmask = cols < N
+    src = part + first + half * N
     acc = tl.zeros([BLOCK_G, BLOCK_N], tl.float32)
     for start in range(0, G, BLOCK_G):
         g = start + tl.arange(0, BLOCK_G)
         mask = (g < G)[:, None] & cmask[None, :]
-        acc += tl.load(part + g[:, None].to(tl.int64) * row_stride + cols[None, :], mask=mask, other=0.0)
-    tl.store(out + cols, tl.sum(acc, 0).to(out.dtype.element_ty), mask=cmask)
+        acc += tl.load(src + g[:, None].to(tl.int64) * row_stride + cols[None, :], mask=mask, other=0.0)
+    total = tl.sum(acc, 0)
+    if half == 0:
+        tl.store(out + cols, total.to(out.dtype.element_ty), mask=cmask)
+    else:
+        tl.store(out2 + cols, total.to(out2.dtype.element_ty), mask=cmask)
 
 
-def column_sum(part: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-    """out[c] = sum over g of part[g, c], rounded once to out's dtype (part fp32 [G, N]
-    with unit column stride, e.g. a column slice of a wider buffer; out contiguous)."""
-    G, N = part.shape
-    BLOCK_N = 128 if N >= 128 else next_pow2(N)
-    BLOCK_G = min(32, next_pow2(G))
-    _L_column_sum[(cdiv(N, BLOCK_N),)](out, part, G, N, part.stride(0), BLOCK_G=BLOCK_G, BLOCK_N=BLOCK_N,
-                                       num_warps=4)
-    return out
+def _column_sum_blocks(G: int, N: int):
+    return 128 if N >= 128 else next_pow2(N), min(32, next_pow2(G))
+
+
+def column_sum(part: torch.Tensor, out: torch.Tensor, out2: torch.Tensor | None = None, first: int = 0):
+    """out[c] = sum over g of part[g, first + c], rounded once to out's dtype, and, given
+    ``out2``, out2[c] the same over columns first + N + c (N = out.numel()). part is fp32
+    with unit column stride; out and out2 are contiguous."""
+    G, N = part.shape[0], out.numel()
+    BLOCK_N, BLOCK_G = _column_sum_blocks(G, N)
+    _L_column_sum[(cdiv(N, BLOCK_N), 1 if out2 is None else 2)](
+        out, out if out2 is None else out2, part, G, N, part.stride(0), first,
+        BLOCK_G=BLOCK_G, BLOCK_N=BLOCK_N, num_warps=4)
+
+
+def column_sum_launch(G: int, N: int, row_stride: int, outputs: int, first: int = 0):
+    """``column_sum`` as a prepared launch for a plan: ``launch(out, out2, part)`` for a
+    [G, row_stride] part (pass out twice when ``outputs`` is 1)."""
+    BLOCK_N, BLOCK_G = _column_sum_blocks(G, N)
+    return _L_column_sum.bind(BLOCK_G=BLOCK_G, BLOCK_N=BLOCK_N, num_warps=4).prepare(
+        (cdiv(N, BLOCK_N), outputs), (G, N, row_stride, first)).planned
 
 
 _L_column_sum = launcher(_column_sum_kernel)

@@ -16,7 +16,7 @@ import triton.language as tl
 
 from ..runtime import (Plans, Unsupported, declare, fallback, on_device, on_vendor_device, plain_tensors,
                        records_grad, with_fallback)
-from ._rows import RowPlanner, column_sum, launcher, partial_programs, rows_2d
+from ._rows import RowPlanner, column_sum, column_sum_launch, launcher, partial_programs, rows_2d
 from ._common import allocation_stand_in, cdiv, needs_int64
 
 __all__ = ["layer_norm"]
@@ -158,7 +158,7 @@ def _ln_bwd_kernel(
 _L_ln_bwd_kernel = launcher(_ln_bwd_kernel)
 _L_ln_fwd_kernel = launcher(_ln_fwd_kernel)
 _FWD = RowPlanner("layer_norm_fwd", [_ln_fwd_kernel])
-_BWD = RowPlanner("layer_norm_bwd", [_ln_bwd_kernel])
+_BWD = RowPlanner("layer_norm_bwd", [_ln_bwd_kernel], cold=True)
 
 
 def _check(input, normalized_shape, weight, bias):
@@ -267,6 +267,17 @@ def layer_norm_output(input, normalized_shape, weight=None, bias=None, eps=1e-5,
 @with_fallback("native_layer_norm_backward")
 def native_layer_norm_backward(grad_out, input, normalized_shape, mean, rstd, weight, bias, output_mask):
     """aten::native_layer_norm_backward."""
+    need_dx = bool(output_mask[0])
+    need_dw = bool(output_mask[1]) and weight is not None
+    need_db = bool(output_mask[2]) and bias is not None
+    sig = (grad_out.shape, grad_out.stride(), grad_out.dtype, input.shape, input.stride(), input.dtype,
+           tuple(normalized_shape), mean.shape, mean.stride(), mean.dtype, rstd.shape, rstd.stride(), rstd.dtype,
+           None if weight is None else (weight.dtype, weight.stride()),
+           None if bias is None else (bias.dtype, bias.stride()), need_dx, need_dw, need_db)
+    plan = _BACKWARDS.get(sig)
+    if (plan is not None and on_device(input) and on_device(grad_out) and on_device(mean) and on_device(rstd)
+            and on_vendor_device(weight, bias) and plan.device == input.get_device()):
+        return plan(grad_out, input, mean, rstd, weight)
     n, axis = _check(input, normalized_shape, weight, bias)
     if not on_vendor_device(grad_out, mean, rstd) or grad_out.shape != input.shape \
             or grad_out.dtype not in KERNEL_DTYPES:
@@ -274,9 +285,6 @@ def native_layer_norm_backward(grad_out, input, normalized_shape, mean, rstd, we
     m = input.numel() // n
     if mean.numel() != m or rstd.numel() != m:
         raise Unsupported
-    need_dx = bool(output_mask[0])
-    need_dw = bool(output_mask[1]) and weight is not None
-    need_db = bool(output_mask[2]) and bias is not None
     dev = input.device
     dx = torch.empty(input.shape, dtype=input.dtype, device=dev) if need_dx else None
     dw = torch.empty(weight.shape, dtype=weight.dtype, device=dev) if need_dw else None
@@ -295,28 +303,65 @@ def native_layer_norm_backward(grad_out, input, normalized_shape, mean, rstd, we
     mu, r = mean.contiguous(), rstd.contiguous()
     w = None if weight is None else weight.contiguous()
     need_p = need_dw or need_db
-    parts = {}
+    chosen = {}
 
     def launch(p):
         G = partial_programs(cdiv(m, p["BLOCK_M"]), dev)
         part = None
         if need_p:  # the looped path accumulates into its partial rows
             part = (torch.empty if p["ONE_PASS"] else torch.zeros)((G, 2 * n), dtype=torch.float32, device=dev)
-        _L_ln_bwd_kernel(
-            (G,), dx, part, gv, xv, mu, r, w, m, n, sg, sx, n,
+        bound = _L_ln_bwd_kernel.bind(
             HAS_W=w is not None, NEED_DX=need_dx, NEED_P=need_p, ONE_PASS=p["ONE_PASS"],
-            BLOCK_M=p["BLOCK_M"], BLOCK_N=p["BLOCK_N"], num_warps=p["num_warps"],
-        )
-        parts["p"] = part
+            BLOCK_M=p["BLOCK_M"], BLOCK_N=p["BLOCK_N"], num_warps=p["num_warps"])
+        bound((G,), dx, part, gv, xv, mu, r, w, m, n, sg, sx, n)
+        chosen.update(part=part, bound=bound, G=G, zero=not p["ONE_PASS"])
 
     launch(_BWD.plan(n, m, launch, key=(need_dx, need_p)))
     # the partial rows hold [weight sums | bias sums]; each half is summed straight into
-    # its gradient (dw and db are fresh contiguous tensors), rounded once
-    if need_dw:
-        column_sum(parts["p"][:, :n], dw)
-    if need_db:
-        column_sum(parts["p"][:, n:], db)
+    # its gradient (dw and db are fresh contiguous tensors), rounded once, in one launch
+    G, part = chosen["G"], chosen["part"]
+    sums = [t for t in (dw, db) if t is not None]
+    first = 0 if need_dw else n
+    if sums:
+        column_sum(part, *sums, first=first)
+    if xv is input and gv is grad_out and mu is mean and r is rstd and w is weight:
+        colsum = column_sum_launch(G, n, 2 * n, len(sums), first) if sums else None
+        _BACKWARDS.keep(sig, _BackwardPlan(dx, dw, db, part, chosen["zero"],
+                                           chosen["bound"].prepare((G,), (m, n, sg, sx, n)).planned, colsum))
     return dx, dw, db
+
+
+class _BackwardPlan:
+    """One backward call signature's launches, as rms_norm's: outputs and the partial-row
+    buffer allocated from stand-ins, the kernel and the column sums prepared with their
+    integers, so that a repeated call skips the checks and Triton's argument handling."""
+
+    __slots__ = ("device", "dx_like", "dw_like", "db_like", "part_like", "zero_part", "kernel", "colsum")
+
+    def __init__(self, dx, dw, db, part, zero_part, kernel, colsum):
+        like = [None if t is None else allocation_stand_in(t) for t in (dx, dw, db, part)]
+        self.dx_like, self.dw_like, self.db_like, self.part_like = like
+        self.device = next(t for t in (dx, dw, db) if t is not None).get_device()
+        self.zero_part, self.kernel, self.colsum = zero_part, kernel, colsum
+
+    def __call__(self, grad_out, input, mean, rstd, weight):
+        dx = None if self.dx_like is None else torch.empty_like(self.dx_like)
+        if self.part_like is None:
+            self.kernel(dx, None, grad_out, input, mean, rstd, weight)
+            return dx, None, None
+        dw = None if self.dw_like is None else torch.empty_like(self.dw_like)
+        db = None if self.db_like is None else torch.empty_like(self.db_like)
+        part = (torch.zeros_like if self.zero_part else torch.empty_like)(self.part_like)
+        self.kernel(dx, part, grad_out, input, mean, rstd, weight)
+        if dw is None:
+            self.colsum(db, db, part)
+        else:
+            self.colsum(dw, dw if db is None else db, part)
+        return dx, dw, db
+
+
+# native_layer_norm_backward call signature -> _BackwardPlan
+_BACKWARDS = Plans()
 
 
 def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):

@@ -18,7 +18,7 @@ import triton.language as tl
 from ..runtime import (VENDOR, Plans, Unsupported, declare, fallback, on_device, on_vendor_device, plain_tensors,
                        records_grad, with_fallback)
 from ..runtime import registry
-from ._rows import RowPlanner, column_sum, launcher, partial_programs, rows_2d
+from ._rows import RowPlanner, column_sum, column_sum_launch, launcher, partial_programs, rows_2d
 from ._common import allocation_stand_in, cdiv, needs_int64
 
 __all__ = ["rms_norm"]
@@ -137,7 +137,7 @@ def _rms_bwd_kernel(
 _L_rms_bwd_kernel = launcher(_rms_bwd_kernel)
 _L_rms_fwd_kernel = launcher(_rms_fwd_kernel)
 _FWD = RowPlanner("rms_norm_fwd", [_rms_fwd_kernel])
-_BWD = RowPlanner("rms_norm_bwd", [_rms_bwd_kernel])
+_BWD = RowPlanner("rms_norm_bwd", [_rms_bwd_kernel], cold=True)
 
 
 def _shape_check(input, normalized_shape, weight):
@@ -211,13 +211,20 @@ _FORWARDS = Plans()
 
 def rms_backward(grad_out, input, normalized_shape, rstd, weight, output_mask):
     """(dx, dw) of ``_fused_rms_norm_backward``; dw in the input's dtype as torch returns it."""
+    need_dx, need_dw = bool(output_mask[0]), bool(output_mask[1]) and weight is not None
+    sig = (grad_out.shape, grad_out.stride(), grad_out.dtype, input.shape, input.stride(), input.dtype,
+           tuple(normalized_shape), rstd.shape, rstd.stride(), rstd.dtype,
+           None if weight is None else (weight.dtype, weight.stride()), need_dx, need_dw)
+    plan = _BACKWARDS.get(sig)
+    if (plan is not None and on_device(input) and on_device(grad_out) and on_device(rstd)
+            and (weight is None or on_device(weight)) and plan.device == input.get_device()):
+        return plan(grad_out, input, rstd, weight)
     n, axis = _shape_check(input, normalized_shape, weight)
     if not on_vendor_device(grad_out, rstd) or grad_out.shape != input.shape or grad_out.dtype not in KERNEL_DTYPES:
         raise Unsupported
     m = input.numel() // n
     if rstd.numel() != m or rstd.dtype != torch.float32:
         raise Unsupported
-    need_dx, need_dw = bool(output_mask[0]), bool(output_mask[1]) and weight is not None
     dx = torch.empty(input.shape, dtype=input.dtype, device=input.device) if need_dx else None
     dw = torch.empty(weight.shape, dtype=input.dtype, device=input.device) if need_dw else None
     if input.numel() == 0:
@@ -232,25 +239,60 @@ def rms_backward(grad_out, input, normalized_shape, rstd, weight, output_mask):
     w = None if weight is None else weight.contiguous()
     if needs_int64(xv, gv):
         raise Unsupported  # dw partials index rows in int64, but dx offsets would overflow
-    plans = {}
+    chosen = {}
 
     def launch(p):
         G = partial_programs(cdiv(m, p["BLOCK_M"]), input.device)
         part = None
         if need_dw:  # the looped path accumulates into its partial row
-            alloc = torch.empty if p["ONE_PASS"] else torch.zeros
-            part = alloc((G, n), dtype=torch.float32, device=input.device)
-        _L_rms_bwd_kernel(
-            (G,), dx, part, gv, xv, r, w, m, n, sg, sx, n,
+            part = (torch.empty if p["ONE_PASS"] else torch.zeros)((G, n), dtype=torch.float32, device=input.device)
+        bound = _L_rms_bwd_kernel.bind(
             HAS_W=w is not None, NEED_DX=need_dx, NEED_DW=need_dw, ONE_PASS=p["ONE_PASS"],
-            BLOCK_M=p["BLOCK_M"], BLOCK_N=p["BLOCK_N"], num_warps=p["num_warps"],
-        )
-        plans["part"] = part
+            BLOCK_M=p["BLOCK_M"], BLOCK_N=p["BLOCK_N"], num_warps=p["num_warps"])
+        bound((G,), dx, part, gv, xv, r, w, m, n, sg, sx, n)
+        chosen.update(part=part, bound=bound, G=G, zero=not p["ONE_PASS"])
 
     launch(_BWD.plan(n, m, launch, key=(need_dx, need_dw)))
+    part = chosen["part"]
     if need_dw:
-        column_sum(plans["part"], dw)
+        column_sum(part, dw)
+    if xv is input and gv is grad_out and r is rstd and w is weight:
+        G = chosen["G"]
+        _BACKWARDS.keep(sig, _BackwardPlan(
+            dx, dw, part, chosen["zero"], chosen["bound"].prepare((G,), (m, n, sg, sx, n)).planned,
+            column_sum_launch(G, n, n, 1) if need_dw else None))
     return dx, dw
+
+
+class _BackwardPlan:
+    """One backward call signature's launches: outputs and the partial-row buffer allocated
+    from stand-ins, the kernel and the column sum prepared with their integers. At
+    4096x4096 the generic path's checks and launches took several times native's host
+    time per call, and a training step of that size is host-bound."""
+
+    __slots__ = ("device", "dx_like", "dw_like", "part_like", "zero_part", "kernel", "colsum")
+
+    def __init__(self, dx, dw, part, zero_part, kernel, colsum):
+        self.dx_like = None if dx is None else allocation_stand_in(dx)
+        self.dw_like = None if dw is None else allocation_stand_in(dw)
+        self.part_like = None if part is None else allocation_stand_in(part)
+        self.device = (dx if dx is not None else dw).get_device()
+        self.zero_part, self.kernel, self.colsum = zero_part, kernel, colsum
+
+    def __call__(self, grad_out, input, rstd, weight):
+        dx = None if self.dx_like is None else torch.empty_like(self.dx_like)
+        if self.dw_like is None:
+            self.kernel(dx, None, grad_out, input, rstd, weight)
+            return dx, None
+        dw = torch.empty_like(self.dw_like)
+        part = (torch.zeros_like if self.zero_part else torch.empty_like)(self.part_like)
+        self.kernel(dx, part, grad_out, input, rstd, weight)
+        self.colsum(dw, dw, part)
+        return dx, dw
+
+
+# rms_backward call signature -> _BackwardPlan
+_BACKWARDS = Plans()
 
 
 @with_fallback("_fused_rms_norm")

@@ -13,6 +13,7 @@ from typing import Callable
 import torch
 from torch.autograd import forward_ad as _forward_ad
 
+from .devices import on_device
 from .vendor import VENDOR
 
 
@@ -174,16 +175,16 @@ def fallback(overload: str, *args, **kwargs):
 def _any_on_vendor_device(args, kwargs) -> bool:
     # any tensor counts, not just the first: add(cpu_0d, cuda) dispatches on CUDA, and
     # re-dispatching it would lead straight back to gems
-    dev = VENDOR.device_type
     seen_tensor = False
     for a in (*args, *kwargs.values()):
         for t in (a if isinstance(a, (list, tuple)) else (a,)):
             if isinstance(t, torch.Tensor):
-                if t.device.type == dev:
+                if on_device(t):
                     return True
                 seen_tensor = True
     if seen_tensor:
         return False
+    dev = VENDOR.device_type
     # factories (full, arange) have no tensor input: torch dispatched them by ``device``,
     # so the dispatcher would lead straight back to gems for the vendor's device
     requested = kwargs.get("device")
