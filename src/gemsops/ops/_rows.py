@@ -9,7 +9,8 @@
   leading dims collapse to one stride.
 - ``launcher``: the runtime's lean launch path (re-exported for the row-kernel files).
 - ``column_sum``: sums per-program partial rows (weight/bias gradients) in a second kernel,
-  deterministic and free of atomics; ``column_sum_launch`` is its prepared form for plans.
+  deterministic and free of atomics; ``column_sum_launch`` is its prepared form, and
+  ``BackwardPlan`` replays a norm backward (row kernel plus column sum) for one signature.
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ import triton
 import triton.language as tl
 
 from ..runtime import VENDOR, Tuner, bucket, capturing, launcher  # noqa: F401  (launcher re-exported)
-from ._common import cdiv, next_pow2, sm_count
+from ._common import allocation_stand_in, cdiv, next_pow2, sm_count
 from ._reduction import tuned
 
 
@@ -162,3 +163,41 @@ def column_sum_launch(G: int, N: int, row_stride: int, outputs: int, first: int 
 
 
 _L_column_sum = launcher(_column_sum_kernel)
+
+
+class BackwardPlan:
+    """One call signature of a norm backward: a row kernel writing dx and per-program
+    partial rows, then ``column_sum`` of those rows into the parameter gradients.
+
+    Outputs and the partial rows are allocated from stand-ins and both launches are
+    prepared with their integers, so a repeated call skips the checks and Triton's argument
+    handling (at 4096x4096 the checked path took 82-92 us of host time per call on an H100
+    machine, the planned one 35-37, native 18-21). ``grads`` are the parameter gradients
+    of the first call in output order, None where not asked for; the kernel is called as
+    ``kernel(dx, part, *inputs)`` and the column sum as ``colsum(first, last, part)`` over
+    the gradients asked for.
+    """
+
+    __slots__ = ("device", "dx_like", "grads_like", "part_like", "zero_part", "kernel", "colsum", "ends",
+                 "no_grads")
+
+    def __init__(self, dx, grads, part, zero_part, kernel, colsum):
+        self.dx_like = None if dx is None else allocation_stand_in(dx)
+        self.grads_like = tuple(None if g is None else allocation_stand_in(g) for g in grads)
+        self.part_like = None if part is None else allocation_stand_in(part)
+        self.device = next(t for t in (dx, *grads) if t is not None).get_device()
+        asked = [i for i, g in enumerate(grads) if g is not None]
+        self.ends = (asked[0], asked[-1]) if asked else None
+        self.no_grads = (None,) * len(grads)
+        self.zero_part, self.kernel, self.colsum = zero_part, kernel, colsum
+
+    def __call__(self, *inputs):
+        dx = None if self.dx_like is None else torch.empty_like(self.dx_like)
+        if self.ends is None:
+            self.kernel(dx, None, *inputs)
+            return (dx, *self.no_grads)
+        grads = [None if like is None else torch.empty_like(like) for like in self.grads_like]
+        part = (torch.zeros_like if self.zero_part else torch.empty_like)(self.part_like)
+        self.kernel(dx, part, *inputs)
+        self.colsum(grads[self.ends[0]], grads[self.ends[1]], part)
+        return (dx, *grads)

@@ -16,7 +16,7 @@ import triton.language as tl
 
 from ..runtime import (Plans, Unsupported, declare, fallback, on_device, on_vendor_device, plain_tensors,
                        records_grad, with_fallback)
-from ._rows import RowPlanner, column_sum, column_sum_launch, launcher, partial_programs, rows_2d
+from ._rows import BackwardPlan, RowPlanner, column_sum, column_sum_launch, launcher, partial_programs, rows_2d
 from ._common import allocation_stand_in, cdiv, needs_int64
 
 __all__ = ["layer_norm"]
@@ -326,41 +326,12 @@ def native_layer_norm_backward(grad_out, input, normalized_shape, mean, rstd, we
         column_sum(part, *sums, first=first)
     if xv is input and gv is grad_out and mu is mean and r is rstd and w is weight:
         colsum = column_sum_launch(G, n, 2 * n, len(sums), first) if sums else None
-        _BACKWARDS.keep(sig, _BackwardPlan(dx, dw, db, part, chosen["zero"],
-                                           chosen["bound"].prepare((G,), (m, n, sg, sx, n)).planned, colsum))
+        _BACKWARDS.keep(sig, BackwardPlan(dx, (dw, db), part, chosen["zero"],
+                                          chosen["bound"].prepare((G,), (m, n, sg, sx, n)).planned, colsum))
     return dx, dw, db
 
 
-class _BackwardPlan:
-    """One backward call signature's launches, as rms_norm's: outputs and the partial-row
-    buffer allocated from stand-ins, the kernel and the column sums prepared with their
-    integers, so that a repeated call skips the checks and Triton's argument handling."""
-
-    __slots__ = ("device", "dx_like", "dw_like", "db_like", "part_like", "zero_part", "kernel", "colsum")
-
-    def __init__(self, dx, dw, db, part, zero_part, kernel, colsum):
-        like = [None if t is None else allocation_stand_in(t) for t in (dx, dw, db, part)]
-        self.dx_like, self.dw_like, self.db_like, self.part_like = like
-        self.device = next(t for t in (dx, dw, db) if t is not None).get_device()
-        self.zero_part, self.kernel, self.colsum = zero_part, kernel, colsum
-
-    def __call__(self, grad_out, input, mean, rstd, weight):
-        dx = None if self.dx_like is None else torch.empty_like(self.dx_like)
-        if self.part_like is None:
-            self.kernel(dx, None, grad_out, input, mean, rstd, weight)
-            return dx, None, None
-        dw = None if self.dw_like is None else torch.empty_like(self.dw_like)
-        db = None if self.db_like is None else torch.empty_like(self.db_like)
-        part = (torch.zeros_like if self.zero_part else torch.empty_like)(self.part_like)
-        self.kernel(dx, part, grad_out, input, mean, rstd, weight)
-        if dw is None:
-            self.colsum(db, db, part)
-        else:
-            self.colsum(dw, dw if db is None else db, part)
-        return dx, dw, db
-
-
-# native_layer_norm_backward call signature -> _BackwardPlan
+# native_layer_norm_backward call signature -> BackwardPlan
 _BACKWARDS = Plans()
 
 

@@ -18,7 +18,7 @@ import triton.language as tl
 from ..runtime import (VENDOR, Plans, Unsupported, declare, fallback, on_device, on_vendor_device, plain_tensors,
                        records_grad, with_fallback)
 from ..runtime import registry
-from ._rows import RowPlanner, column_sum, column_sum_launch, launcher, partial_programs, rows_2d
+from ._rows import BackwardPlan, RowPlanner, column_sum, column_sum_launch, launcher, partial_programs, rows_2d
 from ._common import allocation_stand_in, cdiv, needs_int64
 
 __all__ = ["rms_norm"]
@@ -258,40 +258,13 @@ def rms_backward(grad_out, input, normalized_shape, rstd, weight, output_mask):
         column_sum(part, dw)
     if xv is input and gv is grad_out and r is rstd and w is weight:
         G = chosen["G"]
-        _BACKWARDS.keep(sig, _BackwardPlan(
-            dx, dw, part, chosen["zero"], chosen["bound"].prepare((G,), (m, n, sg, sx, n)).planned,
+        _BACKWARDS.keep(sig, BackwardPlan(
+            dx, (dw,), part, chosen["zero"], chosen["bound"].prepare((G,), (m, n, sg, sx, n)).planned,
             column_sum_launch(G, n, n, 1) if need_dw else None))
     return dx, dw
 
 
-class _BackwardPlan:
-    """One backward call signature's launches: outputs and the partial-row buffer allocated
-    from stand-ins, the kernel and the column sum prepared with their integers. At
-    4096x4096 the generic path's checks and launches took several times native's host
-    time per call, and a training step of that size is host-bound."""
-
-    __slots__ = ("device", "dx_like", "dw_like", "part_like", "zero_part", "kernel", "colsum")
-
-    def __init__(self, dx, dw, part, zero_part, kernel, colsum):
-        self.dx_like = None if dx is None else allocation_stand_in(dx)
-        self.dw_like = None if dw is None else allocation_stand_in(dw)
-        self.part_like = None if part is None else allocation_stand_in(part)
-        self.device = (dx if dx is not None else dw).get_device()
-        self.zero_part, self.kernel, self.colsum = zero_part, kernel, colsum
-
-    def __call__(self, grad_out, input, rstd, weight):
-        dx = None if self.dx_like is None else torch.empty_like(self.dx_like)
-        if self.dw_like is None:
-            self.kernel(dx, None, grad_out, input, rstd, weight)
-            return dx, None
-        dw = torch.empty_like(self.dw_like)
-        part = (torch.zeros_like if self.zero_part else torch.empty_like)(self.part_like)
-        self.kernel(dx, part, grad_out, input, rstd, weight)
-        self.colsum(dw, dw, part)
-        return dx, dw
-
-
-# rms_backward call signature -> _BackwardPlan
+# rms_backward call signature -> BackwardPlan
 _BACKWARDS = Plans()
 
 
