@@ -287,9 +287,9 @@ def test_gemm_tma_not_applicable():
 
 def test_gemm_tma_plan_and_fallback(monkeypatch):
     # a tuner that picks the TMA kernel: aligned calls run it, misaligned ones the fallback
-    # (K > SHORT_K: the "mm" tuner's bucket)
+    # (K > SHORT_K and SMALL_M < M <= MID_M: the "mm_mid_m" tuner's bucket)
     monkeypatch.setattr(_gemm, "_PLANS", Plans())
-    monkeypatch.setattr(_gemm._TUNERS["mm"], "choose", lambda key, run: TMA_CFG)
+    monkeypatch.setattr(_gemm._TUNERS["mm_mid_m"], "choose", lambda key, run: TMA_CFG)
     torch.manual_seed(10)
     for K in (264, 265):  # 265: rows of x are not 16-byte aligned
         x, w = operand(70, K, torch.float16), operand(24, K, torch.float16)
@@ -302,7 +302,8 @@ def test_gemm_tma_plan_and_fallback(monkeypatch):
     assert len(_gemm._PLANS) == 2
 
 
-@pytest.mark.parametrize("M,K,tuner", [(16, 300, "mm_small_m"), (70, 256, "mm_short_k"), (70, 257, "mm"),
+@pytest.mark.parametrize("M,K,tuner", [(16, 300, "mm_small_m"), (70, 256, "mm_short_k"), (70, 257, "mm_mid_m"),
+                                       (512, 257, "mm_mid_m"), (513, 257, "mm"), (600, 256, "mm_short_k"),
                                        (64, 32, "mm_small_m")])
 def test_gemm_tuner_buckets(monkeypatch, M, K, tuner):
     # each 16-bit shape class asks its own tuner (its candidates suit that shape class)

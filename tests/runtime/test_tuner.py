@@ -285,7 +285,7 @@ FIRST_TUNED_FORWARD = textwrap.dedent("""
     cfg = LlamaConfig(vocab_size=1024, hidden_size=1024, intermediate_size=4096, num_layers=2,
                       num_heads=16, num_kv_heads=4, attn="sdpa")
     model = LlamaForCausalLM(cfg).to("cuda", torch.bfloat16)
-    # 32 tokens: every GEMM through the split-K candidates of mm_small_m; 256: through mm's
+    # 32 tokens: every GEMM through the split-K candidates of mm_small_m; 256: through mm_mid_m's
     for tokens in (32, 256):
         ids = torch.randint(0, 1024, (1, tokens), device="cuda")
         with torch.inference_mode():

@@ -11,13 +11,17 @@ dtype after the epilogue (alpha, beta, bias), as cuBLAS does. fp32 operands use
 ``input_precision="ieee"`` unless ``torch.backends.cuda.matmul.allow_tf32`` is set, read
 on every call so the flag behaves as it does for torch's own matmul.
 
-Configs. Four tuners, keyed by (bucketed M, N, K, dtype, operand layout, batched):
-- ``mm``: 16-bit operands, M > SMALL_M: grouped tile ordering (GROUP_M) for L2 reuse.
+Configs. Five tuners, keyed by (bucketed M, N, K, dtype, operand layout, batched):
+- ``mm``: 16-bit operands, M > MID_M: grouped tile ordering (GROUP_M) for L2 reuse.
   Configs with ``TMA: 1`` select the persistent tensor-descriptor kernel (one program per
   SM, TMA loads that zero-fill the edges); it serves GEMMs whose operands have a unit
   stride and 16-byte aligned rows (and batch strides: bmm through 3-D descriptors), and
-  any other call falls back to a classic config. Both kernels can split K (``SPLIT_K``,
-  as below) where M is too small to give every SM an output tile.
+  any other call falls back to a classic config.
+- ``mm_mid_m``: 16-bit operands, SMALL_M < M <= MID_M (batched decode, chunked prefill):
+  the same two kernels with tiles and K splits (``SPLIT_K``, as below) that give every SM
+  work when the output has few tiles. Timed with L2 cleared, as ``mm_small_m``: at these
+  sizes the weight's read from memory is most of the time, and the config that is fastest
+  with the weight in L2 is often not the fastest without it.
 - ``mm_small_m``: 16-bit operands, M <= SMALL_M (decode, mv): reading B dominates, so the
   candidates use thin M tiles and split K over grid axis 1 to put enough CTAs on the
   weight. Partial tiles go to an fp32 workspace; the last CTA of a tile (counted with
@@ -51,6 +55,7 @@ except ImportError:  # older Triton: the TMA candidates are never applicable
     TensorDescriptor = None
 
 SMALL_M = 64
+MID_M = 512
 SHORT_K = 256
 GEMM_DTYPES = frozenset(d for d in (torch.float32, torch.float16, torch.bfloat16)
                         if VENDOR is not None and d in VENDOR.dtypes)
@@ -257,6 +262,10 @@ _TUNERS = {
     # run: timed with L2 cleared (one H100, 1x8192x2048 bf16: two candidates tied at 12.7
     # us from L2 took 16.6 and 17.5 us with the weight streamed from HBM)
     "mm_small_m": Tuner("mm_small_m", kernels=_CLASSIC_KERNELS, cold=True),
+    # the same reason from M = 65 to 512 (one H100, bf16, us with L2 cleared against graph
+    # replay from L2): 512x4096x4096 picked 128x128 tiles at 28.5 us from L2 that took 38.2
+    # cleared, where 128x128x128-deep tiles took 36.2 (cuBLAS 32.8)
+    "mm_mid_m": Tuner("mm_mid_m", kernels=_ALL_KERNELS, cold=True),
     "mm_short_k": Tuner("mm_short_k", kernels=_ALL_KERNELS),
     "mm_fp32": Tuner("mm_fp32", kernels=_CLASSIC_KERNELS),
 }
@@ -389,6 +398,8 @@ def _make_plan(a, sa, b, sb, c, sc, x, sx, batch, M, N, K, alpha, beta, ieee):
         tuner = _TUNERS["mm_small_m"]
     elif K <= SHORT_K:
         tuner = _TUNERS["mm_short_k"]
+    elif M <= MID_M:
+        tuner = _TUNERS["mm_mid_m"]
     else:
         tuner = _TUNERS["mm"]
     tkey = (bucket(M), bucket(N), bucket(K), str(dtype).removeprefix("torch."),
