@@ -392,16 +392,7 @@ def _plan_args(sa, sb, sc, sx, x, batch, M, N, K, alpha, beta, dtype, ieee, c):
 def _make_plan(a, sa, b, sb, c, sc, x, sx, batch, M, N, K, alpha, beta, ieee):
     """The launcher for one exact call signature, with the tuner's config for its bucket."""
     dtype = a.dtype
-    if dtype == torch.float32:
-        tuner = _TUNERS["mm_fp32"]
-    elif M <= SMALL_M:
-        tuner = _TUNERS["mm_small_m"]
-    elif K <= SHORT_K:
-        tuner = _TUNERS["mm_short_k"]
-    elif M <= MID_M:
-        tuner = _TUNERS["mm_mid_m"]
-    else:
-        tuner = _TUNERS["mm"]
+    tuner = _tuner_for(dtype, M, K)
     tkey = (bucket(M), bucket(N), bucket(K), str(dtype).removeprefix("torch."),
             _layout(sa[1], sa[2]), _layout(sb[1], sb[2]), batch > 1, ieee)
     args = _plan_args(sa, sb, sc, sx, x, batch, M, N, K, alpha, beta, dtype, ieee, c)
@@ -418,6 +409,17 @@ def _make_plan(a, sa, b, sb, c, sc, x, sx, batch, M, N, K, alpha, beta, ieee):
         run(a, b, scratch[0], x, float(alpha), float(beta))
 
     return _first_runner([tuner.choose(tkey, tune_run), _classic(tuner)], args)
+
+
+def _tuner_for(dtype, M, K):
+    """The tuner whose candidates suit this shape class (see the module docstring)."""
+    if dtype == torch.float32:
+        return _TUNERS["mm_fp32"]
+    if M <= SMALL_M:
+        return _TUNERS["mm_small_m"]
+    if K <= SHORT_K:
+        return _TUNERS["mm_short_k"]
+    return _TUNERS["mm_mid_m"] if M <= MID_M else _TUNERS["mm"]
 
 
 def _first_runner(cfgs, args):
@@ -555,7 +557,7 @@ def _tma_runner(cfg, sa, sb, sc, sx, has_bias, batch, M, N, K, alpha, beta, dtyp
     launch = _per_call(_launch_tma.bind(**kw).prepare_described, grid, (M, N, K, batch, grid[0], *sc, *sx),
                        ([(a_shape, a_st, a_block), (b_shape, b_st, b_block)],),
                        has_bias, ws, locks, alpha, beta, dtype, device)
-    fallback = _first_runner([_classic(_TUNERS["mm"])],
+    fallback = _first_runner([_classic(_tuner_for(dtype, M, K))],
                              (sa, sb, sc, sx, has_bias, batch, M, N, K, alpha, beta, dtype, ieee, device))
 
     def run(a, b, c, x, alpha, beta):
