@@ -154,7 +154,7 @@ def test_sum_split_paths():
 
 def test_uncompilable_config_runs_native(monkeypatch):
     # a Triton release that rejects every candidate (the tuner raises) must give torch's answer
-    def no_config(key, run):
+    def no_config(key, run, cold=False):
         raise RuntimeError("gemsops: no candidate config of reduce_rows ran")
 
     monkeypatch.setattr(R._row_tuner, "choose", no_config)
@@ -162,6 +162,21 @@ def test_uncompilable_config_runs_native(monkeypatch):
     x = torch.randn(4, 30, device=DEVICE)
     assert torch.equal(S.sum_dim(x, [1]), torch.sum(x, 1))
     assert R._UNCOMPILABLE
+
+
+def test_inputs_larger_than_l2_are_tuned_with_l2_cleared(monkeypatch):
+    # a model's earlier kernels leave other data in L2, so a reduction over an input that
+    # cannot fit there is tuned cold; a smaller one keeps the warm pick
+    asked = []
+    choose = R._row_tuner.choose
+    monkeypatch.setattr(R._row_tuner, "choose", lambda key, run, cold=False: asked.append(cold) or choose(key, run, cold))
+    monkeypatch.setattr(R, "_CALLS", type(R._CALLS)())
+    l2 = R.l2_bytes(torch.device(DEVICE), 1 << 16)
+    small = torch.randn(4, 64, device=DEVICE)
+    big = torch.randn(l2 // (4 * 512) + 1, 512, device=DEVICE)
+    for x in (small, big):
+        assert_close(S.sum_dim.__wrapped__(x, [1]), reference(torch.sum, x, [1], out_dtype=x.dtype), scale=10)
+    assert asked == [False, True]
 
 
 def test_sum_routed_to_native():
@@ -240,7 +255,7 @@ def test_every_row_config_reduces_alike(monkeypatch):
     x = _x((37, 300), torch.bfloat16)
     x[5, 7] = float("nan")
     for cfg in configs:
-        monkeypatch.setattr(R._row_tuner, "choose", lambda key, run, cfg=cfg: cfg)
+        monkeypatch.setattr(R._row_tuner, "choose", lambda key, run, cold=False, cfg=cfg: cfg)
         monkeypatch.setattr(R, "_CALLS", type(R._CALLS)())  # no plan made under another config
         with gemsops.use_gems(include=["sum", "mean", "amax"]):
             got = (torch.sum(x, 1), torch.mean(x, 1), torch.amax(x, 1))

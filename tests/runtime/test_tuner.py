@@ -354,3 +354,23 @@ def test_a_cold_tuner_times_with_the_cache_cleared_and_keeps_its_own_cache_entri
     assert cold.source_hash != warm.source_hash
     from gemsops.ops import _attention
     assert _attention._fwd_tuner.cold and _attention._fwd_tuner_wide.cold and _attention._fwd_tuner_fp32.cold
+
+
+def test_a_warm_tuner_times_a_key_cold_on_request_and_keeps_that_pick_apart(tmp_path, monkeypatch):
+    # reductions over inputs larger than L2 ask for cold timing per key; the same key timed
+    # warm (a smaller input in the same shape bucket) gets its own pick
+    _tuning_enabled(monkeypatch, tmp_path)
+    used, ran = [], []
+    monkeypatch.setattr(tuner, "benchmark", lambda fn: fn() or used.append("warm") or {8: 1.0, 16: 2.0}[ran[-1]])
+    monkeypatch.setattr(tuner, "benchmark_cold", lambda fn: fn() or used.append("cold") or {8: 2.0, 16: 1.0}[ran[-1]])
+    t = tuner.Tuner("unit_test_cold_key", default={"BLOCK": 8}, candidates=[{"BLOCK": 8}, {"BLOCK": 16}])
+    assert t.choose(("k",), lambda cfg: ran.append(cfg["BLOCK"]), cold=True) == {"BLOCK": 16}
+    assert used and set(used) == {"cold"}
+    used.clear()
+    assert t.choose(("k",), lambda cfg: ran.append(cfg["BLOCK"])) == {"BLOCK": 8}
+    assert used and set(used) == {"warm"}
+    used.clear()
+    fresh = tuner.Tuner("unit_test_cold_key", default={"BLOCK": 8}, candidates=[{"BLOCK": 8}, {"BLOCK": 16}])
+    assert fresh.choose(("k",), lambda cfg: None, cold=True) == {"BLOCK": 16}  # from the disk cache
+    assert fresh.choose(("k",), lambda cfg: None) == {"BLOCK": 8}
+    assert not used

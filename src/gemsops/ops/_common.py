@@ -45,6 +45,18 @@ def _cuda_sms(index: int) -> int:
     return torch.cuda.get_device_properties(index).multi_processor_count
 
 
+@functools.lru_cache(maxsize=None)
+def _cuda_l2_bytes(index: int) -> int:
+    return torch.cuda.get_device_properties(index).L2_cache_size
+
+
+def l2_bytes(device: torch.device, elsewhere: int) -> int:
+    """L2 cache size of a CUDA ``device`` in bytes; ``elsewhere`` as in ``sm_count``."""
+    if device.type != "cuda":
+        return elsewhere
+    return _cuda_l2_bytes(device.index if device.index is not None else torch.cuda.current_device())
+
+
 def sm_count(device: torch.device, elsewhere: int) -> int:
     """Streaming multiprocessors of a CUDA ``device`` (the current one when it has no index).
     ``elsewhere``, for other devices, is a small nominal count chosen by the caller, so that

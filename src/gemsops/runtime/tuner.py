@@ -259,8 +259,16 @@ class Tuner:
         device = VENDOR.device_name if VENDOR else "none"
         return f"{key!r}|{device}|triton-{triton.__version__}"
 
-    def choose(self, key, run: Callable[[dict], object]) -> dict:
-        """The config for ``key``; on a miss, time ``run(config)`` for each candidate."""
+    def choose(self, key, run: Callable[[dict], object], cold: bool = False) -> dict:
+        """The config for ``key``; on a miss, time ``run(config)`` for each candidate.
+
+        ``cold``: time this key with L2 cleared even when the tuner replays warm calls (its
+        input is larger than L2, so no model call finds it there); the pick is kept apart.
+        """
+        if cold and not self.cold:
+            key = (key, "cold")
+        else:
+            cold = self.cold
         cfg = self.memory.get(key)
         if cfg is not None:
             return cfg
@@ -282,27 +290,27 @@ class Tuner:
                     return self.default or self.candidates[0]
                 else:
                     try:
-                        cfg = self._tune(run)
+                        cfg = self._tune(run, cold)
                     except NotOnCurrentDevice as err:
                         # the inputs live on another GPU than the current one: time there
                         if err.device is None:
                             raise
                         with _current_device_set_to(err.device):
-                            cfg = self._tune(run)
+                            cfg = self._tune(run, cold)
                     self._disk().put(entry, cfg)
             self.memory[key] = cfg
             return cfg
 
-    def _tune(self, run) -> dict:
+    def _tune(self, run, cold: bool) -> dict:
         outer, _tuning.active = _tuning.active, True  # a run may tune another kernel inside
         try:
-            return self._time_candidates(run)
+            return self._time_candidates(run, cold)
         finally:
             _tuning.active = outer
 
-    def _time_candidates(self, run) -> dict:
+    def _time_candidates(self, run, cold: bool) -> dict:
         _compile_all(self.candidates, run, self.kernels)
-        timer = benchmark_cold if self.cold else benchmark
+        timer = benchmark_cold if cold else benchmark
         times = []
         error = None
         for cfg in self.candidates:
