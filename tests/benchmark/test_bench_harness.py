@@ -203,6 +203,18 @@ def test_in_place_case_checks_every_implementation_on_the_original_inputs():
     assert res["impls"]["liger"]["check"] == "ok"
 
 
+@pytest.mark.parametrize("loops, calls, ms", [
+    ([0.5, 9.0, 9.0], 1, 1.0),  # the GPU sets the pace: one loop, do_bench's time stands
+    ([1.5, 1.2, 9.0], 3, 1.5),  # host-bound: the median of three loops (one stalled)
+])
+def test_back_to_back_loops_are_repeated_only_when_the_host_sets_the_pace(monkeypatch, loops, calls, ms):
+    seen = []
+    monkeypatch.setattr(harness, "do_bench_ms", lambda fn, timing: 1.0)
+    monkeypatch.setattr(harness, "loop_ms", lambda fn, n: seen.append(n) or loops[len(seen) - 1])
+    got = harness.time_fn(lambda: None, harness.QUICK, device="cuda")
+    assert len(seen) == calls and got["bench_ms"] == 1.0 and got["ms"] == ms
+
+
 def test_second_pass_times_in_reverse_order_and_combines_the_runs():
     # native, gems, ... then ..., gems, native: a GPU that slows as it heats gives every
     # implementation one early and one late slot (device times averaged); a host stall only

@@ -83,6 +83,38 @@ def test_embedding_dense_backward_many_repeats_and_expanded_gradients(dtype, row
         assert (got[untouched] == 0).all() and (got[14] == 0).all()
 
 
+def _index_patterns():
+    # (name, indices, table rows): the backward groups the tokens by row and sums each
+    # group in chunks of 8 grouped positions; groups cut by chunk edges (and groups that
+    # span many chunks) add up through a spill buffer, keyed by table row when the table
+    # has no more rows than there are chunks
+    gen = torch.Generator().manual_seed(0)
+    yield "one row for every token", torch.full((100,), 3), 5
+    yield "16 tokens per row", torch.arange(8).repeat_interleave(16), 8
+    yield "17 tokens per row, rows in decreasing order", torch.arange(9).repeat_interleave(17).flip(0), 40
+    yield "few rows, many tokens", torch.randint(0, 3, (200,), generator=gen), 3
+    yield "many rows, few repeats", torch.randint(0, 1000, (333,), generator=gen), 1000
+    yield "one hot row among rare ones", torch.where(torch.rand(257, generator=gen) < 0.7, 11,
+                                                     torch.randint(0, 64, (257,), generator=gen)), 64
+
+
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES)
+@pytest.mark.parametrize("case", list(range(6)))
+def test_embedding_dense_backward_runs_across_chunk_edges(dtype, case):
+    name, idx, rows = list(_index_patterns())[case]
+    idx = idx.to(DEVICE)
+    g = randn(idx.numel(), 40, dtype=dtype)
+    for padding_idx in (-1, int(idx[0])):  # the padding row gets nothing, however many tokens it has
+        got = kbwd(g, idx, rows, padding_idx, False)
+        ref = reference(torch.ops.aten.embedding_dense_backward, g, idx, rows, padding_idx, False, out_dtype=dtype)
+        assert_close(got, ref, scale=4, msg=f"{name}, padding_idx {padding_idx}")
+        untouched = torch.ones(rows, dtype=torch.bool, device=DEVICE)
+        untouched[idx] = False
+        if padding_idx >= 0:
+            untouched[padding_idx] = True
+        assert (got[untouched] == 0).all(), name
+
+
 def test_embedding_backward_scale_grad_by_freq_native():
     idx = torch.tensor([1, 1, 3], device=DEVICE)
     g = randn(3, 4)
