@@ -115,6 +115,24 @@ def test_embedding_dense_backward_runs_across_chunk_edges(dtype, case):
         assert (got[untouched] == 0).all(), name
 
 
+def test_embedding_dense_backward_repeated_signatures_read_their_own_inputs():
+    # from its second call on, a signature replays a plan: each call must read its own
+    # gradient and indices, and get a fresh output; layouts the plan cannot read in place
+    # (transposed indices, a gradient whose token rows need a copy) and other padding rows
+    # must not share it
+    outs = []
+    for _ in range(3):
+        for idx in (torch.randint(0, 9, (4, 6), device=DEVICE),
+                    torch.randint(0, 9, (6, 4), device=DEVICE, dtype=torch.int32).t()):
+            for g in (randn(4, 6, 5), randn(6, 4, 5).transpose(0, 1)):
+                for padding_idx in (-1, 3):
+                    got = kbwd(g, idx, 9, padding_idx, False)
+                    ref = torch.ops.aten.embedding_dense_backward(g, idx.long(), 9, padding_idx, False)
+                    assert_close(got, ref)
+                    outs.append(got)
+    assert len({t.data_ptr() for t in outs[-8:]}) == 8  # results still held are never shared
+
+
 def test_embedding_backward_scale_grad_by_freq_native():
     idx = torch.tensor([1, 1, 3], device=DEVICE)
     g = randn(3, 4)

@@ -59,36 +59,24 @@ def _workspace(wi, I0, V, T):
 
 
 @triton.jit
-def _count_rows_kernel(wi, idx, I0, V, T, BLOCK: tl.constexpr):
-    # rank[t]: how many tokens of t's row counted before it (atomics: any order)
+def _group_rows_kernel(wi, idx, I0, V, T, STEP: tl.constexpr, BLOCK: tl.constexpr):
+    # launched three times, STEP 0, 1, 2 (each step needs all of the previous one done)
     counts, start, cursor, rank, rows, order = _workspace(wi, I0, V, T)
     t = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     mask = t < T
     row = tl.load(idx + t, mask=mask, other=0).to(tl.int64)
-    tl.store(rank + t, tl.atomic_add(counts + row, 1, mask=mask, sem="relaxed"), mask=mask)
-
-
-@triton.jit
-def _claim_ranges_kernel(wi, idx, I0, V, T, BLOCK: tl.constexpr):
-    # each row's rank-0 token claims counts[row] consecutive places for the row's group
-    counts, start, cursor, rank, rows, order = _workspace(wi, I0, V, T)
-    t = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-    mask = t < T
-    row = tl.load(idx + t, mask=mask, other=0).to(tl.int64)
-    claims = mask & (tl.load(rank + t, mask=mask, other=1) == 0)
-    n = tl.load(counts + row, mask=claims, other=0)
-    tl.store(start + row, tl.atomic_add(cursor + t * 0, n, mask=claims, sem="relaxed"), mask=claims)
-
-
-@triton.jit
-def _place_rows_kernel(wi, idx, I0, V, T, BLOCK: tl.constexpr):
-    counts, start, cursor, rank, rows, order = _workspace(wi, I0, V, T)
-    t = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-    mask = t < T
-    row = tl.load(idx + t, mask=mask, other=0).to(tl.int64)
-    pos = tl.load(start + row, mask=mask, other=0) + tl.load(rank + t, mask=mask, other=0)
-    tl.store(rows + pos, row.to(tl.int32), mask=mask)
-    tl.store(order + pos, t, mask=mask)
+    if STEP == 0:
+        # rank[t]: how many tokens of t's row counted before it (atomics: any order)
+        tl.store(rank + t, tl.atomic_add(counts + row, 1, mask=mask, sem="relaxed"), mask=mask)
+    elif STEP == 1:
+        # each row's rank-0 token claims counts[row] consecutive places for the row's group
+        claims = mask & (tl.load(rank + t, mask=mask, other=1) == 0)
+        n = tl.load(counts + row, mask=claims, other=0)
+        tl.store(start + row, tl.atomic_add(cursor + t * 0, n, mask=claims, sem="relaxed"), mask=claims)
+    else:
+        pos = tl.load(start + row, mask=mask, other=0) + tl.load(rank + t, mask=mask, other=0)
+        tl.store(rows + pos, row.to(tl.int32), mask=mask)
+        tl.store(order + pos, t, mask=mask)
 
 
 @triton.jit
@@ -151,9 +139,7 @@ def _write_spilled_kernel(out, spill, wi, I0, V, T, D, padding_idx, SLOT_BY_ROW:
     tl.store(out + row[:, None] * D + d[None, :], v.to(out.dtype.element_ty), mask=mask)
 
 
-_L_count_rows = launcher(_count_rows_kernel)
-_L_claim_ranges = launcher(_claim_ranges_kernel)
-_L_place_rows = launcher(_place_rows_kernel)
+_L_group_rows = launcher(_group_rows_kernel)
 _L_sum_runs = launcher(_sum_runs_kernel)
 _L_write_spilled = launcher(_write_spilled_kernel)
 # grouped positions and gradient columns per program. H100, bf16, 16384 / 4096 tokens of a
@@ -162,6 +148,10 @@ _L_write_spilled = launcher(_write_spilled_kernel)
 _RUN_CHUNK = 8
 _RUN_BLOCK_D = 1024
 _GROUP_BLOCK = 1024
+
+
+# embedding_dense_backward call signature -> its plan (see _backward_plan)
+_BACKWARDS = Plans()
 
 
 @with_fallback("embedding_dense_backward")
@@ -178,6 +168,13 @@ def embedding_dense_backward(grad_output, indices, num_weights, padding_idx, sca
     torch.sort instead took 540 / 407 us. The suite's training step (lookup and backward)
     took 953 / 507 us when every token had its own fp32 row filled by atomics, 573 / 415 now.
     """
+    sig = (grad_output.shape, grad_output.stride(), grad_output.dtype, indices.shape, indices.stride(),
+           indices.dtype, num_weights, padding_idx, scale_grad_by_freq, grad_output.get_device())
+    plan = _BACKWARDS.get(sig)
+    if plan is not None and on_device(grad_output) and on_device(indices) \
+            and not torch.are_deterministic_algorithms_enabled():
+        check_bounds(indices, num_weights, allow_negative=False)  # data: checked on every call
+        return plan(grad_output, indices)  # contiguous indices: their own flat view
     if scale_grad_by_freq or not on_vendor_device(grad_output, indices):
         raise Unsupported
     if torch.are_deterministic_algorithms_enabled():
@@ -191,32 +188,51 @@ def embedding_dense_backward(grad_output, indices, num_weights, padding_idx, sca
     if tokens >= 2**31 - _RUN_CHUNK or num_weights >= 2**31:
         raise Unsupported  # positions and rows are kept in int32
     dim = grad_output.shape[-1]
+    if tokens == 0 or dim == 0 or num_weights == 0:
+        return torch.zeros((num_weights, dim), dtype=dtype, device=grad_output.device)
     grad = grad_output.reshape(tokens, dim)
-    dev = grad_output.device
-    out = torch.zeros((num_weights, dim), dtype=dtype, device=dev)
-    if tokens == 0 or dim == 0:
-        return out
+    plan = _backward_plan(grad, num_weights, padding_idx)
+    if idx.data_ptr() == indices.data_ptr() and grad.data_ptr() == grad_output.data_ptr():
+        _BACKWARDS.keep(sig, plan)  # both read in place: the next call passes them as they are
+    return plan(grad, idx)
+
+
+def _backward_plan(grad, num_weights, padding_idx):
+    """``plan(grad, idx)`` -> the table's gradient, for gradients and indices laid out as
+    ``grad`` (tokens x dim, any strides) and a flat index; allocations and launches fixed."""
+    tokens, dim = grad.shape
     chunks = triton.cdiv(tokens, _RUN_CHUNK)
     # cut groups number at most one per chunk edge, and at most one per table row
     by_row = num_weights <= chunks
     spill_size = (num_weights if by_row else chunks) * dim
-    ws = torch.zeros(spill_size + 2 * num_weights + 1 + 3 * tokens, dtype=torch.float32, device=dev)
-    wi = ws.view(torch.int32)
+    out_like = grad.new_empty(1).expand(num_weights, dim)  # allocation stand-ins (_common)
+    ws_like = grad.new_empty(1, dtype=torch.float32).expand(spill_size + 2 * num_weights + 1 + 3 * tokens)
+    ints = (spill_size, num_weights, tokens)
     grid = (triton.cdiv(tokens, _GROUP_BLOCK),)
-    _L_count_rows[grid](wi, idx, spill_size, num_weights, tokens, BLOCK=_GROUP_BLOCK)
-    _L_claim_ranges[grid](wi, idx, spill_size, num_weights, tokens, BLOCK=_GROUP_BLOCK)
-    _L_place_rows[grid](wi, idx, spill_size, num_weights, tokens, BLOCK=_GROUP_BLOCK)
+    group = [_L_group_rows.bind(STEP=step, BLOCK=_GROUP_BLOCK).prepare(grid, ints).planned for step in range(3)]
     block_d = min(triton.next_power_of_2(dim), _RUN_BLOCK_D)
     pad = padding_idx if 0 <= padding_idx < num_weights else -1
-    _L_sum_runs[(chunks, triton.cdiv(dim, block_d))](
-        out, ws, wi, grad, spill_size, num_weights, tokens, dim, grad.stride(0), grad.stride(1), pad,
-        SLOT_BY_ROW=by_row, CHUNK=_RUN_CHUNK, BLOCK_D=block_d)
+    sum_runs = _L_sum_runs.bind(SLOT_BY_ROW=by_row, CHUNK=_RUN_CHUNK, BLOCK_D=block_d).prepare(
+        (chunks, triton.cdiv(dim, block_d)), (*ints, dim, grad.stride(0), grad.stride(1), pad)).planned
+    write_spilled = None
     if chunks > 1:
         block_e = min(triton.next_power_of_2(chunks - 1), 16)
-        _L_write_spilled[(triton.cdiv(chunks - 1, block_e), triton.cdiv(dim, block_d))](
-            out, ws, wi, spill_size, num_weights, tokens, dim, pad, SLOT_BY_ROW=by_row, CHUNK=_RUN_CHUNK,
-            BLOCK_E=block_e, BLOCK_D=block_d)
-    return out
+        write_spilled = _L_write_spilled.bind(SLOT_BY_ROW=by_row, CHUNK=_RUN_CHUNK, BLOCK_E=block_e,
+                                              BLOCK_D=block_d).prepare(
+            (triton.cdiv(chunks - 1, block_e), triton.cdiv(dim, block_d)), (*ints, dim, pad)).planned
+
+    def plan(grad, idx):
+        out = torch.zeros_like(out_like)
+        ws = torch.zeros_like(ws_like)
+        wi = ws.view(torch.int32)
+        for launch in group:
+            launch(wi, idx)
+        sum_runs(out, ws, wi, grad)
+        if write_spilled is not None:
+            write_spilled(out, ws, wi)
+        return out
+
+    return plan
 
 
 declare("embedding", {"embedding": embedding})
