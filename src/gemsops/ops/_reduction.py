@@ -151,6 +151,9 @@ def _reduce_rows(
     # bf16 row sum on an H100: 2 rows of 8192 per program with 32 warps, 98.2 -> 94.4 us)
     pid_m = tl.program_id(0)
     pid_s = tl.program_id(1)
+    if INT64:
+        # split starts (pid_s * chunk) pass 2**31 when the reduced dim does (one row of 2**31 elements)
+        pid_s = pid_s.to(tl.int64)
     rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     rmask = rows < M
     if INT64:
@@ -182,6 +185,8 @@ def _reduce_cols(
 ):
     pid = tl.program_id(0)
     pid_s = tl.program_id(1)
+    if INT64:
+        pid_s = pid_s.to(tl.int64)
     nib = tl.cdiv(I, BLOCK_I)
     o = pid // nib
     cols = (pid % nib) * BLOCK_I + tl.arange(0, BLOCK_I)
@@ -246,6 +251,8 @@ def _arg_rows(
 ):
     pid_m = tl.program_id(0)
     pid_s = tl.program_id(1)
+    if INT64:
+        pid_s = pid_s.to(tl.int64)
     rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     rmask = rows < M
     if INT64:
@@ -277,6 +284,8 @@ def _arg_cols(
 ):
     pid = tl.program_id(0)
     pid_s = tl.program_id(1)
+    if INT64:
+        pid_s = pid_s.to(tl.int64)
     nib = tl.cdiv(I, BLOCK_I)
     o = pid // nib
     cols = (pid % nib) * BLOCK_I + tl.arange(0, BLOCK_I)
