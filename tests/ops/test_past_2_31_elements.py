@@ -113,6 +113,18 @@ def test_reductions_along_a_dim(x):
         close(g, n, scale=2)
 
 
+def test_transposed_views_and_integers(x):
+    xt = x.t()
+    one_by_one([
+        ("sum", "sum.dim_IntList", lambda: xt.sum(0)),
+        ("amax", "amax", lambda: xt.amax()),
+        ("softmax", "_softmax", lambda: torch.softmax(xt, 0)),
+        ("add", "add.Tensor", lambda: xt + 1.0),
+    ], scale=2)
+    ints = (x * 100).to(torch.int32)
+    one_by_one([("sum", "sum", lambda: ints.sum()), ("sum", "sum.dim_IntList", lambda: ints.sum(-1))], scale=0)
+
+
 def test_pointwise(x):
     one_by_one([
         ("_to_copy", "_to_copy", lambda: x.float()),
@@ -126,6 +138,7 @@ def test_indexing_and_concatenation(x):
     backwards = torch.arange(ROWS - 1, -1, -1, device="cuda")
     picks = torch.tensor([ROWS - 1, 0, ROWS - 2], device="cuda")
     cols = torch.randint(0, 8192, (ROWS, 4), device="cuda")
+    last_rows = torch.randint(ROWS - 5, ROWS, (4, 8192), device="cuda")
     updates = torch.randn(3, 8192, device="cuda", dtype=BF)
     half = ROWS // 2
     one_by_one([
@@ -135,6 +148,8 @@ def test_indexing_and_concatenation(x):
         ("cat", "cat", lambda: torch.cat([x[:, :4096], x[:, 4096:]], -1)),
         ("cat", "cat", lambda: torch.cat([x[:, i * 1024:(i + 1) * 1024] for i in range(6)], -1)),  # two launches
         ("gather", "gather", lambda: x.gather(1, cols)),
+        ("gather", "gather", lambda: x.gather(0, last_rows)),
+        ("index_select", "index_select", lambda: x.index_select(1, torch.arange(8191, -1, -1, device="cuda"))),
         ("scatter", "scatter_.value", lambda: x.clone().scatter_(1, cols, 1.0)),
         # repeated columns in a row are added in the atomics' order: last bits may differ
         ("scatter_add", "scatter_add_", lambda: x.clone().scatter_add_(1, cols, x[:, :4]), 1.0),
