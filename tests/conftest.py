@@ -17,9 +17,9 @@ import gemsops  # noqa: E402
 
 
 def pytest_collection_modifyitems(config, items):
-    # with several workers sharing one GPU (the GPU check runs ``-n 14 --dist loadgroup``),
-    # two tests of several GiB each at once can run it out of memory: they share one group,
-    # which one worker runs in sequence
+    # with several workers sharing one GPU (``-n 4 --dist loadgroup``), two tests of several
+    # GiB each at once can run it out of memory: they share one group, which one worker runs
+    # in sequence (the GPU check itself runs them after the others, alone)
     for item in items:
         if item.get_closest_marker("big_memory"):
             item.add_marker(pytest.mark.xdist_group("big_memory"))
