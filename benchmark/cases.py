@@ -35,7 +35,7 @@ CATEGORIES = {
     "pointwise": ["add", "mul", "silu", "gelu", "exp"],
     "reduction": ["sum", "mean", "amax"],
     "softmax": ["softmax", "log_softmax"],
-    "norm": ["rms_norm", "layer_norm", "rms_norm_train", "layer_norm_train"],
+    "norm": ["rms_norm", "layer_norm", "rms_norm_train", "layer_norm_train", "group_norm", "group_norm_train"],
     "fused": ["fused_add_rms_norm", "silu_and_mul", "rotary_embedding"],
     "matmul": ["mm", "addmm", "linear", "bmm"],
     "indexing": ["embedding", "embedding_train", "index_select", "cat"],
@@ -207,6 +207,30 @@ def _norm_cases(rows, dtype):
             flaggems=ENABLE,
             liger=lambda L, i: _train_step(lambda x, w, b: L.LigerLayerNormFunction.apply(x, w, b, eps),
                                            i, "x", "w", "b"),
+            note="forward and backward, gradients of x, weight and bias as outputs"))
+    return out
+
+
+def _group_norm_cases(quick, dtype):
+    # [N, C, H, W] activations of a Stable-Diffusion-style UNet (32 groups) at its widest and
+    # deepest levels; the full suite adds a large-resolution VAE layer
+    shapes = [(8, 320, 64, 64), (8, 1280, 16, 16)] + ([] if quick else [(8, 640, 32, 32), (2, 128, 256, 256)])
+    out = []
+    for n, c, h, w in shapes:
+        e = _esize(dtype)
+
+        def make(device, n=n, c=c, h=h, w=w):
+            return {"x": _randn((n, c, h, w), dtype, device), "w": _randn((c,), dtype, device),
+                    "b": _randn((c,), dtype, device), "g": _randn((n, c, h, w), dtype, device)}
+
+        out.append(Case(
+            "group_norm", _label(n, c, h, w) + " G32", dtype, make, lambda i: F.group_norm(i["x"], 32, i["w"], i["b"]),
+            bytes=2 * n * c * h * w * e, gems_aten=("group_norm", "native_group_norm"), flaggems=ENABLE))
+        out.append(Case(
+            "group_norm_train", _label(n, c, h, w) + " G32", dtype, make,
+            lambda i: _train_step(lambda x, w, b: F.group_norm(x, 32, w, b), i, "x", "w", "b"),
+            bytes=5 * n * c * h * w * e,
+            gems_aten=("group_norm", "native_group_norm", "native_group_norm_backward"), flaggems=ENABLE,
             note="forward and backward, gradients of x, weight and bias as outputs"))
     return out
 
@@ -592,6 +616,7 @@ def all_cases(quick: bool = False) -> list[Case]:
         cases += _reduction_cases(rows, dtype)
         cases += _softmax_cases(rows, dtype)
         cases += _norm_cases(rows, dtype)
+    cases += _group_norm_cases(quick, BF16)
     cases += _fused_cases(rows, BF16, quick)
     cases += _matmul_cases(quick)
     cases += _indexing_cases(quick, BF16)

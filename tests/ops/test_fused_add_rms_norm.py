@@ -1,4 +1,6 @@
 """fused_add_rms_norm: vLLM's in-place semantics and the autograd path, against plain torch."""
+import importlib
+
 import pytest
 import torch
 
@@ -92,3 +94,18 @@ def test_autograd_path_matches_torch(dtype):
     for got, ref in zip(grads, refs):
         assert got.dtype == dtype
         assert_close(got, ref.to(dtype), dtype, scale=4)
+
+
+def test_64_bit_offsets_variant(monkeypatch):
+    # inputs past 2**31 elements take the kernel's 64-bit offsets (checked for real on the
+    # GPU in test_past_2_31_elements.py); here the same variant runs on small inputs
+    module = importlib.import_module("gemsops.ops.fused_add_rms_norm")  # the package's name is the function
+
+    monkeypatch.setattr(module, "needs_int64", lambda *tensors: True)
+    monkeypatch.setattr(module, "_torch_fused_add_rms_norm", None)  # the torch path would now raise
+    for shape in ((5, 37), (3, 2, 40)):
+        x, r, w = randn(*shape), randn(*shape), randn(shape[-1])
+        y_ref, s_ref = _reference(x, r, w, 1e-6)
+        gemsops.ops.fused_add_rms_norm(x, r, w, 1e-6)
+        assert_close(r, s_ref)
+        assert_close(x, y_ref.float(), scale=2)

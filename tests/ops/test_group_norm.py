@@ -9,8 +9,9 @@ from gemsops.ops.group_norm import native_group_norm, native_group_norm_backward
 from gemsops.runtime.oplog import read_log
 from tests.util import FLOAT_DTYPES, ON_GPU, assert_close, randn, reference
 
-# (N, C, spatial, groups): small rows, a row longer than the interpreter's one-pass limit
-CASES = [(2, 4, (3, 3), 2), (1, 6, (5,), 3), (2, 8, (7, 7), 2), (3, 3, (), 1)]
+# (N, C, spatial, groups): small rows, rows longer than the interpreter's one-pass limit
+# and than one tile of the elementwise dx kernel
+CASES = [(2, 4, (3, 3), 2), (1, 6, (5,), 3), (2, 8, (7, 7), 2), (3, 3, (), 1), (1, 2, (50, 50), 1)]
 if ON_GPU:
     CASES += [(4, 320, (32, 32), 32), (2, 64, (64, 64), 8)]
 
@@ -46,6 +47,35 @@ def test_forward_backward_kernels(case, dtype, affine):
             assert a is None
         else:
             assert_close(a, e.to(a.dtype), a.dtype, scale=8)
+
+
+@pytest.mark.parametrize("mask", [[True, False, False], [False, True, False], [False, False, True],
+                                  [False, True, True], [True, True, False]])
+def test_each_output_mask(mask):
+    # autograd asks only for the gradients it needs; each combination is computed alone
+    x, w, g = randn(3, 6, 5, 7), randn(6), randn(3, 6, 5, 7)
+    args = (3, 6, 35, 3)
+    _, mean, rstd = native_group_norm(x, w, None, *args, 1e-5)
+    got = native_group_norm_backward(g, x, mean, rstd, w, *args, mask)
+    ref = reference(torch.ops.aten.native_group_norm_backward, g, x, mean, rstd, w, *args, mask)
+    for a, e in zip(got, ref):
+        assert (a is None) == (e is None)
+        if a is not None:
+            assert_close(a, e.float(), scale=8)
+
+
+def test_parameter_gradients_of_an_input_with_a_large_mean():
+    # dw = sum over n, hw of g * (x - mean) * rstd. Summing g*x and g separately and
+    # subtracting mean * sum(g) afterwards cancels here (mean 100, spread 0.01) and misses
+    # float32's tolerance by orders of magnitude; the kernel centres x before the product.
+    x = randn(2, 8, 16, 16) * 0.01 + 100
+    w, g = randn(8), randn(2, 8, 16, 16)
+    args = (2, 8, 256, 4)
+    _, mean, rstd = native_group_norm(x, w, None, *args, 1e-5)
+    got = native_group_norm_backward(g, x, mean, rstd, w, *args, [True, True, True])
+    ref = reference(torch.ops.aten.native_group_norm_backward, g, x, mean, rstd, w, *args, [True, True, True])
+    for a, e in zip(got, ref):
+        assert_close(a, e.float(), scale=8)
 
 
 @pytest.mark.parametrize("dtype", FLOAT_DTYPES)

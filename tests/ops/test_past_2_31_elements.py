@@ -11,6 +11,7 @@ elements (``x.sum()``, ``x.max()``) split the row over programs at ``program * c
 computed in 32 bits, and read memory before the tensor (a wrong sum, or a crash).
 """
 import gc
+import importlib
 
 import pytest
 import torch
@@ -160,7 +161,7 @@ def test_indexing_and_concatenation(x):
     ], scale=0)
 
 
-def test_norms_softmax_and_gated_activation(x):
+def test_norms_softmax_and_gated_activation(x, monkeypatch):
     w, b = torch.randn(8192, device="cuda", dtype=BF), torch.randn(8192, device="cuda", dtype=BF)
     g = torch.randn_like(x)
 
@@ -175,7 +176,8 @@ def test_norms_softmax_and_gated_activation(x):
         return y1.detach(), dx1, dw1, y2.detach(), xx.grad, ww.grad, bb.grad
 
     native = step()
-    got = through_gems(["rms_norm", "layer_norm"], step, served=["_fused_rms_norm", "native_layer_norm"])
+    got = through_gems(["rms_norm", "layer_norm"], step, served=[
+        "_fused_rms_norm", "_fused_rms_norm_backward", "native_layer_norm", "native_layer_norm_backward"])
     for a, e in zip(got, native):
         close(a, e, scale=2)
     del got, native
@@ -188,6 +190,9 @@ def test_norms_softmax_and_gated_activation(x):
     close(through_gems(["log_softmax"], lambda: torch.ops.aten._log_softmax_backward_data(g, y, -1, BF),
                        served=["_log_softmax_backward_data"]), native, scale=2)
     del y, native
+    # the explicit fused ops: their torch paths would now raise, so gems' kernels must serve
+    for name, torch_path in (("fused_add_rms_norm", "_torch_fused_add_rms_norm"), ("silu_and_mul", "_torch_gated")):
+        monkeypatch.setattr(importlib.import_module(f"gemsops.ops.{name}"), torch_path, None)
     r = x + g
     ref = F.rms_norm(r, (8192,), w, 1e-6)
     xx, rr = x.clone(), g.clone()
@@ -198,6 +203,71 @@ def test_norms_softmax_and_gated_activation(x):
     close(gemsops.ops.silu_and_mul(x), F.silu(x[:, :4096]) * x[:, 4096:])
     wide = x.view(ROWS // 2, 16384)
     close(gemsops.ops.silu_and_mul(wide), F.silu(wide[:, :8192]) * wide[:, 8192:])
+    del wide
+    xg = x.detach().requires_grad_()
+    y = gemsops.ops.silu_and_mul(xg)
+    g = torch.randn_like(y)
+    (dx,) = torch.autograd.grad(y, xg, g)
+    del y, xg
+    for s in range(0, ROWS, CHUNK // 8192):  # the gradient in fp32, rounded once, as the kernel does
+        a, b, gc = (t.float() for t in (x[s:s + CHUNK // 8192, :4096], x[s:s + CHUNK // 8192, 4096:],
+                                        g[s:s + CHUNK // 8192]))
+        sig = torch.sigmoid(a)
+        close(dx[s:s + CHUNK // 8192, :4096], (gc * b * sig * (1 + a * (1 - sig))).to(BF), scale=2)
+        close(dx[s:s + CHUNK // 8192, 4096:], (gc * a * sig).to(BF), scale=2)
+
+
+def test_group_norm_forward_and_backward(x):
+    xs = x.view(ROWS // 4, 4, 8192)  # [N, C, HxW], 2 groups of 2 channels
+    w, b = torch.randn(4, device="cuda", dtype=BF), torch.randn(4, device="cuda", dtype=BF)
+    g = torch.randn_like(xs)
+
+    def step():
+        xx, ww, bb = (t.detach().requires_grad_() for t in (xs, w, b))
+        y = F.group_norm(xx, 2, ww, bb)
+        y.backward(g)
+        return y.detach(), xx.grad, ww.grad, bb.grad
+
+    native = step()
+    got = through_gems(["group_norm"], step, served=["native_group_norm", "native_group_norm_backward"])
+    for a, e in zip(got, native):
+        close(a, e, scale=4)
+
+
+def _rotated(x, cos, sin):
+    """Neox rotation of the last dim in fp32, rounded once (the kernels' arithmetic)."""
+    x1, x2 = x.float().chunk(2, -1)
+    return torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), -1).to(x.dtype)
+
+
+def test_rotary_embedding_vllm_and_hf(monkeypatch):
+    rot = importlib.import_module("gemsops.ops.rotary_embedding")
+    monkeypatch.setattr(rot, "_torch_rotary", None)  # the torch paths would now raise
+    monkeypatch.setattr(rot, "_hf_torch", None)
+    torch.manual_seed(0)
+    tokens = N31 // 4096 + 8  # 32 query heads of 128 per token: past 2**31 elements
+    q = torch.randn(tokens, 32 * 128, device="cuda", dtype=BF)
+    k = torch.randn(tokens, 8 * 128, device="cuda", dtype=BF)
+    positions = torch.randint(0, 4096, (tokens,), device="cuda")
+    angles = torch.arange(4096, device="cuda")[:, None] * 10000.0 ** (-torch.arange(64, device="cuda") / 64)
+    cache = torch.cat((angles.cos(), angles.sin()), -1).to(BF)
+    q0 = q.clone()
+    gemsops.ops.rotary_embedding(positions, q, k, 128, cache, True)
+    step = CHUNK // 4096
+    for s in range(0, tokens, step):  # the last chunk holds the rows past 2**31
+        cs = cache[positions[s:s + step]].float()
+        c, sn = cs[:, None, :64], cs[:, None, 64:]
+        close(q[s:s + step].view(-1, 32, 128), _rotated(q0[s:s + step].view(-1, 32, 128), c, sn))
+    del q, q0, k
+    seq = N31 // (32 * 128) + 8  # HF layout [batch, heads, seq, dim]
+    q = torch.randn(1, 32, seq, 128, device="cuda", dtype=BF)
+    k = torch.randn(1, 8, seq, 128, device="cuda", dtype=BF)
+    pos = torch.arange(seq, device="cuda") % 4096
+    cos, sin = cache[pos, :64].repeat(1, 2)[None], cache[pos, 64:].repeat(1, 2)[None]
+    qe, ke = gemsops.ops.apply_rotary_pos_emb(q, k, cos, sin)
+    for h in range(0, 32, 4):
+        close(qe[:, h:h + 4], _rotated(q[:, h:h + 4], cos[:, None, :, :64].float(), sin[:, None, :, :64].float()))
+    close(ke, _rotated(k, cos[:, None, :, :64].float(), sin[:, None, :, :64].float()))
 
 
 def test_topk_and_cumsum(x):

@@ -1,4 +1,6 @@
 """silu_and_mul / gelu_and_mul against plain torch (float64 reference), forward and backward."""
+import importlib
+
 import pytest
 import torch
 
@@ -65,3 +67,21 @@ def test_out_views_and_fallbacks():
     h = randn(2, 6, dtype=torch.float16)
     h[0, 0], h[1, 1] = float("inf"), float("nan")
     assert_close(gemsops.ops.silu_and_mul(h), _ref(h, "silu").half(), equal_nan=True)
+
+
+@pytest.mark.parametrize("kind", ["silu", "tanh"])
+def test_64_bit_offsets_variant(monkeypatch, kind):
+    # inputs past 2**31 elements take the kernels' 64-bit offsets (checked for real on the
+    # GPU in test_past_2_31_elements.py); here the same variant runs on a small input
+    module = importlib.import_module("gemsops.ops.silu_and_mul")  # the package's name is the function
+
+    monkeypatch.setattr(module, "needs_int64", lambda *tensors: True)
+    monkeypatch.setattr(module, "_torch_gated", None)  # the torch path would now raise
+    x = (randn(5, 2 * 37) * 2).requires_grad_()
+    y = _gems(x, kind)
+    assert_close(y, _ref(x, kind).float(), scale=2)
+    g = randn(*y.shape)
+    (gx,) = torch.autograd.grad(y, x, g)
+    xd = x.detach().double().requires_grad_()
+    (ref,) = torch.autograd.grad(_ref(xd, kind), xd, g.double())
+    assert_close(gx, ref.float(), scale=4)

@@ -90,8 +90,7 @@ def _torch_fused_add_rms_norm(x, residual, weight, eps):
 def _supported(x, residual, weight) -> bool:
     return (on_vendor_device(x, residual, weight) and x.dtype in KERNEL_DTYPES and residual.dtype in KERNEL_DTYPES
             and x.shape == residual.shape and x.dim() >= 1 and x.shape[-1] > 0
-            and (weight is None or (weight.dtype in KERNEL_DTYPES and tuple(weight.shape) == (x.shape[-1],)))
-            and not needs_int64(x, residual))
+            and (weight is None or (weight.dtype in KERNEL_DTYPES and tuple(weight.shape) == (x.shape[-1],))))
 
 
 def _launch(y, s_out, rstd, x, residual, weight, eps):
@@ -104,11 +103,12 @@ def _launch(y, s_out, rstd, x, residual, weight, eps):
     yv, sy = rows_2d(y, n)
     sv, ss = rows_2d(s_out, n)
     w = None if weight is None else weight.contiguous()
+    int64 = needs_int64(xv, rv, yv, sv)
 
     def launch(p, y_, s_, sy_, ss_):
         _L_add_rms_kernel(
             (cdiv(m, p["BLOCK_M"]),), y_, s_, rstd, xv, rv, w, float(eps), m, n, sx, sr, sy_, ss_,
-            HAS_W=w is not None, STORE_RSTD=rstd is not None, ONE_PASS=p["ONE_PASS"], INT64=False,
+            HAS_W=w is not None, STORE_RSTD=rstd is not None, ONE_PASS=p["ONE_PASS"], INT64=int64,
             BLOCK_M=p["BLOCK_M"], BLOCK_N=p["BLOCK_N"], num_warps=p["num_warps"],
         )
 
@@ -121,7 +121,7 @@ def _launch(y, s_out, rstd, x, residual, weight, eps):
     if y is x and s_out is residual and rstd is None and xv is x and rv is residual and w is weight:
         # the in-place call: later calls of this signature go straight to the launch
         bound = _L_add_rms_kernel.bind(
-            HAS_W=w is not None, STORE_RSTD=False, ONE_PASS=p["ONE_PASS"], INT64=False,
+            HAS_W=w is not None, STORE_RSTD=False, ONE_PASS=p["ONE_PASS"], INT64=int64,
             BLOCK_M=p["BLOCK_M"], BLOCK_N=p["BLOCK_N"], num_warps=p["num_warps"])
         _PLANS.keep(_signature(x, residual, weight), bound.prepare((cdiv(m, p["BLOCK_M"]),), (m, n, sx, sr, sx, sr)).planned)
     # views that could not be addressed as rows were computed in copies: write them back

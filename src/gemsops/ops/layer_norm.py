@@ -298,8 +298,6 @@ def native_layer_norm_backward(grad_out, input, normalized_shape, mean, rstd, we
         return dx, dw, db
     xv, sx = rows_2d(input, n)
     gv, sg = rows_2d(grad_out, n)
-    if needs_int64(xv, gv):
-        raise Unsupported
     mu, r = mean.contiguous(), rstd.contiguous()
     w = None if weight is None else weight.contiguous()
     need_p = need_dw or need_db

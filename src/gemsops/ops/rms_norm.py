@@ -237,8 +237,6 @@ def rms_backward(grad_out, input, normalized_shape, rstd, weight, output_mask):
     gv, sg = rows_2d(grad_out, n)
     r = rstd.contiguous()
     w = None if weight is None else weight.contiguous()
-    if needs_int64(xv, gv):
-        raise Unsupported  # dw partials index rows in int64, but dx offsets would overflow
     chosen = {}
 
     def launch(p):

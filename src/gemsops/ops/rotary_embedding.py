@@ -18,7 +18,7 @@ import triton
 import triton.language as tl
 
 from ..runtime import on_vendor_device
-from ._common import broadcast_shapes, cdiv, needs_int64, next_pow2
+from ._common import broadcast_shapes, cdiv, next_pow2
 from ._rows import launcher
 
 __all__ = ["rotary_embedding", "apply_rotary_pos_emb"]
@@ -117,7 +117,7 @@ def rotary_embedding(positions, query, key, head_size, cos_sin_cache, is_neox=Tr
     tensors = [positions, query, key, cos_sin_cache]
     ok = (on_vendor_device(*tensors) and query.dtype in KERNEL_DTYPES and cos_sin_cache.dtype in KERNEL_DTYPES
           and (key is None or key.dtype == query.dtype) and rot % 2 == 0 and 0 < rot <= head_size
-          and not positions.is_floating_point() and not needs_int64(query, key))
+          and not positions.is_floating_point())
     qv = _heads_view(query, t, head_size) if ok else None
     kv = _heads_view(key, t, head_size) if ok and key is not None else None
     if qv is None or (key is not None and kv is None):
@@ -214,7 +214,7 @@ def _hf_supported(q, k, cos, sin, unsqueeze_dim):
         return False
     if q.dim() > 4 or k.dim() != q.dim() or q.shape[-1] % 2 or k.shape[-1] != q.shape[-1]:
         return False
-    if any(t.stride(-1) != 1 and t.shape[-1] > 1 for t in (q, k)) or needs_int64(q, k):
+    if any(t.stride(-1) != 1 and t.shape[-1] > 1 for t in (q, k)):
         return False
     try:
         c = cos.unsqueeze(unsqueeze_dim)

@@ -109,8 +109,8 @@ def _forward(x, act, out=None):
             prepared(out, x)
             return out
     d = x.shape[-1] // 2 if x.dim() else 0
-    if not (on_vendor_device(x, out) and x.dtype in KERNEL_DTYPES and x.dim() >= 1 and x.shape[-1] % 2 == 0
-            and not needs_int64(x)) or (out is not None and (out.dtype != x.dtype or out.shape != x.shape[:-1] + (d,))):
+    if not (on_vendor_device(x, out) and x.dtype in KERNEL_DTYPES and x.dim() >= 1 and x.shape[-1] % 2 == 0) \
+            or (out is not None and (out.dtype != x.dtype or out.shape != x.shape[:-1] + (d,))):
         res = _torch_gated(x, act)
         if out is None:
             return res
@@ -145,7 +145,7 @@ def _forward(x, act, out=None):
 def _backward(g, x, act):
     d = x.shape[-1] // 2
     m = x.numel() // x.shape[-1] if x.shape[-1] else 0
-    if not (on_vendor_device(x, g) and x.dtype in KERNEL_DTYPES and g.dtype == x.dtype and not needs_int64(x)):
+    if not (on_vendor_device(x, g) and x.dtype in KERNEL_DTYPES and g.dtype == x.dtype):
         with torch.enable_grad():
             xd = x.detach().requires_grad_()
             (dx,) = torch.autograd.grad(_torch_gated(xd, act), xd, g)
@@ -158,7 +158,7 @@ def _backward(g, x, act):
 
     def launch(cfg):
         _L_gated_bwd_kernel(
-            (m * cdiv(d, cfg["BLOCK"]),), dx, gv, xv, m, d, 2 * d, sg, sx, ACT=act, INT64=needs_int64(dx, xv), BLOCK=cfg["BLOCK"],
+            (m * cdiv(d, cfg["BLOCK"]),), dx, gv, xv, m, d, 2 * d, sg, sx, ACT=act, INT64=needs_int64(dx, xv, gv), BLOCK=cfg["BLOCK"],
             num_warps=cfg["num_warps"])
 
     launch(_cfg(_BWD, d, m, launch))
