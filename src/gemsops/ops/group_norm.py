@@ -237,8 +237,8 @@ def native_group_norm_backward(grad_out, input, mean, rstd, weight, N, C, HxW, g
     cpg = C // group
     mu, r = mean.contiguous(), rstd.contiguous()
     rows = N * C
-    # per-(n, c) sums of g*xhat and g: the parameter gradients summed over n, and, weighted
-    # by the channel's weight and summed over its group, the two means dx needs
+    # Per-(n, c) sums of g*xhat and g give the parameter gradients (summed over n) and the
+    # two group means dx needs (weighted by the channel's weight, summed over its group).
     # Few long rows (2x128x256x256: 256 rows of 65536) would leave most SMs idle: each row
     # is then summed as ``split`` contiguous sub-rows (sub-row i belongs to channel row
     # i // split, so the kernel finds its statistics with the divisor cpg * split).
